@@ -1,0 +1,196 @@
+//! Held records in sync mode: PENDING-marked copies that wait out `pending_grace` in memory.
+//!
+//! A held copy owns its identity in the store as *held*. When the grace ends it tries to claim the
+//! identity; if a clean copy arrived meanwhile, that copy took the identity over (and was
+//! forwarded at once), so the held one is dropped. Otherwise it is delivered like any event.
+//!
+//! A failed delivery does not give up: the copy releases its reservation and *re-holds* the identity
+//! for the backoff delay, so a clean copy arriving during the wait still wins, and retries until
+//! `delivery.max_attempts` or `delivery.max_age`. On graceful shutdown every waiting copy is
+//! delivered at once rather than dropped. What sync mode cannot do is survive a crash: these copies
+//! live in memory only (contract §6a); spool mode keeps them on disk.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{Delivery, Forwarder, Outcome, backoff::Backoff};
+use crate::{
+    metrics::Metrics,
+    store::{Claim, DedupStore, Owner, Store, new_owner},
+};
+
+/// Settings the held-copy tasks need.
+#[derive(Debug, Clone)]
+pub struct HeldSettings {
+    pub grace: Duration,
+    pub lease: Duration,
+    pub ttl: Duration,
+    pub backoff: Backoff,
+    pub max_attempts: u32,
+    pub max_age: Duration,
+}
+
+/// Spawns and tracks the held-copy tasks; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct HeldQueue {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: HeldSettings,
+    store: Store,
+    forwarder: Forwarder,
+    metrics: Metrics,
+    /// Cancelled at shutdown: waiting copies stop waiting and are delivered at once.
+    flush: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl HeldQueue {
+    pub fn new(settings: HeldSettings, store: Store, forwarder: Forwarder, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                forwarder,
+                metrics,
+                flush: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The lease a held reservation needs: the grace plus one delivery.
+    pub fn hold_lease(&self) -> Duration {
+        self.inner.settings.grace + self.inner.settings.lease
+    }
+
+    /// Starts the wait for a copy that now holds `delivery.key` as `owner`.
+    pub fn schedule(&self, delivery: Delivery, owner: Owner) {
+        let inner = self.inner.clone();
+        inner.metrics.held_waiting(1);
+        self.inner.tasks.spawn(async move {
+            inner.run(delivery, owner).await;
+            inner.metrics.held_waiting(-1);
+        });
+    }
+
+    /// Delivers every waiting copy now and waits until all are done (or `limit` passes).
+    pub async fn flush_and_wait(&self, limit: Duration) {
+        self.inner.flush.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(limit, self.inner.tasks.wait()).await.is_err() {
+            tracing::error!("held records still undelivered at shutdown: they are lost (sync mode keeps them in memory only)");
+        }
+    }
+}
+
+impl Inner {
+    async fn wait(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.flush.cancelled() => {}
+        }
+    }
+
+    async fn run(&self, delivery: Delivery, mut owner: Owner) {
+        let s = &self.settings;
+        let started = Instant::now();
+        let key = delivery.key;
+        self.wait(s.grace).await;
+        let mut attempt = 0u32;
+        loop {
+            match self.store.claim_held(&key, owner, s.lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.metrics.held_superseded();
+                    tracing::info!(dedup_key = %key, service = %delivery.service, "held copy superseded by a clean copy");
+                    return;
+                }
+                Err(e) => {
+                    // Unknown state: try again later rather than deliver unchecked.
+                    self.metrics.store_error();
+                    tracing::warn!(dedup_key = %key, error = %e, "cannot claim held copy; will retry");
+                    if !self.rehold_after_failure(&delivery, &mut owner, &mut attempt, started, None).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            attempt += 1;
+            let outcome = self.forwarder.send(&delivery).await;
+            match &outcome {
+                Outcome::Delivered { status } => {
+                    if let Err(e) = self.store.commit(&key, owner, s.ttl).await {
+                        self.metrics.store_error();
+                        tracing::warn!(dedup_key = %key, error = %e, "delivered held copy but could not commit its key");
+                    }
+                    tracing::info!(verdict = "forwarded", dedup_key = %key, service = %delivery.service, status, attempt, "held copy delivered after its grace");
+                    return;
+                }
+                Outcome::Permanent { reason, .. } => {
+                    let _ = self.store.release(&key, owner).await;
+                    tracing::error!(dedup_key = %key, service = %delivery.service, reason, "held copy refused by upstream; dropped (sync mode has no dead-letter queue)");
+                    return;
+                }
+                Outcome::Retryable { retry_after, reason, .. } => {
+                    tracing::warn!(dedup_key = %key, service = %delivery.service, reason, attempt, "held copy delivery failed; retrying");
+                    let ra = *retry_after;
+                    if !self.rehold_after_failure(&delivery, &mut owner, &mut attempt, started, ra).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases the reservation, re-holds under a new owner for the backoff delay, and waits.
+    /// Returns false when the copy should be given up (limits reached, or a clean copy took over).
+    async fn rehold_after_failure(
+        &self,
+        delivery: &Delivery,
+        owner: &mut Owner,
+        attempt: &mut u32,
+        started: Instant,
+        retry_after: Option<Duration>,
+    ) -> bool {
+        let s = &self.settings;
+        if *attempt >= s.max_attempts || started.elapsed() >= s.max_age || self.flush.is_cancelled() {
+            let _ = self.store.release(&delivery.key, *owner).await;
+            tracing::error!(dedup_key = %delivery.key, service = %delivery.service, attempts = *attempt, "held copy given up after its retry limit");
+            return false;
+        }
+        self.metrics.retry();
+        let delay = s.backoff.delay((*attempt).max(1), retry_after);
+        let _ = self.store.release(&delivery.key, *owner).await;
+        let next = new_owner();
+        loop {
+            match self.store.hold(&delivery.key, next, delay + s.lease).await {
+                Ok(Claim::Acquired) => {
+                    *owner = next;
+                    self.wait(delay).await;
+                    return true;
+                }
+                Ok(_) => {
+                    // A clean copy (or another held one) owns the identity now: it carries the trigger.
+                    self.metrics.held_superseded();
+                    return false;
+                }
+                Err(e) => {
+                    self.metrics.store_error();
+                    *attempt += 1;
+                    if *attempt >= s.max_attempts || started.elapsed() >= s.max_age {
+                        tracing::error!(dedup_key = %delivery.key, error = %e, "held copy given up: dedup store unavailable");
+                        return false;
+                    }
+                    self.wait(delay).await;
+                }
+            }
+        }
+    }
+}

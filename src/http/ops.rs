@@ -1,0 +1,47 @@
+//! Probes and metrics: `/healthz`, `/readyz`, `/metrics`.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header::CONTENT_TYPE},
+    response::IntoResponse,
+};
+use serde_json::json;
+
+use super::AppState;
+use crate::{
+    error::AppError,
+    store::{DedupStore, Store},
+};
+
+/// 200 while the process serves.
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 when the dedup store answers (and the spool is writable, in spool mode); else 503.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.gateway.store().ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not-ready", "reason": e.to_string() })),
+        ),
+    }
+}
+
+/// Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let m = state.gateway.metrics();
+    match state.gateway.store() {
+        Store::Memory(s) => m.store_entries(s.len()),
+    }
+    (
+        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        m.render(),
+    )
+}
+
+pub async fn not_found() -> AppError {
+    AppError::NotFound
+}

@@ -1,0 +1,157 @@
+//! The webhook handler: check the request, read the body, run the pipeline, answer MinIO.
+
+use std::time::{Duration, Instant};
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Path, State},
+    http::{
+        HeaderMap, HeaderValue, StatusCode,
+        header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER},
+    },
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::{config::valid_service_name, error::AppError, pipeline::Inbound};
+
+/// `HEAD` on a webhook path: old MinIO versions probe liveness this way.
+pub async fn probe() -> StatusCode {
+    StatusCode::OK
+}
+
+/// `POST /job/{service}`.
+pub async fn webhook(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let resp = match accept(&state, service, &headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    state.gateway.metrics().response(resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn accept(state: &AppState, service: String, headers: &HeaderMap, body: Body) -> Result<Response, AppError> {
+    let cfg = state.gateway.config();
+    if !valid_service_name(&service) {
+        return Err(AppError::BadService);
+    }
+    check_content_headers(headers)?;
+    let authorization = headers.get(AUTHORIZATION).cloned();
+    check_inbound_token(&cfg.service(&service).inbound_tokens, authorization.as_ref())?;
+    let limit = cfg.http.body_limit;
+    if declared_length(headers).is_some_and(|n| n > limit as u64) {
+        return Err(AppError::TooLarge(limit));
+    }
+    let body = read_body(body, limit, cfg.http.body_timeout).await?;
+    let inbound = Inbound {
+        service,
+        authorization,
+        body,
+    };
+    // Own task: a client hanging up must not cancel a delivery between reserve and commit.
+    let gateway = state.gateway.clone();
+    let answer = tokio::spawn(async move { gateway.handle(inbound).await })
+        .await
+        .map_err(|_| AppError::Internal)??;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, Json(&answer)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("3"));
+    }
+    Ok(resp)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// 415 for a Content-Type that is present and not JSON, or a Content-Encoding other than identity.
+fn check_content_headers(headers: &HeaderMap) -> Result<(), AppError> {
+    if let Some(ct) = headers.get(CONTENT_TYPE) {
+        let text = ct.to_str().unwrap_or("");
+        let mime = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let json = mime == "application/json" || mime == "text/json" || mime.ends_with("+json");
+        if !json {
+            let mut shown = text.to_owned();
+            shown.truncate(64);
+            return Err(AppError::UnsupportedType(shown));
+        }
+    }
+    if let Some(ce) = headers.get(CONTENT_ENCODING) {
+        let text = ce.to_str().unwrap_or("?");
+        if !text.trim().eq_ignore_ascii_case("identity") {
+            let mut shown = text.to_owned();
+            shown.truncate(32);
+            return Err(AppError::UnsupportedEncoding(shown));
+        }
+    }
+    Ok(())
+}
+
+/// When a service lists inbound tokens, the request's `Authorization` must be one of them.
+/// Compared in constant time so response timing does not reveal a token prefix.
+fn check_inbound_token(allowed: &[String], got: Option<&HeaderValue>) -> Result<(), AppError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let got = got.map(HeaderValue::as_bytes).unwrap_or_default();
+    let bare = got.strip_prefix(b"Bearer ").unwrap_or(got);
+    let mut ok = subtle::Choice::from(0);
+    for t in allowed {
+        let t = t.as_bytes();
+        let t_bare = t.strip_prefix(b"Bearer ").unwrap_or(t);
+        ok |= t_bare.ct_eq(bare);
+    }
+    if bool::from(ok) { Ok(()) } else { Err(AppError::Unauthorized) }
+}
+
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, AppError> {
+    let limited = Limited::new(body, limit);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(AppError::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(AppError::TooLarge(limit)),
+        Ok(Err(_)) => Err(AppError::BodyRead),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_rules() {
+        let h = |ct: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            check_content_headers(&m)
+        };
+        assert!(h("application/json").is_ok());
+        assert!(h("application/json; charset=utf-8").is_ok());
+        assert!(h("Application/JSON").is_ok());
+        assert!(h("application/cloudevents+json").is_ok());
+        assert!(matches!(h("text/plain"), Err(AppError::UnsupportedType(_))));
+        assert!(check_content_headers(&HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn inbound_tokens() {
+        let allowed = vec!["Bearer abc".to_string(), "def".to_string()];
+        let hv = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert!(check_inbound_token(&[], None).is_ok());
+        assert!(check_inbound_token(&allowed, Some(&hv("Bearer abc"))).is_ok());
+        assert!(check_inbound_token(&allowed, Some(&hv("Bearer def"))).is_ok());
+        assert!(check_inbound_token(&allowed, Some(&hv("Bearer abd"))).is_err());
+        assert!(check_inbound_token(&allowed, None).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! The `dedup-gateway` binary: parse the command line, load configuration, set up logging, and
+//! hand over to the library. Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use dedup_gateway::config::{Config, DedupOverrides, LogFormat, Overrides, PolicyOverrides};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "dedup-gateway", version, about = "Deduplicating gateway from MinIO webhooks to OSCAR")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 0.0.0.0:8080.
+    #[arg(long)]
+    listen: Option<String>,
+    /// OSCAR base URL.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Directory for the spool and the dedup secret.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// spool or sync.
+    #[arg(long)]
+    mode: Option<String>,
+    /// How long a delivered identity is remembered (e.g. 24h).
+    #[arg(long)]
+    dedup_ttl: Option<String>,
+    /// How long a PENDING-marked record waits for a clean copy (e.g. 30s).
+    #[arg(long)]
+    pending_grace: Option<String>,
+    /// json or text.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            upstream: self.upstream.clone(),
+            data_dir: self.data_dir.clone(),
+            mode: self.mode.clone(),
+            log_format: self.log_format.clone(),
+            dedup: self.dedup_ttl.clone().map(|ttl| DedupOverrides { ttl }),
+            policy: self.pending_grace.clone().map(|pending_grace| PolicyOverrides { pending_grace }),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Validate and print the effective configuration (secrets masked).
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run captured payloads through the filter and dedup logic offline; one JSON verdict per record.
+    Replay {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Service the payloads were sent to.
+        #[arg(long, default_value = "replay")]
+        service: String,
+        /// Authorization header value the payloads came with (part of the identity).
+        #[arg(long, env = "DEDUP_GATEWAY_REPLAY_AUTHORIZATION", hide_env_values = true)]
+        authorization: Option<String>,
+        /// Files with one JSON document each, or one per line.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn load(file: Option<&std::path::Path>, o: &Overrides) -> Result<Config, ExitCode> {
+    Config::load(file, o).map_err(|e| {
+        eprintln!("dedup-gateway: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = match load(args.config.as_deref(), &args.overrides()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(cfg.log_format);
+            serve(cfg)
+        }
+        Command::CheckConfig { config } => match load(config.as_deref(), &Overrides::default()) {
+            Ok(cfg) => {
+                print!("{}", cfg.masked_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Replay { config, service, authorization, files } => {
+            let cfg = match load(config.as_deref(), &Overrides::default()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            match dedup_gateway::replay::replay(&cfg, &files, &service, authorization.as_deref(), &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("dedup-gateway: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn serve(cfg: Config) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dedup-gateway: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %cfg.listen, error = %e, "cannot bind");
+                return ExitCode::from(1);
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            dedup_gateway::server::shutdown_signal().await;
+            tracing::info!("shutdown requested; finishing in-flight requests");
+            trigger.cancel();
+        });
+        match dedup_gateway::run(cfg, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(dedup_gateway::StartError::Config(e)) => {
+                tracing::error!("{e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "gateway failed");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

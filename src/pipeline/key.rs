@@ -1,0 +1,202 @@
+//! Key: the dedup identity of a record as a fixed-size digest.
+//!
+//! The identity is the tuple (service, credential, bucket, decoded object key, version, class) of
+//! contract §6. It is hashed with keyed BLAKE3 under a secret the gateway keeps
+//! (`dedup.hash_secret` or `{data_dir}/dedup-secret`), for three reasons:
+//! - the store holds 16 bytes per identity instead of the strings, which bounds memory per key;
+//! - the `Authorization` header enters only through the keyed hash, so a stored key or a logged
+//!   dedup key can neither reveal the token nor be confirmed by guessing short tokens offline;
+//! - a request with a wrong token gets a different identity and can never shadow the real event.
+//!
+//! Fields are length-prefixed so that no two different tuples feed the same byte stream. 128 bits
+//! keep the chance of any collision among 10^12 identities below 10^-14.
+
+use std::{fmt, io::Write, path::Path};
+
+use super::{parse::Record, policy::Class};
+use crate::pipeline::parse::VersionSource;
+
+/// A dedup identity digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DedupKey(pub [u8; 16]);
+
+impl DedupKey {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl fmt::Debug for DedupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DedupKey({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for DedupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 32];
+        // Encoding 16 bytes into 32 always fits.
+        let _ = hex::encode_to_slice(self.0, &mut buf);
+        f.write_str(std::str::from_utf8(&buf).unwrap_or_default())
+    }
+}
+
+/// Derives dedup keys under one secret.
+#[derive(Clone)]
+pub struct KeyDeriver {
+    secret: [u8; 32],
+}
+
+impl fmt::Debug for KeyDeriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyDeriver { secret: *** }")
+    }
+}
+
+/// The part of the identity shared by every record of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestScope {
+    /// Keyed digest of (service, Authorization header).
+    scope: [u8; 32],
+}
+
+impl KeyDeriver {
+    /// A deriver keyed by an arbitrary-length secret (stretched with BLAKE3's KDF mode).
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            secret: blake3::derive_key("dedup-gateway 2026 identity key", secret),
+        }
+    }
+
+    /// A deriver with a fresh random secret (identities do not survive a restart).
+    pub fn random() -> Self {
+        Self::new(&rand::random::<[u8; 32]>())
+    }
+
+    /// Reads `{dir}/dedup-secret`, creating it with a random secret (mode 0600) when missing.
+    pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join("dedup-secret");
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() >= 16 => return Ok(Self::new(&bytes)),
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is shorter than 16 bytes", path.display()),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(dir)?;
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        let tmp = dir.join("dedup-secret.tmp");
+        {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&tmp)?;
+            f.write_all(secret.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(Self::new(secret.as_bytes()))
+    }
+
+    /// Hashes the request-wide part of the identity once per request.
+    pub fn scope(&self, service: &str, authorization: Option<&[u8]>) -> RequestScope {
+        let mut h = blake3::Hasher::new_keyed(&self.secret);
+        field(&mut h, b"svc", service.as_bytes());
+        match authorization {
+            Some(a) => field(&mut h, b"auth", a),
+            None => field(&mut h, b"noauth", b""),
+        };
+        RequestScope {
+            scope: *h.finalize().as_bytes(),
+        }
+    }
+
+    /// The identity digest of one record in a request scope.
+    pub fn key(&self, scope: &RequestScope, record: &Record<'_>, class: Class<'_>) -> DedupKey {
+        let mut h = blake3::Hasher::new_keyed(&self.secret);
+        h.update(&scope.scope);
+        field(&mut h, b"bucket", record.bucket.as_bytes());
+        field(&mut h, b"key", record.key.as_bytes());
+        let tag: &[u8] = match record.version_source {
+            VersionSource::VersionId => b"vid",
+            VersionSource::Sequencer => b"seq",
+            VersionSource::ETag => b"etag",
+        };
+        field(&mut h, tag, record.version.as_bytes());
+        field(&mut h, b"class", class.as_str().as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        DedupKey(out)
+    }
+}
+
+fn field(h: &mut blake3::Hasher, name: &[u8], value: &[u8]) {
+    h.update(&(name.len() as u32).to_le_bytes());
+    h.update(name);
+    h.update(&(value.len() as u64).to_le_bytes());
+    h.update(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::pipeline::parse::Marking;
+
+    fn rec(key: &str, version: &str) -> Record<'static> {
+        Record {
+            event_name: Cow::Borrowed("s3:ObjectCreated:Put"),
+            bucket: "b".into(),
+            key: key.into(),
+            version: Cow::Owned(version.into()),
+            version_source: VersionSource::VersionId,
+            version_id: None,
+            marking: Marking::Clean,
+        }
+    }
+
+    #[test]
+    fn every_tuple_field_changes_the_key() {
+        let d = KeyDeriver::new(b"0123456789abcdef");
+        let s = d.scope("svc", Some(b"Bearer a"));
+        let base = d.key(&s, &rec("k", "v"), Class::Available);
+        assert_eq!(base, d.key(&s, &rec("k", "v"), Class::Available));
+        assert_ne!(base, d.key(&d.scope("svc2", Some(b"Bearer a")), &rec("k", "v"), Class::Available));
+        assert_ne!(base, d.key(&d.scope("svc", Some(b"Bearer b")), &rec("k", "v"), Class::Available));
+        assert_ne!(base, d.key(&d.scope("svc", None), &rec("k", "v"), Class::Available));
+        assert_ne!(base, d.key(&s, &rec("k2", "v"), Class::Available));
+        assert_ne!(base, d.key(&s, &rec("k", "v2"), Class::Available));
+        assert_ne!(base, d.key(&s, &rec("k", "v"), Class::Removed));
+        // Field boundaries cannot be shifted.
+        assert_ne!(d.key(&s, &rec("ab", "c"), Class::Available), d.key(&s, &rec("a", "bc"), Class::Available));
+        // A different secret gives unrelated keys.
+        let other = KeyDeriver::new(b"fedcba9876543210");
+        assert_ne!(base, other.key(&other.scope("svc", Some(b"Bearer a")), &rec("k", "v"), Class::Available));
+    }
+
+    #[test]
+    fn secret_file_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = KeyDeriver::load_or_create(dir.path()).unwrap();
+        let b = KeyDeriver::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.secret, b.secret);
+        let hex = DedupKey([7; 16]).to_hex();
+        assert_eq!(DedupKey::from_hex(&hex), Some(DedupKey([7; 16])));
+        assert_eq!(DedupKey([7; 16]).to_string(), hex);
+    }
+}

@@ -1,0 +1,158 @@
+//! `dedup-gateway replay`: captured payloads through the same parse, policy, key and dedup
+//! stages, offline, one JSON verdict per record on stdout.
+//!
+//! For tuning a policy against real traffic and for incident review ("why was this forwarded
+//! twice?"). Nothing is sent anywhere: a record that would be forwarded is taken as delivered at
+//! once, and held records stay held (the grace never ends offline), so a later clean copy of the
+//! same version shows as the one forwarded. All records share one dedup store, in input order.
+
+use std::{io::Write, path::PathBuf, time::Duration};
+
+use serde::Serialize;
+
+use crate::{
+    config::Config,
+    pipeline::{
+        Verdict,
+        key::KeyDeriver,
+        parse,
+        policy::{Decision, FinalVerdict, Policy},
+    },
+    store::{Claim, MemoryStore},
+};
+
+#[derive(Debug, Serialize)]
+struct Line<'a> {
+    source: &'a str,
+    document: usize,
+    record: usize,
+    verdict: &'static str,
+    reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+/// Replays `files` for `service` with `authorization`; returns the number of records seen.
+pub fn replay(
+    cfg: &Config,
+    files: &[PathBuf],
+    service: &str,
+    authorization: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<usize, String> {
+    let policy = Policy::new(&cfg.policy.forward, cfg.policy.pending)?;
+    let keys = KeyDeriver::random();
+    let store = MemoryStore::new(usize::MAX / 2);
+    let scope = keys.scope(service, authorization.map(str::as_bytes));
+    let available_on = cfg.service(service).available_on;
+    let forever = Duration::from_secs(u32::MAX as u64);
+    let mut seen = 0;
+    for path in files {
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let source = path.display().to_string();
+        for (doc_no, doc) in documents(&text).into_iter().enumerate() {
+            let mut emit = |line: Line<'_>| -> Result<(), String> {
+                serde_json::to_writer(&mut *out, &line).map_err(|e| e.to_string())?;
+                writeln!(out).map_err(|e| e.to_string())
+            };
+            let env = match parse::envelope(doc) {
+                Ok(env) => env,
+                Err(e) => {
+                    emit(bare(&source, doc_no + 1, 0, Verdict::Invalid, e.to_string()))?;
+                    continue;
+                }
+            };
+            for (i, raw) in env.records.iter().enumerate() {
+                seen += 1;
+                let rec = match parse::record(raw) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        emit(bare(&source, doc_no + 1, i, Verdict::Invalid, e.to_string()))?;
+                        continue;
+                    }
+                };
+                let (verdict, reason, key) = match policy.decide(&rec, available_on) {
+                    Decision::Final(v, reason) => {
+                        let v = match v {
+                            FinalVerdict::Ignored => Verdict::Ignored,
+                            FinalVerdict::Pending => Verdict::Pending,
+                            FinalVerdict::ReplicationFailed => Verdict::ReplicationFailed,
+                        };
+                        (v, reason.to_string(), None)
+                    }
+                    Decision::Forward(class) | Decision::Hold(class) => {
+                        let key = keys.key(&scope, &rec, class);
+                        let hold = matches!(policy.decide(&rec, available_on), Decision::Hold(_));
+                        let owner = crate::store::new_owner();
+                        let claim = if hold {
+                            store.hold_at(&key, owner, forever, 0)
+                        } else {
+                            store.reserve_at(&key, owner, forever, 0)
+                        }
+                        .map_err(|e| e.to_string())?;
+                        let (v, reason) = match claim {
+                            Claim::Duplicate(existing) => (Verdict::Duplicate, existing.reason()),
+                            _ if hold => (Verdict::Held, "replication-pending"),
+                            Claim::Preempted => {
+                                store.commit_at(&key, owner, forever, 0);
+                                (Verdict::Forwarded, "clean-copy-preempted-held")
+                            }
+                            _ => {
+                                store.commit_at(&key, owner, forever, 0);
+                                (Verdict::Forwarded, "would-deliver")
+                            }
+                        };
+                        (v, reason.to_string(), Some(key.to_hex()))
+                    }
+                };
+                emit(Line {
+                    source: &source,
+                    document: doc_no + 1,
+                    record: i,
+                    verdict: verdict.as_str(),
+                    reason,
+                    event: Some(rec.event_name.to_string()),
+                    bucket: Some(rec.bucket.to_string()),
+                    object: Some(rec.key.clone()),
+                    version: Some(rec.version.to_string()),
+                    key,
+                })?;
+            }
+        }
+    }
+    Ok(seen)
+}
+
+fn bare(source: &str, document: usize, record: usize, verdict: Verdict, reason: String) -> Line<'_> {
+    Line {
+        source,
+        document,
+        record,
+        verdict: verdict.as_str(),
+        reason,
+        event: None,
+        bucket: None,
+        object: None,
+        version: None,
+        key: None,
+    }
+}
+
+/// A file is one JSON document, or JSON lines (one document per non-empty line).
+fn documents(text: &[u8]) -> Vec<&[u8]> {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok() {
+        return vec![text];
+    }
+    text.split(|b| *b == b'\n')
+        .map(|l| l.trim_ascii())
+        .filter(|l| !l.is_empty())
+        .collect()
+}

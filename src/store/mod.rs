@@ -1,0 +1,159 @@
+//! Dedup: the store of identities, with the two-phase marking of contract §7.
+//!
+//! # Semantics (what the property tests in `memory.rs` and the conformance suite check)
+//! An identity is in one of four states: *absent*, *held* (a PENDING-marked copy waits out its grace),
+//! *reserved* (a copy is being delivered by its owner) or *committed* (delivered; remembered until
+//! the TTL). Every entry carries an owner token and an expiry; an expired entry counts as absent.
+//!
+//! | operation | absent | held by other | reserved / committed |
+//! |---|---|---|---|
+//! | `reserve` (clean copy) | → reserved, `Acquired` | → reserved by caller, `Preempted` | `Duplicate` |
+//! | `hold` (marked copy) | → held, `Acquired` | `Duplicate` | `Duplicate` |
+//! | `claim_held` (grace over) | false | true only if the caller still holds it (→ reserved) | false |
+//! | `commit` (OSCAR said 2xx) | | → committed for the TTL, only if the caller owns it | |
+//! | `release` (delivery failed) | | → absent, only if the caller owns it | |
+//!
+//! Invariants: at most one owner per identity at any time; a committed identity is never handed out
+//! again before its TTL ends; a held copy never blocks a clean copy (the clean one preempts it, so
+//! the trigger is never delayed by a stale PENDING mark); only the owner can commit or release, so a
+//! late answer for a preempted or expired reservation never undoes somebody else's delivery.
+//! A reservation's lease bounds how long a crashed or stuck owner can block the identity.
+
+pub mod memory;
+
+use std::{future::Future, time::Duration};
+
+use crate::pipeline::key::DedupKey;
+
+pub use memory::MemoryStore;
+
+/// Identifies one reservation; generated per accepted copy.
+pub type Owner = u64;
+
+/// A fresh owner token.
+pub fn new_owner() -> Owner {
+    rand::random::<u64>() | 1
+}
+
+/// What the store found for a reserve or hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns the identity now.
+    Acquired,
+    /// The caller owns it now, taking it over from a held PENDING copy.
+    Preempted,
+    /// Someone else owns it or it was delivered within the TTL.
+    Duplicate(Existing),
+}
+
+/// The state a duplicate ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    Held,
+    InFlight,
+    Delivered,
+}
+
+impl Existing {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Existing::Held => "held-copy-exists",
+            Existing::InFlight => "in-flight",
+            Existing::Delivered => "already-delivered",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("dedup store unavailable: {0}")]
+    Unavailable(String),
+    #[error("dedup store full: every entry is in flight")]
+    Full,
+}
+
+/// The store operations of the table above. Implemented by every backend; the conformance suite
+/// runs the same checks against each.
+pub trait DedupStore: Send + Sync {
+    fn reserve(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    fn hold(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    fn claim_held(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn commit(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn release(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Marks an identity delivered without a reservation (restoring durable state at start).
+    fn insert_committed(
+        &self,
+        key: &DedupKey,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Answers whether the store can serve (for `/readyz`).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The configured backend; an enum rather than a trait object so the hot path is static dispatch.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Memory(MemoryStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Memory($s) => $e,
+        }
+    };
+}
+
+impl DedupStore for Store {
+    async fn reserve(&self, key: &DedupKey, owner: Owner, lease: Duration) -> Result<Claim, StoreError> {
+        dispatch!(self, s => s.reserve(key, owner, lease).await)
+    }
+    async fn hold(&self, key: &DedupKey, owner: Owner, lease: Duration) -> Result<Claim, StoreError> {
+        dispatch!(self, s => s.hold(key, owner, lease).await)
+    }
+    async fn claim_held(&self, key: &DedupKey, owner: Owner, lease: Duration) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.claim_held(key, owner, lease).await)
+    }
+    async fn commit(&self, key: &DedupKey, owner: Owner, ttl: Duration) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.commit(key, owner, ttl).await)
+    }
+    async fn release(&self, key: &DedupKey, owner: Owner) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.release(key, owner).await)
+    }
+    async fn insert_committed(&self, key: &DedupKey, ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_committed(key, ttl).await)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+}
