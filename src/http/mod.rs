@@ -4,6 +4,7 @@
 //! JSON errors with the right status), and the per-connection limits (header timeout, connection
 //! cap) live in [`crate::server`], where they act before a request exists.
 
+pub mod auth;
 pub mod ops;
 pub mod receive;
 

@@ -1,0 +1,5 @@
+//! One integration binary: every test starts the real gateway on 127.0.0.1:0 against a fake OSCAR.
+
+mod binary;
+mod core;
+mod helpers;
