@@ -29,6 +29,9 @@ pub enum Mode {
     Sync,
     /// Fsync the event to the local spool, answer 202, deliver in the background.
     Spool,
+    /// Forward every POST as received, like a plain proxy (the answer follows OSCAR's), while
+    /// computing and counting the verdicts sync mode would give; nothing is ever dropped.
+    Shadow,
 }
 
 /// What a record marked PENDING gets (contract §6a).
@@ -78,10 +81,16 @@ pub struct Config {
     pub listen: SocketAddr,
     /// OSCAR base URL; events go to `{upstream}/job/{service}`.
     pub upstream: String,
-    /// `spool` (durable, default) or `sync`.
+    /// `spool` (durable, default), `sync` or `shadow` (forward everything, count would-be verdicts).
     pub mode: Mode,
     /// Directory for the spool and the dedup hash secret.
     pub data_dir: PathBuf,
+    /// PEM certificate chain of the HTTPS listener; with `tls_key`, the listener serves HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the HTTPS listener (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
     pub http: HttpConfig,
@@ -107,6 +116,11 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// Open connections beyond this are shed at accept time.
     pub max_connections: usize,
+    /// Webhook POSTs handled at once; beyond it a POST is answered 503 + `Retry-After` at once,
+    /// while the health and metrics routes keep answering.
+    pub max_inflight: usize,
+    /// Records accepted in one body; more gets 413 before any record is judged.
+    pub max_records: usize,
     /// How long graceful shutdown waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -121,6 +135,9 @@ pub struct DeliveryConfig {
     /// Whole-request timeout towards OSCAR (headers and the capped body read).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Extra PEM CA bundle trusted for an `https://` upstream, besides the system and Mozilla roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Idle keep-alive connections kept per upstream host.
     pub pool_max_idle: usize,
     /// Concurrent deliveries per upstream (spool workers, held-event deliveries).
@@ -239,19 +256,24 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             upstream: "http://oscar.oscar:8080".into(),
-            mode: Mode::Sync,
+            mode: Mode::Spool,
             data_dir: PathBuf::from("./data"),
+            tls_cert: None,
+            tls_key: None,
             log_format: LogFormat::Text,
             http: HttpConfig {
                 body_limit: 1024 * 1024,
                 header_timeout: Duration::from_secs(10),
                 body_timeout: Duration::from_secs(30),
                 max_connections: 4096,
+                max_inflight: 1024,
+                max_records: 1000,
                 shutdown_grace: Duration::from_secs(30),
             },
             delivery: DeliveryConfig {
                 connect_timeout: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(30),
+                ca_file: None,
                 pool_max_idle: 64,
                 concurrency: 32,
                 retry_initial: Duration::from_millis(500),
@@ -319,6 +341,10 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
@@ -340,7 +366,10 @@ pub struct PolicyOverrides {
 
 impl Config {
     /// Loads defaults, then `file`, then the environment, then `overrides`, and validates.
-    pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
         Self::load_with_env(file, overrides, Env::prefixed(ENV_PREFIX).split("__"))
     }
 
@@ -403,18 +432,38 @@ impl Config {
         if up.query().is_some() || up.fragment().is_some() {
             return Err(invalid("upstream", "must not carry a query or fragment"));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            let key = if self.tls_cert.is_some() {
+                "tls_key"
+            } else {
+                "tls_cert"
+            };
+            return Err(invalid(key, "tls_cert and tls_key must be set together"));
+        }
         if self.http.body_limit < 1024 {
             return Err(invalid("http.body_limit", "must be at least 1024 bytes"));
         }
         if self.http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be at least 1"));
         }
+        if self.http.max_inflight == 0 {
+            return Err(invalid("http.max_inflight", "must be at least 1"));
+        }
+        if self.http.max_records == 0 {
+            return Err(invalid("http.max_records", "must be at least 1"));
+        }
         if self.http.header_timeout.is_zero() || self.http.body_timeout.is_zero() {
-            return Err(invalid("http.header_timeout", "timeouts must be above zero"));
+            return Err(invalid(
+                "http.header_timeout",
+                "timeouts must be above zero",
+            ));
         }
         let d = &self.delivery;
         if d.connect_timeout.is_zero() || d.request_timeout.is_zero() {
-            return Err(invalid("delivery.request_timeout", "timeouts must be above zero"));
+            return Err(invalid(
+                "delivery.request_timeout",
+                "timeouts must be above zero",
+            ));
         }
         if d.concurrency == 0 {
             return Err(invalid("delivery.concurrency", "must be at least 1"));
@@ -444,7 +493,10 @@ impl Config {
             ));
         }
         if !self.dedup.hash_secret.is_empty() && self.dedup.hash_secret.len() < 16 {
-            return Err(invalid("dedup.hash_secret", "must be at least 16 characters"));
+            return Err(invalid(
+                "dedup.hash_secret",
+                "must be at least 16 characters",
+            ));
         }
         if self.dedup.backend == StoreBackend::Redis {
             let url = reqwest::Url::parse(&self.dedup.redis.url)
@@ -460,26 +512,41 @@ impl Config {
             }
         }
         if self.policy.forward.is_empty() {
-            return Err(invalid("policy.forward", "must list at least one event pattern"));
+            return Err(invalid(
+                "policy.forward",
+                "must list at least one event pattern",
+            ));
         }
         for p in &self.policy.forward {
             Pattern::new(p).map_err(|reason| invalid("policy.forward", reason))?;
         }
         if self.policy.pending_grace.is_zero() && self.policy.pending == PendingPolicy::Hold {
-            return Err(invalid("policy.pending_grace", "must be above zero with pending = hold"));
+            return Err(invalid(
+                "policy.pending_grace",
+                "must be above zero with pending = hold",
+            ));
         }
         if self.spool.max_bytes == 0 || self.spool.max_entries == 0 {
-            return Err(invalid("spool.max_entries", "spool limits must be above zero"));
+            return Err(invalid(
+                "spool.max_entries",
+                "spool limits must be above zero",
+            ));
         }
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }
         for (name, svc) in &self.services {
             if !valid_service_name(name) {
-                return Err(invalid("services", format!("`{name}` is not a valid service name")));
+                return Err(invalid(
+                    "services",
+                    format!("`{name}` is not a valid service name"),
+                ));
             }
             if svc.inbound_tokens.iter().any(|t| t.trim().is_empty()) {
-                return Err(invalid("services.inbound_tokens", "tokens must not be empty"));
+                return Err(invalid(
+                    "services.inbound_tokens",
+                    "tokens must not be empty",
+                ));
             }
         }
         Ok(())
@@ -547,10 +614,15 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure signature, test only
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("g.toml");
-        std::fs::write(&file, "upstream = \"http://file:1\"\n[dedup]\nttl = \"2h\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "upstream = \"http://file:1\"\n[dedup]\nttl = \"2h\"\n",
+        )
+        .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("DEDUP_GATEWAY_DEDUP__TTL", "3h");
             jail.set_env("DEDUP_GATEWAY_MODE", "spool");

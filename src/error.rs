@@ -41,8 +41,12 @@ pub enum AppError {
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::BadBody(_) | AppError::BodyRead | AppError::BadService => StatusCode::BAD_REQUEST,
-            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::BadBody(EnvelopeError::TooManyRecords { .. }) | AppError::TooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            AppError::BadBody(_) | AppError::BodyRead | AppError::BadService => {
+                StatusCode::BAD_REQUEST
+            }
             AppError::UnsupportedType(_) | AppError::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -60,7 +64,8 @@ impl IntoResponse for AppError {
         let status = self.status();
         let mut resp = (status, Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
     }

@@ -7,22 +7,31 @@
 //! | parse | [`pipeline::parse`] | split `Records`, borrow the few fields a decision needs |
 //! | policy | [`pipeline::policy`] | event name, `available_on`, PENDING marking → verdict or forward/hold |
 //! | key | [`pipeline::key`] | the identity tuple → 16-byte keyed digest |
-//! | dedup | [`store`] | reserve / hold / commit / release with a TTL ([`store::memory`]) |
+//! | dedup | [`store`] | reserve / hold / commit / release with a TTL ([`store::memory`], shared: [`store::redis`]) |
 //! | deliver | [`deliver`] | POST to OSCAR, classify the answer, backoff; held copies in [`deliver::held`] |
+//! | spool | [`spool`] | spool mode: group-committed durable store, delivery workers, retries, dead-letter queue |
 //!
-//! [`pipeline`] strings the stages together and documents the delivery semantics; [`config`]
-//! holds every setting; [`metrics`] every counter; [`error`] maps failures to HTTP answers;
-//! [`replay`] runs captured payloads through the same stages offline.
+//! [`pipeline`] strings the stages together and documents the delivery semantics
+//! ([`pipeline::shadow`] is the count-only variant); [`config`] holds every setting; [`metrics`]
+//! every counter; [`error`] maps failures to HTTP answers; [`http::admin`] and [`http::verdicts`]
+//! are the admin routes, fed by [`history`]; [`tls`] the HTTPS listener; [`logging`] the batched
+//! decision-log writer; [`replay`] runs captured payloads through the same stages offline;
+//! [`mcsetup`] prints the `mc` wiring.
 
 pub mod config;
 pub mod deliver;
 pub mod error;
+pub mod history;
 pub mod http;
+pub mod logging;
+pub mod mcsetup;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;
 pub mod server;
+pub mod spool;
 pub mod store;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -30,11 +39,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{Config, StoreBackend},
-    deliver::{Forwarder, backoff::Backoff, held::{HeldQueue, HeldSettings}},
+    config::{Config, Mode, StoreBackend},
+    deliver::{
+        Forwarder,
+        backoff::Backoff,
+        held::{HeldQueue, HeldSettings},
+    },
     metrics::Metrics,
     pipeline::{Gateway, key::KeyDeriver},
-    store::{MemoryStore, Store},
+    store::{MemoryStore, RedisStore, Store},
 };
 
 /// A failure that stops the gateway at start.
@@ -44,6 +57,15 @@ pub enum StartError {
     Config(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] spool::SpoolError),
+}
+
+/// Test seams of [`run_with_hooks`]; production runs use the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// Lets a test make every spool write fail (a dying disk) and recover.
+    pub spool_faults: Option<spool::FaultSwitch>,
 }
 
 /// The dedup secret: configured, or kept in `data_dir` so identities survive restarts.
@@ -61,22 +83,56 @@ pub fn key_deriver(cfg: &Config) -> KeyDeriver {
 }
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled, then drains and returns.
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    run_with_hooks(cfg, listener, shutdown, Hooks::default()).await
+}
+
+/// [`run`] with test seams.
+pub async fn run_with_hooks(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) -> Result<(), StartError> {
     let cfg = Arc::new(cfg);
+    // Before anything opens: a bad certificate or key stops the start with exit code 2.
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(tls::acceptor(cert, key).map_err(|e| StartError::Config(e.to_string()))?)
+        }
+        _ => None,
+    };
     let metrics = Metrics::new();
     let background = CancellationToken::new();
     let store = match cfg.dedup.backend {
         StoreBackend::Memory => {
             let m = MemoryStore::new(cfg.dedup.max_entries);
             m.spawn_sweeper(cfg.dedup.sweep_interval, background.clone());
+            metrics.store_healthy(true);
             Store::Memory(m)
         }
         StoreBackend::Redis => {
-            return Err(StartError::Config("invalid `dedup.backend`: redis is not built into this version".into()));
+            let r = RedisStore::new(&cfg.dedup.redis, metrics.clone())
+                .map_err(|e| StartError::Config(format!("invalid `dedup.redis.url`: {e}")))?;
+            r.spawn_health_probe(background.clone());
+            tracing::info!(key_prefix = %cfg.dedup.redis.key_prefix, on_store_error = ?cfg.dedup.on_store_error, "dedup store: redis");
+            Store::Redis(r)
         }
     };
-    let forwarder = Forwarder::new(&cfg.upstream, &cfg.delivery, None, metrics.clone())
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    let forwarder = Forwarder::new(
+        &cfg.upstream,
+        &cfg.delivery,
+        cfg.delivery.ca_file.as_deref(),
+        metrics.clone(),
+    )
+    .map_err(|e| match cfg.delivery.ca_file {
+        Some(_) => StartError::Config(format!("invalid `delivery.ca_file`: {e}")),
+        None => StartError::Config(e.to_string()),
+    })?;
     let backoff = Backoff::try_new(cfg.delivery.retry_initial, cfg.delivery.retry_max)
         .map_err(|e| StartError::Config(format!("invalid `delivery.retry_initial`: {e}")))?;
     let held = HeldQueue::new(
@@ -92,17 +148,41 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         forwarder.clone(),
         metrics.clone(),
     );
-    let gateway = Gateway::new(cfg.clone(), key_deriver(&cfg), store, forwarder, held.clone(), metrics.clone())
-        .map_err(StartError::Config)?;
+    // Spool mode: open the spool, restore delivered identities and reservations, start delivering.
+    let spool = if cfg.mode == Mode::Spool {
+        let faults = hooks.spool_faults.clone().unwrap_or_default();
+        let settings = spool::SpoolSettings::from_config(&cfg, backoff, faults);
+        Some(spool::Spool::open(settings, store.clone(), forwarder.clone(), metrics.clone()).await?)
+    } else {
+        None
+    };
+    let gateway = Gateway::new(
+        cfg.clone(),
+        key_deriver(&cfg),
+        store,
+        forwarder,
+        held.clone(),
+        metrics.clone(),
+    )
+    .map_err(StartError::Config)?;
+    if let Some(s) = &spool {
+        gateway.attach_spool(s.clone());
+    }
+    held.set_history(gateway.history().clone());
     let app = http::router(http::AppState { gateway });
     let opts = server::ServeOptions {
         header_timeout: cfg.http.header_timeout,
         max_connections: cfg.http.max_connections,
         shutdown_grace: cfg.http.shutdown_grace,
+        tls,
     };
-    tracing::info!(listen = %listener.local_addr()?, upstream = %cfg.upstream, mode = ?cfg.mode, "gateway serving");
+    tracing::info!(listen = %listener.local_addr()?, tls = opts.tls.is_some(), upstream = %cfg.upstream, mode = ?cfg.mode, "gateway serving");
     server::serve(listener, app, opts, metrics, shutdown).await;
     held.flush_and_wait(cfg.http.shutdown_grace).await;
+    if let Some(s) = &spool {
+        // In-flight deliveries record their outcome; undelivered events stay on disk.
+        s.shutdown(cfg.http.shutdown_grace).await;
+    }
     background.cancel();
     tracing::info!("gateway stopped");
     Ok(())

@@ -8,7 +8,11 @@ use dedup_gateway::config::{Config, DedupOverrides, LogFormat, Overrides, Policy
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "dedup-gateway", version, about = "Deduplicating gateway from MinIO webhooks to OSCAR")]
+#[command(
+    name = "dedup-gateway",
+    version,
+    about = "Deduplicating gateway from MinIO webhooks to OSCAR"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +32,13 @@ struct ServeArgs {
     /// Directory for the spool and the dedup secret.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// spool or sync.
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// sync, spool or shadow.
     #[arg(long)]
     mode: Option<String>,
     /// How long a delivered identity is remembered (e.g. 24h).
@@ -48,10 +58,15 @@ impl ServeArgs {
             listen: self.listen.clone(),
             upstream: self.upstream.clone(),
             data_dir: self.data_dir.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             mode: self.mode.clone(),
             log_format: self.log_format.clone(),
             dedup: self.dedup_ttl.clone().map(|ttl| DedupOverrides { ttl }),
-            policy: self.pending_grace.clone().map(|pending_grace| PolicyOverrides { pending_grace }),
+            policy: self
+                .pending_grace
+                .clone()
+                .map(|pending_grace| PolicyOverrides { pending_grace }),
         }
     }
 }
@@ -73,12 +88,73 @@ enum Command {
         #[arg(long, default_value = "replay")]
         service: String,
         /// Authorization header value the payloads came with (part of the identity).
-        #[arg(long, env = "DEDUP_GATEWAY_REPLAY_AUTHORIZATION", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "DEDUP_GATEWAY_REPLAY_AUTHORIZATION",
+            hide_env_values = true
+        )]
         authorization: Option<String>,
         /// Files with one JSON document each, or one per line.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the `mc` commands that wire a MinIO bucket to the gateway (the token stays in an env var).
+    McSetup(McSetupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct McSetupArgs {
+    /// OSCAR service name (the {service} of /job/{service}).
+    #[arg(long)]
+    service: String,
+    /// Bucket whose events trigger the service.
+    #[arg(long)]
+    bucket: String,
+    /// Gateway base URL as MinIO reaches it, e.g. http://dedup-gateway.oscar:8080.
+    #[arg(long)]
+    gateway_url: String,
+    /// Environment variable that holds the OSCAR service token when the commands run.
+    #[arg(long, default_value = "OSCAR_SERVICE_TOKEN")]
+    token_env: String,
+    /// mc alias of the MinIO server that emits the events.
+    #[arg(long, default_value = "minio")]
+    alias: String,
+    /// replicated (trigger on replica events, remove put) or plain (trigger on put).
+    #[arg(long, default_value = "plain")]
+    scenario: dedup_gateway::mcsetup::Scenario,
+    /// MinIO's persistent event queue (absolute path on the MinIO server).
+    #[arg(long, default_value = "/data/minio-events")]
+    queue_dir: String,
+    /// Events MinIO keeps queued while the gateway is unreachable.
+    #[arg(long, default_value_t = 100_000)]
+    queue_limit: u64,
+    /// Object-name prefix filter (OSCAR uses "<folder>/").
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Webhook target ID (default: the service name, as OSCAR names it).
+    #[arg(long, default_value = "")]
+    target_id: String,
+    /// MinIO region as it appears in ARNs (usually empty).
+    #[arg(long, default_value = "")]
+    region: String,
+}
+
+impl McSetupArgs {
+    fn options(self) -> dedup_gateway::mcsetup::McSetup {
+        dedup_gateway::mcsetup::McSetup {
+            service: self.service,
+            bucket: self.bucket,
+            gateway_url: self.gateway_url,
+            token_env: self.token_env,
+            alias: self.alias,
+            scenario: self.scenario,
+            queue_dir: self.queue_dir,
+            queue_limit: self.queue_limit,
+            prefix: self.prefix,
+            target_id: self.target_id,
+            region: self.region,
+        }
+    }
 }
 
 fn load(file: Option<&std::path::Path>, o: &Overrides) -> Result<Config, ExitCode> {
@@ -88,17 +164,37 @@ fn load(file: Option<&std::path::Path>, o: &Overrides) -> Result<Config, ExitCod
     })
 }
 
-fn init_logging(format: LogFormat) {
+/// Sets up logging to stderr. Lines are written in batches by a background thread (one decision
+/// line per record made a write per line measurable; see `dedup_gateway::logging`); the returned
+/// guard flushes the rest when dropped at exit. Without that thread, lines go straight to stderr.
+fn init_logging(format: LogFormat) -> Option<dedup_gateway::logging::FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        .with_ansi(ansi);
+    match (dedup_gateway::logging::batched_stderr(), format) {
+        (Ok((w, guard)), LogFormat::Json) => {
+            builder.with_writer(w).json().flatten_event(true).init();
+            Some(guard)
+        }
+        (Ok((w, guard)), LogFormat::Text) => {
+            builder.with_writer(w).init();
+            Some(guard)
+        }
+        (Err(_), LogFormat::Json) => {
+            builder
+                .with_writer(std::io::stderr)
+                .json()
+                .flatten_event(true)
+                .init();
+            None
+        }
+        (Err(_), LogFormat::Text) => {
+            builder.with_writer(std::io::stderr).init();
+            None
+        }
     }
 }
 
@@ -117,7 +213,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(cfg.log_format);
+            let _log_flush = init_logging(cfg.log_format);
             serve(cfg)
         }
         Command::CheckConfig { config } => match load(config.as_deref(), &Overrides::default()) {
@@ -127,14 +223,35 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Replay { config, service, authorization, files } => {
+        Command::McSetup(args) => match dedup_gateway::mcsetup::render(&args.options()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dedup-gateway: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Replay {
+            config,
+            service,
+            authorization,
+            files,
+        } => {
             let cfg = match load(config.as_deref(), &Overrides::default()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            match dedup_gateway::replay::replay(&cfg, &files, &service, authorization.as_deref(), &mut out) {
+            match dedup_gateway::replay::replay(
+                &cfg,
+                &files,
+                &service,
+                authorization.as_deref(),
+                &mut out,
+            ) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("dedup-gateway: {e}");
@@ -146,7 +263,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(cfg: Config) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dedup-gateway: cannot start the runtime: {e}");

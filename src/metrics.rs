@@ -21,6 +21,12 @@ struct VerdictLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabel {
+    verdict: &'static str,
+    would_drop: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabel {
     class: &'static str,
 }
@@ -66,7 +72,9 @@ impl UpstreamClass {
     }
 }
 
-const STATUSES: [&str; 9] = ["200", "202", "400", "401", "408", "413", "415", "503", "other"];
+const STATUSES: [&str; 9] = [
+    "200", "202", "400", "401", "408", "413", "415", "503", "other",
+];
 
 /// Shared handle to every metric; cheap to clone.
 #[derive(Clone)]
@@ -93,7 +101,13 @@ struct Inner {
     held_superseded: Counter,
     retries: Counter,
     shed: Counter,
+    requests_shed: Counter,
     store_entries: Gauge,
+    /// Spool mode: depth, bytes, DLQ, fsync batch size and latency (see `spool::metrics`).
+    spool: crate::spool::metrics::SpoolMetrics,
+    shadow_verdicts: Vec<(Verdict, Counter)>,
+    shadow_superseded: Counter,
+    store_healthy: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -115,7 +129,16 @@ impl Metrics {
         );
         let verdicts = Verdict::ALL
             .iter()
-            .map(|v| (*v, verdict_family.get_or_create(&VerdictLabel { verdict: v.as_str() }).clone()))
+            .map(|v| {
+                (
+                    *v,
+                    verdict_family
+                        .get_or_create(&VerdictLabel {
+                            verdict: v.as_str(),
+                        })
+                        .clone(),
+                )
+            })
             .collect();
 
         let upstream_family = Family::<ClassLabel, Counter>::default();
@@ -126,7 +149,14 @@ impl Metrics {
         );
         let upstream = UpstreamClass::ALL
             .iter()
-            .map(|c| (*c, upstream_family.get_or_create(&ClassLabel { class: c.as_str() }).clone()))
+            .map(|c| {
+                (
+                    *c,
+                    upstream_family
+                        .get_or_create(&ClassLabel { class: c.as_str() })
+                        .clone(),
+                )
+            })
             .collect();
 
         let response_family = Family::<StatusLabel, Counter>::default();
@@ -137,7 +167,14 @@ impl Metrics {
         );
         let responses = STATUSES
             .iter()
-            .map(|s| (*s, response_family.get_or_create(&StatusLabel { status: s }).clone()))
+            .map(|s| {
+                (
+                    *s,
+                    response_family
+                        .get_or_create(&StatusLabel { status: s })
+                        .clone(),
+                )
+            })
             .collect();
 
         let upstream_seconds = Histogram::new(latency_buckets());
@@ -153,7 +190,11 @@ impl Metrics {
             request_seconds.clone(),
         );
         let store_errors = Counter::default();
-        registry.register("store_errors", "Dedup store operations that failed", store_errors.clone());
+        registry.register(
+            "store_errors",
+            "Dedup store operations that failed",
+            store_errors.clone(),
+        );
         let fail_open = Counter::default();
         registry.register(
             "fail_open_forwards",
@@ -161,7 +202,11 @@ impl Metrics {
             fail_open.clone(),
         );
         let held_waiting = Gauge::default();
-        registry.register("held_waiting", "PENDING-marked records waiting out their grace", held_waiting.clone());
+        registry.register(
+            "held_waiting",
+            "PENDING-marked records waiting out their grace",
+            held_waiting.clone(),
+        );
         let held_superseded = Counter::default();
         registry.register(
             "held_superseded",
@@ -169,11 +214,37 @@ impl Metrics {
             held_superseded.clone(),
         );
         let retries = Counter::default();
-        registry.register("delivery_retries", "Delivery attempts after a failed one", retries.clone());
+        registry.register(
+            "delivery_retries",
+            "Delivery attempts after a failed one",
+            retries.clone(),
+        );
         let shed = Counter::default();
-        registry.register("connections_shed", "Connections refused at the connection limit", shed.clone());
+        registry.register(
+            "connections_shed",
+            "Connections refused at the connection limit",
+            shed.clone(),
+        );
+        let requests_shed = Counter::default();
+        registry.register(
+            "requests_shed",
+            "Webhook POSTs answered 503 at http.max_inflight",
+            requests_shed.clone(),
+        );
         let store_entries = Gauge::default();
-        registry.register("store_entries", "Identities in the memory dedup store", store_entries.clone());
+        registry.register(
+            "store_entries",
+            "Identities in the memory dedup store",
+            store_entries.clone(),
+        );
+        let spool = crate::spool::metrics::SpoolMetrics::register(&mut registry);
+        let (shadow_verdicts, shadow_superseded) = register_shadow(&mut registry);
+        let store_healthy = Gauge::default();
+        registry.register(
+            "store_healthy",
+            "1 while the dedup store answers (always for memory), 0 while it does not (Redis down)",
+            store_healthy.clone(),
+        );
 
         Self {
             inner: Arc::new(Inner {
@@ -189,7 +260,12 @@ impl Metrics {
                 held_superseded,
                 retries,
                 shed,
+                requests_shed,
                 store_entries,
+                spool,
+                shadow_verdicts,
+                shadow_superseded,
+                store_healthy,
             }),
         }
     }
@@ -213,8 +289,8 @@ impl Metrics {
     }
 
     pub fn response(&self, status: u16, elapsed: Duration) {
-        let mut buf = itoa_status(status);
-        let label = std::str::from_utf8(&mut buf).unwrap_or("other");
+        let buf = itoa_status(status);
+        let label = std::str::from_utf8(&buf).unwrap_or("other");
         let c = self
             .inner
             .responses
@@ -251,8 +327,35 @@ impl Metrics {
         self.inner.shed.inc();
     }
 
+    /// A webhook POST turned away at `http.max_inflight`.
+    pub fn request_shed(&self) {
+        self.inner.requests_shed.inc();
+    }
+
     pub fn store_entries(&self, n: usize) {
         self.inner.store_entries.set(n as i64);
+    }
+
+    /// Sets `dedup_gateway_store_healthy`; the Redis store calls it on every health switch.
+    pub fn store_healthy(&self, up: bool) {
+        self.inner.store_healthy.set(i64::from(up));
+    }
+
+    /// Shadow mode: the verdict sync mode would have given a record (which was forwarded anyway).
+    pub fn shadow_verdict(&self, v: Verdict) {
+        if let Some((_, c)) = self.inner.shadow_verdicts.iter().find(|(x, _)| *x == v) {
+            c.inc();
+        }
+    }
+
+    /// Shadow mode: a held copy sync mode would have dropped because a clean copy came first.
+    pub fn shadow_held_superseded(&self) {
+        self.inner.shadow_superseded.inc();
+    }
+
+    /// The spool's metrics (registered in every mode; zero outside spool mode).
+    pub fn spool(&self) -> &crate::spool::metrics::SpoolMetrics {
+        &self.inner.spool
     }
 
     /// The Prometheus text exposition of every metric.
@@ -271,7 +374,43 @@ impl Default for Metrics {
     }
 }
 
+/// Shadow-mode series, created for every verdict at start (zero until shadow mode counts).
+fn register_shadow(registry: &mut Registry) -> (Vec<(Verdict, Counter)>, Counter) {
+    let family = Family::<ShadowLabel, Counter>::default();
+    registry.register(
+        "shadow_verdicts",
+        "Shadow mode: records by the verdict sync mode would have given; would_drop=true were forwarded only because of shadow mode",
+        family.clone(),
+    );
+    let verdicts = Verdict::ALL
+        .iter()
+        .map(|v| {
+            let would_drop = if crate::pipeline::shadow::would_drop(*v) {
+                "true"
+            } else {
+                "false"
+            };
+            let label = ShadowLabel {
+                verdict: v.as_str(),
+                would_drop,
+            };
+            (*v, family.get_or_create(&label).clone())
+        })
+        .collect();
+    let superseded = Counter::default();
+    registry.register(
+        "shadow_held_superseded",
+        "Shadow mode: held copies sync mode would have dropped because a clean copy was forwarded first",
+        superseded.clone(),
+    );
+    (verdicts, superseded)
+}
+
 fn itoa_status(status: u16) -> [u8; 3] {
     let s = status.min(999);
-    [b'0' + (s / 100) as u8, b'0' + (s / 10 % 10) as u8, b'0' + (s % 10) as u8]
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
 }

@@ -16,7 +16,7 @@ use crate::{
         Verdict,
         key::KeyDeriver,
         parse,
-        policy::{Decision, FinalVerdict, Policy},
+        policy::{Decision, Policy},
     },
     store::{Claim, MemoryStore},
 };
@@ -66,7 +66,13 @@ pub fn replay(
             let env = match parse::envelope(doc) {
                 Ok(env) => env,
                 Err(e) => {
-                    emit(bare(&source, doc_no + 1, 0, Verdict::Invalid, e.to_string()))?;
+                    emit(bare(
+                        &source,
+                        doc_no + 1,
+                        0,
+                        Verdict::Invalid,
+                        e.to_string(),
+                    ))?;
                     continue;
                 }
             };
@@ -75,22 +81,25 @@ pub fn replay(
                 let rec = match parse::record(raw) {
                     Ok(r) => r,
                     Err(e) => {
-                        emit(bare(&source, doc_no + 1, i, Verdict::Invalid, e.to_string()))?;
+                        emit(bare(
+                            &source,
+                            doc_no + 1,
+                            i,
+                            Verdict::Invalid,
+                            e.to_string(),
+                        ))?;
                         continue;
                     }
                 };
-                let (verdict, reason, key) = match policy.decide(&rec, available_on) {
+                let decision = policy.decide(&rec, available_on);
+                let hold = matches!(decision, Decision::Hold(_));
+                let (verdict, reason, key) = match decision {
                     Decision::Final(v, reason) => {
-                        let v = match v {
-                            FinalVerdict::Ignored => Verdict::Ignored,
-                            FinalVerdict::Pending => Verdict::Pending,
-                            FinalVerdict::ReplicationFailed => Verdict::ReplicationFailed,
-                        };
+                        let v = Verdict::from(v);
                         (v, reason.to_string(), None)
                     }
                     Decision::Forward(class) | Decision::Hold(class) => {
                         let key = keys.key(&scope, &rec, class);
-                        let hold = matches!(policy.decide(&rec, available_on), Decision::Hold(_));
                         let owner = crate::store::new_owner();
                         let claim = if hold {
                             store.hold_at(&key, owner, forever, 0)
@@ -131,7 +140,13 @@ pub fn replay(
     Ok(seen)
 }
 
-fn bare(source: &str, document: usize, record: usize, verdict: Verdict, reason: String) -> Line<'_> {
+fn bare(
+    source: &str,
+    document: usize,
+    record: usize,
+    verdict: Verdict,
+    reason: String,
+) -> Line<'_> {
     Line {
         source,
         document,

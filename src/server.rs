@@ -7,6 +7,10 @@
 //! a flood cannot exhaust memory or file descriptors), and on shutdown the listener stops
 //! accepting, idle keep-alive connections close, and in-flight requests finish within
 //! `http.shutdown_grace`.
+//!
+//! With TLS configured ([`crate::tls`]) the handshake runs in the connection's own task, never in
+//! the accept loop, and under the same `header_timeout`: a client that connects and stalls in
+//! the handshake holds one permit for at most that long, like one that stalls in its headers.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,20 +21,40 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
 /// Connection-level limits.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this acceptor; plain HTTP when `None`.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("header_timeout", &self.header_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
-pub async fn serve(listener: TcpListener, app: Router, opts: ServeOptions, metrics: Metrics, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    opts: ServeOptions,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(opts.max_connections));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -58,16 +82,43 @@ pub async fn serve(listener: TcpListener, app: Router, opts: ServeOptions, metri
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let (builder, watcher, app, tls) = (
+            builder.clone(),
+            graceful.watcher(),
+            app.clone(),
+            opts.tls.clone(),
+        );
+        let handshake_timeout = opts.header_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                    let _ = watcher.watch(conn).await;
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder.serve_connection(
+                                TokioIo::new(stream),
+                                TowerToHyperService::new(app),
+                            );
+                            let _ = watcher.watch(conn).await;
+                        }
+                        // Scanners and stalled clients: not worth more than a debug line.
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace elapsed with connections still open");
     }
 }

@@ -50,8 +50,14 @@ mod tests {
 
     #[test]
     fn validates_and_grows_to_the_cap() {
-        assert_eq!(Backoff::try_new(Duration::ZERO, Duration::from_secs(1)), Err(InvalidBackoff));
-        assert_eq!(Backoff::try_new(Duration::from_secs(2), Duration::from_secs(1)), Err(InvalidBackoff));
+        assert_eq!(
+            Backoff::try_new(Duration::ZERO, Duration::from_secs(1)),
+            Err(InvalidBackoff)
+        );
+        assert_eq!(
+            Backoff::try_new(Duration::from_secs(2), Duration::from_secs(1)),
+            Err(InvalidBackoff)
+        );
         let b = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
         assert_eq!(b.ceiling(1), Duration::from_millis(100));
         assert_eq!(b.ceiling(3), Duration::from_millis(400));
@@ -61,7 +67,10 @@ mod tests {
             let d = b.delay(n, None);
             assert!(d >= b.ceiling(n) / 2 && d <= b.ceiling(n), "{n}: {d:?}");
         }
-        assert_eq!(b.delay(1, Some(Duration::from_secs(5))), Duration::from_secs(1));
+        assert_eq!(
+            b.delay(1, Some(Duration::from_secs(5))),
+            Duration::from_secs(1)
+        );
         assert!(b.delay(1, Some(Duration::from_millis(700))) >= Duration::from_millis(700));
     }
 }

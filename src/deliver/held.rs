@@ -49,10 +49,17 @@ struct Inner {
     /// Cancelled at shutdown: waiting copies stop waiting and are delivered at once.
     flush: CancellationToken,
     tasks: TaskTracker,
+    /// Where late deliveries are recorded for `/admin/verdicts`; set once at start.
+    history: std::sync::OnceLock<crate::history::History>,
 }
 
 impl HeldQueue {
-    pub fn new(settings: HeldSettings, store: Store, forwarder: Forwarder, metrics: Metrics) -> Self {
+    pub fn new(
+        settings: HeldSettings,
+        store: Store,
+        forwarder: Forwarder,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -61,8 +68,14 @@ impl HeldQueue {
                 metrics,
                 flush: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                history: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Records each held copy's late delivery in `history` (first call wins).
+    pub fn set_history(&self, history: crate::history::History) {
+        let _ = self.inner.history.set(history);
     }
 
     /// The lease a held reservation needs: the grace plus one delivery.
@@ -84,8 +97,13 @@ impl HeldQueue {
     pub async fn flush_and_wait(&self, limit: Duration) {
         self.inner.flush.cancel();
         self.inner.tasks.close();
-        if tokio::time::timeout(limit, self.inner.tasks.wait()).await.is_err() {
-            tracing::error!("held records still undelivered at shutdown: they are lost (sync mode keeps them in memory only)");
+        if tokio::time::timeout(limit, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "held records still undelivered at shutdown: they are lost (sync mode keeps them in memory only)"
+            );
         }
     }
 }
@@ -116,7 +134,10 @@ impl Inner {
                     // Unknown state: try again later rather than deliver unchecked.
                     self.metrics.store_error();
                     tracing::warn!(dedup_key = %key, error = %e, "cannot claim held copy; will retry");
-                    if !self.rehold_after_failure(&delivery, &mut owner, &mut attempt, started, None).await {
+                    if !self
+                        .rehold_after_failure(&delivery, &mut owner, &mut attempt, started, None)
+                        .await
+                    {
                         return;
                     }
                     continue;
@@ -131,6 +152,7 @@ impl Inner {
                         tracing::warn!(dedup_key = %key, error = %e, "delivered held copy but could not commit its key");
                     }
                     tracing::info!(verdict = "forwarded", dedup_key = %key, service = %delivery.service, status, attempt, "held copy delivered after its grace");
+                    self.remember_delivery(&delivery, started, attempt);
                     return;
                 }
                 Outcome::Permanent { reason, .. } => {
@@ -138,15 +160,36 @@ impl Inner {
                     tracing::error!(dedup_key = %key, service = %delivery.service, reason, "held copy refused by upstream; dropped (sync mode has no dead-letter queue)");
                     return;
                 }
-                Outcome::Retryable { retry_after, reason, .. } => {
+                Outcome::Retryable {
+                    retry_after,
+                    reason,
+                    ..
+                } => {
                     tracing::warn!(dedup_key = %key, service = %delivery.service, reason, attempt, "held copy delivery failed; retrying");
                     let ra = *retry_after;
-                    if !self.rehold_after_failure(&delivery, &mut owner, &mut attempt, started, ra).await {
+                    if !self
+                        .rehold_after_failure(&delivery, &mut owner, &mut attempt, started, ra)
+                        .await
+                    {
                         return;
                     }
                 }
             }
         }
+    }
+
+    /// Records a late delivery in the verdict history, when there is one.
+    fn remember_delivery(&self, delivery: &Delivery, started: Instant, attempts: u32) {
+        use crate::{history::Decision, pipeline::Verdict};
+        let Some(h) = self.history.get().filter(|h| h.is_enabled()) else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        let reason = "held-grace-elapsed";
+        let d = Decision::keyed(&delivery.service, delivery.key, Verdict::Forwarded, reason)
+            .seen_at(now.checked_sub(started.elapsed()).unwrap_or(now))
+            .delivered_at(Some(now), attempts);
+        h.record(d);
     }
 
     /// Releases the reservation, re-holds under a new owner for the backoff delay, and waits.
@@ -160,16 +203,36 @@ impl Inner {
         retry_after: Option<Duration>,
     ) -> bool {
         let s = &self.settings;
-        if *attempt >= s.max_attempts || started.elapsed() >= s.max_age || self.flush.is_cancelled() {
+        if *attempt >= s.max_attempts || started.elapsed() >= s.max_age || self.flush.is_cancelled()
+        {
             let _ = self.store.release(&delivery.key, *owner).await;
             tracing::error!(dedup_key = %delivery.key, service = %delivery.service, attempts = *attempt, "held copy given up after its retry limit");
             return false;
         }
         self.metrics.retry();
         let delay = s.backoff.delay((*attempt).max(1), retry_after);
-        let _ = self.store.release(&delivery.key, *owner).await;
-        let next = new_owner();
+        // Until the old entry is known to be gone, a re-hold would find it (with a shared store
+        // that outlives an outage) and wrongly conclude that another copy took over: retry the
+        // release itself first.
+        let mut released = false;
         loop {
+            if !released {
+                match self.store.release(&delivery.key, *owner).await {
+                    Ok(_) => released = true,
+                    Err(e) => {
+                        self.metrics.store_error();
+                        *attempt += 1;
+                        if *attempt >= s.max_attempts || started.elapsed() >= s.max_age {
+                            tracing::error!(dedup_key = %delivery.key, error = %e, "held copy given up: dedup store unavailable");
+                            return false;
+                        }
+                        self.wait(delay).await;
+                        continue;
+                    }
+                }
+            }
+            // A fresh token per attempt: a token is never reused after a store error.
+            let next = new_owner();
             match self.store.hold(&delivery.key, next, delay + s.lease).await {
                 Ok(Claim::Acquired) => {
                     *owner = next;

@@ -77,7 +77,12 @@ pub struct Forwarder {
 pub struct ClientError(String);
 
 impl Forwarder {
-    pub fn new(upstream: &str, cfg: &DeliveryConfig, ca_file: Option<&std::path::Path>, metrics: Metrics) -> Result<Self, ClientError> {
+    pub fn new(
+        upstream: &str,
+        cfg: &DeliveryConfig,
+        ca_file: Option<&std::path::Path>,
+        metrics: Metrics,
+    ) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
@@ -87,8 +92,18 @@ impl Forwarder {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("dedup-gateway/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = ca_file {
-            let pem = std::fs::read(path).map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientError(e.to_string()))? {
+            let pem =
+                std::fs::read(path).map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ClientError(e.to_string()))?;
+            if certs.is_empty() {
+                // An empty trust list would silently fall back to the default roots only.
+                return Err(ClientError(format!(
+                    "{}: no PEM certificate found",
+                    path.display()
+                )));
+            }
+            for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -119,7 +134,11 @@ impl Forwarder {
             .header("x-dedup-key", d.key.to_hex())
             .body(d.body.clone());
         if let Some(auth) = &d.authorization {
-            req = req.header(AUTHORIZATION, auth.clone());
+            // Sensitive whatever path built it (webhook, spool, DLQ replay): client-side debug
+            // output then shows `Sensitive` instead of the service token.
+            let mut auth = auth.clone();
+            auth.set_sensitive(true);
+            req = req.header(AUTHORIZATION, auth);
         }
         let outcome = match req.send().await {
             Ok(mut resp) => {
@@ -157,7 +176,10 @@ impl Forwarder {
         };
         let class = match &outcome {
             Outcome::Delivered { .. } => UpstreamClass::Success,
-            Outcome::Retryable { status: Some(s), .. } | Outcome::Permanent { status: s, .. } => match s {
+            Outcome::Retryable {
+                status: Some(s), ..
+            }
+            | Outcome::Permanent { status: s, .. } => match s {
                 300..=399 => UpstreamClass::Redirect,
                 400..=499 => UpstreamClass::ClientError,
                 500..=599 => UpstreamClass::ServerError,
@@ -188,7 +210,10 @@ pub fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
 
 /// `Retry-After` in delta-seconds (the form OSCAR's proxies use); HTTP dates are ignored.
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(3600)))
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(3600)))
 }
 
 #[cfg(test)]
@@ -200,10 +225,16 @@ mod tests {
         assert!(classify(201, None).is_delivered());
         assert!(classify(204, None).is_delivered());
         for s in [408, 429, 500, 502, 503, 504] {
-            assert!(matches!(classify(s, None), Outcome::Retryable { .. }), "{s}");
+            assert!(
+                matches!(classify(s, None), Outcome::Retryable { .. }),
+                "{s}"
+            );
         }
         for s in [301, 302, 400, 401, 403, 404, 413] {
-            assert!(matches!(classify(s, None), Outcome::Permanent { .. }), "{s}");
+            assert!(
+                matches!(classify(s, None), Outcome::Permanent { .. }),
+                "{s}"
+            );
         }
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);

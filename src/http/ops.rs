@@ -21,6 +21,14 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// 200 when the dedup store answers (and the spool is writable, in spool mode); else 503.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if let Some(spool) = state.gateway.spool()
+        && let Err(reason) = spool.ready().await
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not-ready", "reason": reason })),
+        );
+    }
     match state.gateway.store().ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(e) => (
@@ -33,11 +41,19 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let m = state.gateway.metrics();
+    if let Some(spool) = state.gateway.spool() {
+        spool.refresh_metrics();
+    }
     match state.gateway.store() {
         Store::Memory(s) => m.store_entries(s.len()),
+        // Redis counts its own keys (`DBSIZE`, `INFO keyspace`); no per-scrape round trip here.
+        Store::Redis(_) => {}
     }
     (
-        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         m.render(),
     )
 }

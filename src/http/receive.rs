@@ -17,7 +17,11 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::{config::valid_service_name, error::AppError, pipeline::Inbound};
+use crate::{
+    config::{Mode, valid_service_name},
+    error::AppError,
+    pipeline::Inbound,
+};
 
 /// `HEAD` on a webhook path: old MinIO versions probe liveness this way.
 pub async fn probe() -> StatusCode {
@@ -36,18 +40,34 @@ pub async fn webhook(
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
-    state.gateway.metrics().response(resp.status().as_u16(), started.elapsed());
+    state
+        .gateway
+        .metrics()
+        .response(resp.status().as_u16(), started.elapsed());
     resp
 }
 
-async fn accept(state: &AppState, service: String, headers: &HeaderMap, body: Body) -> Result<Response, AppError> {
+async fn accept(
+    state: &AppState,
+    service: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
     let cfg = state.gateway.config();
     if !valid_service_name(&service) {
         return Err(AppError::BadService);
     }
     check_content_headers(headers)?;
-    let authorization = headers.get(AUTHORIZATION).cloned();
-    check_inbound_token(&cfg.service(&service).inbound_tokens, authorization.as_ref())?;
+    // Sensitive: its Debug output (in any derived Debug of Inbound, Delivery or a DLQ entry, and
+    // in hyper/reqwest logs) prints `Sensitive`, never the token.
+    let authorization = headers.get(AUTHORIZATION).cloned().map(|mut v| {
+        v.set_sensitive(true);
+        v
+    });
+    check_inbound_token(
+        &cfg.service(&service).inbound_tokens,
+        authorization.as_ref(),
+    )?;
     let limit = cfg.http.body_limit;
     if declared_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(AppError::TooLarge(limit));
@@ -58,28 +78,46 @@ async fn accept(state: &AppState, service: String, headers: &HeaderMap, body: Bo
         authorization,
         body,
     };
-    // Own task: a client hanging up must not cancel a delivery between reserve and commit.
-    let gateway = state.gateway.clone();
-    let answer = tokio::spawn(async move { gateway.handle(inbound).await })
-        .await
-        .map_err(|_| AppError::Internal)??;
+    // Sync and spool mode run here: the pipeline spawns the part a client hang-up must not cancel
+    // (from a claim to its commit, release or spool write; see `pipeline`), so a dropped record
+    // costs no task. Shadow mode claims and forwards in one pass and keeps a task of its own.
+    let answer = if cfg.mode == Mode::Shadow {
+        let gateway = state.gateway.clone();
+        tokio::spawn(async move { gateway.handle(inbound).await })
+            .await
+            .map_err(|_| AppError::Internal)??
+    } else {
+        state.gateway.handle(inbound).await?
+    };
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, Json(&answer)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("3"));
     }
     Ok(resp)
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// 415 for a Content-Type that is present and not JSON, or a Content-Encoding other than identity.
 fn check_content_headers(headers: &HeaderMap) -> Result<(), AppError> {
     if let Some(ct) = headers.get(CONTENT_TYPE) {
         let text = ct.to_str().unwrap_or("");
-        let mime = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = text
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         let json = mime == "application/json" || mime == "text/json" || mime.ends_with("+json");
         if !json {
             let mut shown = text.to_owned();
@@ -112,7 +150,11 @@ fn check_inbound_token(allowed: &[String], got: Option<&HeaderValue>) -> Result<
         let t_bare = t.strip_prefix(b"Bearer ").unwrap_or(t);
         ok |= t_bare.ct_eq(bare);
     }
-    if bool::from(ok) { Ok(()) } else { Err(AppError::Unauthorized) }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(AppError::Unauthorized)
+    }
 }
 
 async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, AppError> {
@@ -120,7 +162,9 @@ async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes,
     match tokio::time::timeout(timeout, limited.collect()).await {
         Err(_) => Err(AppError::BodyTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(AppError::TooLarge(limit)),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(AppError::TooLarge(limit))
+        }
         Ok(Err(_)) => Err(AppError::BodyRead),
     }
 }

@@ -17,27 +17,42 @@
 //! - A dedup-store failure answers 503 (fail-closed, default) or forwards unchecked and counts it
 //!   (fail-open); a delivery is never skipped because the store could not be asked.
 //!
-//! The work of a request runs in its own task, so a client that disconnects mid-request cannot
-//! cancel a delivery between its reservation and its commit or release.
+//! A client that disconnects mid-request cannot cancel a delivery between its reservation and its
+//! commit or release: judging a record (parse, policy, key, and a memory-store claim, none of
+//! which wait) runs in the request's own task, and everything from a successful claim to its
+//! commit, release or spool write runs in a spawned task the request awaits. With Redis the claim
+//! itself is in that task too, since a networked call can take effect and then be cut off. A
+//! record that is dropped (ignored, invalid, duplicate) therefore costs no task.
+//!
+//! # Spool mode (default)
+//! `forward` and `hold` hand the record to [`crate::spool`] instead of sending it: the identity is
+//! reserved (or held) for the whole retry horizon, the record is fsync'd (group commit), and only
+//! then is it `accepted` / `held` with 202. A refused or failed write releases the identity and
+//! answers 503. Delivery, retries, the dead-letter queue and crash recovery are the spool's.
 
+pub mod check;
 pub mod key;
 pub mod parse;
 pub mod policy;
+pub mod shadow;
 
-use std::{borrow::Cow, sync::Arc};
+use std::{borrow::Cow, sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::{
     config::{Config, Mode, OnStoreError},
     deliver::{Delivery, Forwarder, Outcome, held::HeldQueue},
+    history::{self, History},
     metrics::Metrics,
-    store::{Claim, DedupStore, Store, StoreError, new_owner},
+    spool::Spool,
+    store::{Claim, DedupStore, Owner, Store, StoreError, new_owner},
 };
 use key::{DedupKey, KeyDeriver, RequestScope};
-use parse::{EnvelopeError, Record};
+use parse::{EnvelopeError, Record, RecordError, Records};
 use policy::{Decision, FinalVerdict, Policy};
 
 /// The verdict of one record (contract §4), plus `failed` for a record that could not be
@@ -80,6 +95,16 @@ impl Verdict {
             Verdict::Ignored => "ignored",
             Verdict::Invalid => "invalid",
             Verdict::Failed => "failed",
+        }
+    }
+}
+
+impl From<FinalVerdict> for Verdict {
+    fn from(v: FinalVerdict) -> Self {
+        match v {
+            FinalVerdict::Ignored => Verdict::Ignored,
+            FinalVerdict::Pending => Verdict::Pending,
+            FinalVerdict::ReplicationFailed => Verdict::ReplicationFailed,
         }
     }
 }
@@ -131,6 +156,10 @@ struct Inner {
     forwarder: Forwarder,
     held: HeldQueue,
     metrics: Metrics,
+    /// Recent decisions for `/admin/verdicts`; disabled when the admin routes are.
+    history: History,
+    /// Spool mode: where accepted and held records go (set once at start, see `attach_spool`).
+    spool: std::sync::OnceLock<Spool>,
 }
 
 impl Gateway {
@@ -143,6 +172,9 @@ impl Gateway {
         metrics: Metrics,
     ) -> Result<Self, String> {
         let policy = Policy::new(&cfg.policy.forward, cfg.policy.pending)?;
+        // Nobody could read the history without an admin token: do not record it then.
+        let enabled = !cfg.admin.token.is_empty();
+        let history = History::new(cfg.admin.verdict_history * usize::from(enabled));
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -152,8 +184,15 @@ impl Gateway {
                 forwarder,
                 held,
                 metrics,
+                history,
+                spool: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// The verdict history behind `/admin/verdicts`.
+    pub fn history(&self) -> &History {
+        &self.inner.history
     }
 
     pub fn config(&self) -> &Config {
@@ -168,43 +207,78 @@ impl Gateway {
         &self.inner.metrics
     }
 
+    /// Switches `forward` and `hold` to the durable spool (spool mode); set once, at start.
+    pub fn attach_spool(&self, spool: Spool) {
+        let _ = self.inner.spool.set(spool);
+    }
+
+    pub fn spool(&self) -> Option<&Spool> {
+        self.inner.spool.get()
+    }
+
     pub fn held(&self) -> &HeldQueue {
         &self.inner.held
     }
 
     /// Runs every record of a request through the pipeline.
+    ///
+    /// Runs in the caller's task, which a client hang-up can cancel at any await. Parse, policy,
+    /// key and a memory-store claim never wait, so a record that ends there (ignored, invalid,
+    /// duplicate) costs no task of its own; everything from a successful claim to its commit,
+    /// release, hand-off to the held queue or spool write runs in a spawned task that the request
+    /// awaits (`Gateway::settle_claim`), so a hang-up cannot cut it short. Shadow mode keeps its
+    /// whole-request task (`http::receive`).
     pub async fn handle(&self, req: Inbound) -> Result<Answer, EnvelopeError> {
-        let env = parse::envelope(&req.body)?;
-        let scope = self
-            .inner
-            .keys
-            .scope(&req.service, req.authorization.as_ref().map(HeaderValue::as_bytes));
-        let single = env.records.len() == 1;
-        let mut results = Vec::with_capacity(env.records.len());
-        for raw in &env.records {
-            let result = match parse::record(raw) {
-                Ok(rec) => {
-                    let body = if single {
-                        req.body.clone()
-                    } else {
-                        Bytes::from(parse::single_record_body(&rec, raw))
-                    };
-                    self.judge(&req, &scope, &rec, body).await
+        if self.inner.cfg.mode == Mode::Shadow {
+            return Ok(self.shadow(req).await);
+        }
+        let records = parse::records(&req.body)?;
+        // Bounds the work, the log lines and the answer a single small body can cause.
+        let limit = self.inner.cfg.http.max_records;
+        if records.len() > limit {
+            return Err(EnvelopeError::TooManyRecords {
+                count: records.len(),
+                limit,
+            });
+        }
+        let scope = self.inner.keys.scope(
+            &req.service,
+            req.authorization.as_ref().map(HeaderValue::as_bytes),
+        );
+        let mut results = Vec::with_capacity(records.len());
+        match &records {
+            Records::Single(rec) => results.push(self.record(&req, &scope, rec, None).await),
+            Records::Many(many) => {
+                for (raw, rec) in many {
+                    results.push(self.record(&req, &scope, rec, Some(raw)).await);
                 }
-                Err(e) => {
-                    tracing::info!(verdict = "invalid", service = %req.service, reason = %e, "record rejected");
-                    RecordResult {
-                        verdict: Verdict::Invalid,
-                        reason: Cow::Owned(e.to_string()),
-                        key: None,
-                    }
-                }
-            };
-            self.inner.metrics.verdict(result.verdict);
-            results.push(result);
+            }
         }
         let status = self.status(&results);
         Ok(Answer { results, status })
+    }
+
+    /// One record of a request: `invalid`, or judged. `raw` is its slice in a multi-record body
+    /// (`None` for a single-record body, which is forwarded as the original bytes).
+    async fn record(
+        &self,
+        req: &Inbound,
+        scope: &RequestScope,
+        rec: &Result<Record<'_>, RecordError>,
+        raw: Option<&RawValue>,
+    ) -> RecordResult {
+        match rec {
+            Ok(rec) => self.judge(req, scope, rec, raw).await,
+            Err(e) => {
+                tracing::info!(verdict = "invalid", service = %req.service, reason = %e, "record rejected");
+                self.inner.metrics.verdict(Verdict::Invalid);
+                RecordResult {
+                    verdict: Verdict::Invalid,
+                    reason: Cow::Owned(e.to_string()),
+                    key: None,
+                }
+            }
+        }
     }
 
     /// The HTTP status for a set of record results (contract §5).
@@ -215,79 +289,170 @@ impl Gateway {
         if results.iter().all(|r| r.verdict == Verdict::Invalid) {
             return 400;
         }
-        let spooled = results
-            .iter()
-            .any(|r| matches!(r.verdict, Verdict::Accepted) || r.verdict == Verdict::Held && self.inner.cfg.mode == Mode::Spool);
+        let spooled = results.iter().any(|r| {
+            matches!(r.verdict, Verdict::Accepted)
+                || r.verdict == Verdict::Held && self.inner.cfg.mode == Mode::Spool
+        });
         if spooled { 202 } else { 200 }
     }
 
-    async fn judge(&self, req: &Inbound, scope: &RequestScope, rec: &Record<'_>, body: Bytes) -> RecordResult {
+    async fn judge(
+        &self,
+        req: &Inbound,
+        scope: &RequestScope,
+        rec: &Record<'_>,
+        raw: Option<&RawValue>,
+    ) -> RecordResult {
+        let seen = SystemTime::now();
         let available_on = self.inner.cfg.service(&req.service).available_on;
-        let decision = self.inner.policy.decide(rec, available_on);
-        let (class, hold) = match decision {
+        let (class, hold) = match self.inner.policy.decide(rec, available_on) {
             Decision::Final(v, reason) => {
-                let verdict = match v {
-                    FinalVerdict::Ignored => Verdict::Ignored,
-                    FinalVerdict::Pending => Verdict::Pending,
-                    FinalVerdict::ReplicationFailed => Verdict::ReplicationFailed,
-                };
-                log_decision(verdict, reason, &req.service, rec, None);
-                return RecordResult {
-                    verdict,
+                let result = RecordResult {
+                    verdict: Verdict::from(v),
                     reason: Cow::Borrowed(reason),
                     key: None,
                 };
+                self.finish(seen, &req.service, rec, &result);
+                return result;
             }
             Decision::Forward(c) => (c, false),
             Decision::Hold(c) => (c, true),
         };
         let key = self.inner.keys.key(scope, rec, class);
+        let owner = new_owner();
+        // The memory store answers without waiting (its operations have no await point), so its
+        // claim runs here: nothing can cancel between it and the spawn below, and a duplicate
+        // costs no task. A networked claim (Redis) can take effect and then be cut off before
+        // its answer arrives, so it runs in the task with the rest.
+        let claim = match &self.inner.store {
+            Store::Memory(_) => match self.claim(&key, owner, hold).await {
+                Ok(Claim::Duplicate(existing)) => {
+                    let result = result(Verdict::Duplicate, existing.reason(), key);
+                    self.finish(seen, &req.service, rec, &result);
+                    return result;
+                }
+                claimed => Some(claimed),
+            },
+            Store::Redis(_) => None,
+        };
+        // Built only now: a dropped record of a multi-record body needs no body of its own.
+        let body = match raw {
+            Some(raw) => Bytes::from(parse::single_record_body(rec, raw)),
+            None => req.body.clone(),
+        };
         let delivery = Delivery {
             service: req.service.clone(),
             authorization: req.authorization.clone(),
             body,
             key,
         };
-        let result = if hold {
-            self.hold(delivery).await
-        } else {
-            self.forward(delivery).await
-        };
-        log_decision(result.verdict, &result.reason, &req.service, rec, Some(&key));
-        result
-    }
-
-    async fn hold(&self, delivery: Delivery) -> RecordResult {
-        let owner = new_owner();
-        let key = delivery.key;
-        match self.inner.store.hold(&key, owner, self.inner.held.hold_lease()).await {
-            Ok(Claim::Acquired | Claim::Preempted) => {
-                self.inner.held.schedule(delivery, owner);
-                result(Verdict::Held, "replication-pending", key)
+        // The task owns what it logs, so the decision line, the history entry and the verdict
+        // count are written even when the request is cancelled while it runs.
+        let rec = rec.clone().into_owned();
+        let gateway = self.clone();
+        let task = tokio::spawn(async move {
+            let result = gateway.settle_claim(&delivery, owner, hold, claim).await;
+            gateway.finish(seen, &delivery.service, &rec, &result);
+            result
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => {
+                // A panic (or runtime shutdown) mid-delivery: the request is retried.
+                tracing::error!(dedup_key = %key, error = %e, "delivery task failed; answering 503");
+                self.inner.metrics.verdict(Verdict::Failed);
+                result(Verdict::Failed, "internal-error", key)
             }
-            Ok(Claim::Duplicate(existing)) => result(Verdict::Duplicate, existing.reason(), key),
-            Err(e) => self.on_store_error(e, delivery).await,
         }
     }
 
-    async fn forward(&self, delivery: Delivery) -> RecordResult {
-        let owner = new_owner();
-        let key = delivery.key;
+    /// The one decision line, the history entry and the verdict count of a judged record.
+    fn finish(&self, seen: SystemTime, service: &str, rec: &Record<'_>, result: &RecordResult) {
+        log_decision(
+            result.verdict,
+            &result.reason,
+            service,
+            rec,
+            result.key.as_ref(),
+        );
+        self.remember(seen, service, rec, result);
+        self.inner.metrics.verdict(result.verdict);
+    }
+
+    /// Reserves (or holds) `key` for `owner` with the lease of the mode.
+    async fn claim(&self, key: &DedupKey, owner: Owner, hold: bool) -> Result<Claim, StoreError> {
         let s = &self.inner.store;
-        let preempted = match s.reserve(&key, owner, self.inner.cfg.dedup.lease).await {
+        match (self.spool(), hold) {
+            (Some(spool), true) => s.hold(key, owner, spool.hold_lease()).await,
+            (Some(spool), false) => s.reserve(key, owner, spool.lease()).await,
+            (None, true) => s.hold(key, owner, self.inner.held.hold_lease()).await,
+            (None, false) => s.reserve(key, owner, self.inner.cfg.dedup.lease).await,
+        }
+    }
+
+    /// Records a decision in the verdict history (a no-op when it is disabled).
+    fn remember(&self, seen: SystemTime, service: &str, rec: &Record<'_>, r: &RecordResult) {
+        if !self.inner.history.is_enabled() {
+            return;
+        }
+        let delivered = (r.verdict == Verdict::Forwarded).then(SystemTime::now);
+        let d = history::Decision::new(subject(service, rec), r.key, r.verdict, r.reason.clone())
+            .seen_at(seen)
+            .delivered_at(delivered, u32::from(delivered.is_some()));
+        self.inner.history.record(d);
+    }
+
+    /// From the claim (already made by the memory store, `claim = Some`; made here for Redis) to
+    /// its settlement: sync mode sends and commits or releases, or hands a held copy to the held
+    /// queue; spool mode writes the record durably or releases. Runs in its own task.
+    async fn settle_claim(
+        &self,
+        delivery: &Delivery,
+        owner: Owner,
+        hold: bool,
+        claim: Option<Result<Claim, StoreError>>,
+    ) -> RecordResult {
+        let key = delivery.key;
+        let claim = match claim {
+            Some(claim) => claim,
+            None => self.claim(&key, owner, hold).await,
+        };
+        let preempted = match claim {
             Ok(Claim::Acquired) => false,
             Ok(Claim::Preempted) => true,
-            Ok(Claim::Duplicate(existing)) => return result(Verdict::Duplicate, existing.reason(), key),
+            Ok(Claim::Duplicate(existing)) => {
+                return result(Verdict::Duplicate, existing.reason(), key);
+            }
             Err(e) => return self.on_store_error(e, delivery).await,
         };
-        let outcome = self.inner.forwarder.send(&delivery).await;
+        if let Some(spool) = self.spool() {
+            return self
+                .spool_write(spool, delivery, owner, hold, preempted)
+                .await;
+        }
+        if hold {
+            self.inner.held.schedule(delivery.clone(), owner);
+            return result(Verdict::Held, "replication-pending", key);
+        }
+        self.send(delivery, owner, preempted).await
+    }
+
+    /// Sync mode: POST a reserved record, then commit (2xx) or release (anything else).
+    async fn send(&self, delivery: &Delivery, owner: Owner, preempted: bool) -> RecordResult {
+        let key = delivery.key;
+        let s = &self.inner.store;
+        let outcome = self.inner.forwarder.send(delivery).await;
         if let Outcome::Delivered { .. } = outcome {
             if let Err(e) = s.commit(&key, owner, self.inner.cfg.dedup.ttl).await {
                 // Delivered all the same; the identity may be forwarded again once its lease ends.
                 self.inner.metrics.store_error();
                 tracing::warn!(dedup_key = %key, error = %e, "delivered but the commit failed");
             }
-            let reason = if preempted { "clean-copy-preempted-held" } else { "delivered" };
+            let reason = if preempted {
+                "clean-copy-preempted-held"
+            } else {
+                "delivered"
+            };
             return result(Verdict::Forwarded, reason, key);
         }
         if let Err(e) = s.release(&key, owner).await {
@@ -301,14 +466,14 @@ impl Gateway {
         }
     }
 
-    async fn on_store_error(&self, e: StoreError, delivery: Delivery) -> RecordResult {
+    async fn on_store_error(&self, e: StoreError, delivery: &Delivery) -> RecordResult {
         self.inner.metrics.store_error();
         let key = delivery.key;
         match (self.inner.cfg.dedup.on_store_error, &e) {
             (OnStoreError::FailOpen, StoreError::Unavailable(_)) => {
                 self.inner.metrics.fail_open();
                 tracing::warn!(dedup_key = %key, error = %e, "dedup store failed; forwarding unchecked (fail-open)");
-                let outcome = self.inner.forwarder.send(&delivery).await;
+                let outcome = self.inner.forwarder.send(delivery).await;
                 if outcome.is_delivered() {
                     result(Verdict::Forwarded, "fail-open-unchecked", key)
                 } else {
@@ -322,6 +487,36 @@ impl Gateway {
             _ => {
                 tracing::warn!(dedup_key = %key, error = %e, "dedup store failed; answering 503 (fail-closed)");
                 result(Verdict::Failed, "dedup-store-unavailable", key)
+            }
+        }
+    }
+
+    /// Spool mode, after the identity was reserved (or held) for the whole retry horizon: store
+    /// the event durably and answer `accepted` (or `held`); the spool's workers deliver it. A
+    /// failed or refused write releases the identity and answers 503: nothing that is not stored
+    /// is acknowledged.
+    async fn spool_write(
+        &self,
+        spool: &Spool,
+        delivery: &Delivery,
+        owner: Owner,
+        hold: bool,
+        preempted: bool,
+    ) -> RecordResult {
+        let key = delivery.key;
+        match spool.accept(delivery, owner, hold).await {
+            Ok(()) if hold => result(Verdict::Held, "replication-pending", key),
+            Ok(()) if preempted => result(Verdict::Accepted, "clean-copy-preempted-held", key),
+            Ok(()) => result(Verdict::Accepted, "spooled", key),
+            Err(e) => {
+                // A held copy this one preempted is still spooled; its worker finds the identity
+                // free again and delivers it, so the release cannot lose it.
+                if let Err(se) = self.inner.store.release(&key, owner).await {
+                    self.inner.metrics.store_error();
+                    tracing::warn!(dedup_key = %key, error = %se, "could not release after a failed spool write; the lease will");
+                }
+                tracing::warn!(dedup_key = %key, error = %e, "event not stored; answering 503");
+                result(Verdict::Failed, e.reason(), key)
             }
         }
     }
@@ -340,16 +535,36 @@ fn result(verdict: Verdict, reason: &'static str, key: DedupKey) -> RecordResult
     }
 }
 
+/// The history's view of a record.
+fn subject<'a>(service: &'a str, rec: &'a Record<'_>) -> history::Subject<'a> {
+    history::Subject {
+        service,
+        event: &rec.event_name,
+        bucket: &rec.bucket,
+        object: &rec.key,
+        version: &rec.version,
+        version_id: rec.version_id.as_deref(),
+    }
+}
+
 /// The one log line per decision: verdict, reason, where, and the dedup key (never a token).
-fn log_decision(verdict: Verdict, reason: &str, service: &str, rec: &Record<'_>, key: Option<&DedupKey>) {
+fn log_decision(
+    verdict: Verdict,
+    reason: &str,
+    service: &str,
+    rec: &Record<'_>,
+    key: Option<&DedupKey>,
+) {
     tracing::info!(
         verdict = verdict.as_str(),
         reason,
         service,
-        event = %rec.event_name,
-        bucket = %rec.bucket,
-        object = %rec.key,
-        version = %rec.version,
+        // As `&str`, not `%`: the text format then quotes and escapes them, so an object key
+        // with a newline (`%0A`) cannot forge a log line; the JSON format escapes either way.
+        event = rec.event_name.as_ref(),
+        bucket = rec.bucket.as_ref(),
+        object = rec.key.as_str(),
+        version = rec.version.as_ref(),
         dedup_key = key.map(tracing::field::display),
         "decision"
     );

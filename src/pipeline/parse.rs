@@ -24,6 +24,59 @@ pub enum EnvelopeError {
     NoRecords,
     #[error("`Records` is empty")]
     EmptyRecords,
+    /// Two `Records` keys: readers disagree on which one counts (first or last), so a body
+    /// whose meaning depends on the reader is refused rather than guessed at.
+    #[error("body has more than one `Records` key")]
+    DuplicateRecords,
+    #[error("body has {count} records; at most {limit} are accepted")]
+    TooManyRecords { count: usize, limit: usize },
+    #[error("body is nested deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+/// Deepest nesting of arrays and objects a body may have. A MinIO event needs 6; serde_json stops
+/// at 128 only where it builds values, while skipped values (unknown fields) may nest without
+/// bound, and OSCAR's Go decoder stops at 10,000: one limit for the whole body keeps all three
+/// readers in agreement and the work per byte constant.
+pub const MAX_DEPTH: usize = 64;
+
+/// True when `body` nests arrays/objects deeper than `max` (strings and escapes are skipped; the
+/// JSON need not be valid, the parser judges that afterwards).
+///
+/// Runs on every body before the parser, so string contents — most of a MinIO event — are skipped
+/// with `memchr2` to the next quote or backslash instead of byte by byte: the byte-by-byte loop
+/// was a quarter of the per-event decision time (BENCHMARKS.md).
+fn nested_deeper_than(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        i += 1;
+        match b {
+            b'"' => loop {
+                let Some(rest) = body.get(i..) else {
+                    return false;
+                };
+                match memchr::memchr2(b'"', b'\\', rest) {
+                    // Unterminated string: nothing after it can nest.
+                    None => return false,
+                    Some(n) if rest[n] == b'\\' => i += n + 2,
+                    Some(n) => {
+                        i += n + 1;
+                        break;
+                    }
+                }
+            },
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Why one record could not be understood (verdict `invalid`).
@@ -51,16 +104,56 @@ pub struct Envelope<'a> {
     pub records: Vec<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct RawEnvelope<'a> {
-    #[serde(rename = "Records", borrow, default)]
-    records: Option<Vec<&'a RawValue>>,
+/// The top-level object: `Records` as a list of `T`, every other key skipped, a repeated
+/// `Records` noted. `T` is `&RawValue` for the two-pass path and the typed record for the fast
+/// path ([`records`]); both read the same keys in the same way.
+struct EnvelopeOf<T> {
+    records: Option<Vec<T>>,
+    duplicate: bool,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for EnvelopeOf<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = EnvelopeOf<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a MinIO notification object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EnvelopeOf<T>, A::Error> {
+                let mut out = EnvelopeOf {
+                    records: None,
+                    duplicate: false,
+                };
+                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                    if k != "Records" {
+                        map.next_value::<IgnoredAny>()?;
+                    } else if out.records.is_some() {
+                        out.duplicate = true;
+                        map.next_value::<IgnoredAny>()?;
+                    } else {
+                        out.records = Some(map.next_value()?);
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 /// Splits a body into records; only the envelope is checked here.
 pub fn envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+    if nested_deeper_than(body, MAX_DEPTH) {
+        return Err(EnvelopeError::TooDeep(MAX_DEPTH));
+    }
+    raw_envelope(body)
+}
+
+/// [`envelope`] without the depth scan (for callers that ran it already).
+fn raw_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     // A body that is JSON but not an object is "no Records", not "not JSON".
-    let value: RawEnvelope<'_> = match serde_json::from_slice(body) {
+    let value: EnvelopeOf<&RawValue> = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) if e.is_data() => {
             // Valid JSON of the wrong shape (an array, or `Records` not an array).
@@ -71,11 +164,94 @@ pub fn envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         }
         Err(e) => return Err(EnvelopeError::NotJson(short(&e))),
     };
+    if value.duplicate {
+        return Err(EnvelopeError::DuplicateRecords);
+    }
     match value.records {
         None => Err(EnvelopeError::NoRecords),
         Some(r) if r.is_empty() => Err(EnvelopeError::EmptyRecords),
         Some(records) => Ok(Envelope { records }),
     }
+}
+
+/// The records of a body, each parsed (or `invalid` on its own).
+#[derive(Debug)]
+pub enum Records<'a> {
+    /// One record: forwarded as the original body, so no raw slice is kept.
+    Single(Result<Record<'a>, RecordError>),
+    /// Several records, each with its raw slice to build its own single-record body from.
+    Many(Vec<(&'a RawValue, Result<Record<'a>, RecordError>)>),
+}
+
+impl Records<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Single(_) => 1,
+            Records::Many(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Parses a body: the same answer as [`envelope`] followed by [`record`] on each raw record,
+/// usually in one serde pass.
+///
+/// Fast path: when the body is UTF-8 and every record has the expected shape, `Records` is
+/// deserialised straight into the typed records (one pass). A single-record body is done then;
+/// a multi-record body takes a second, raw pass for the slices its split bodies are built from,
+/// and reuses the typed records. Anything else — not UTF-8, not JSON, a record of the wrong shape —
+/// falls back to the two-pass path, so a broken record still makes only itself `invalid` and every
+/// error reads as before. UTF-8 is checked first because the raw pass validates it inside
+/// `Records` while skipped strings are not validated: without the check a body the two-pass path
+/// refuses could pass the fast one. `check::check_body` asserts that both paths agree.
+pub fn records(body: &[u8]) -> Result<Records<'_>, EnvelopeError> {
+    if nested_deeper_than(body, MAX_DEPTH) {
+        return Err(EnvelopeError::TooDeep(MAX_DEPTH));
+    }
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Ok(env) = serde_json::from_str::<EnvelopeOf<Obj<RawRecord<'_>>>>(text)
+    {
+        if env.duplicate {
+            return Err(EnvelopeError::DuplicateRecords);
+        }
+        let mut typed = env.records.ok_or(EnvelopeError::NoRecords)?;
+        match typed.len() {
+            0 => return Err(EnvelopeError::EmptyRecords),
+            1 => {
+                if let Some(Obj(r)) = typed.pop() {
+                    return Ok(Records::Single(validate(r)));
+                }
+            }
+            n => {
+                // The same `Records` array, read raw: the counts agree unless serde disagrees
+                // with itself, in which case the two-pass path below decides.
+                // (`from_str`: the body was checked for UTF-8 above.)
+                if let Ok(EnvelopeOf {
+                    records: Some(raws),
+                    duplicate: false,
+                }) = serde_json::from_str::<EnvelopeOf<&RawValue>>(text)
+                    && raws.len() == n
+                {
+                    let many = raws
+                        .into_iter()
+                        .zip(typed)
+                        .map(|(raw, Obj(r))| (raw, validate(r)))
+                        .collect();
+                    return Ok(Records::Many(many));
+                }
+            }
+        }
+    }
+    let env = raw_envelope(body)?;
+    if let [raw] = env.records[..] {
+        return Ok(Records::Single(record(raw)));
+    }
+    Ok(Records::Many(
+        env.records.into_iter().map(|r| (r, record(r))).collect(),
+    ))
 }
 
 fn short(e: &serde_json::Error) -> String {
@@ -102,7 +278,7 @@ pub enum Marking {
 }
 
 /// The fields of one record that decisions read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record<'a> {
     pub event_name: Cow<'a, str>,
     pub bucket: Cow<'a, str>,
@@ -115,20 +291,57 @@ pub struct Record<'a> {
     pub marking: Marking,
 }
 
+impl Record<'_> {
+    /// The same record, owning its strings (for work that outlives the request body).
+    pub fn into_owned(self) -> Record<'static> {
+        Record {
+            event_name: Cow::Owned(self.event_name.into_owned()),
+            bucket: Cow::Owned(self.bucket.into_owned()),
+            key: self.key,
+            version: Cow::Owned(self.version.into_owned()),
+            version_source: self.version_source,
+            version_id: self.version_id.map(|v| Cow::Owned(v.into_owned())),
+            marking: self.marking,
+        }
+    }
+}
+
+/// Only a JSON object for `T`. serde's derive also accepts an array and fills the fields by
+/// position, so `"bucket":["b"]` would name bucket `b`; MinIO never sends that and OSCAR (Go's
+/// `encoding/json`) refuses it, and the gateway must not derive an identity from a body that
+/// its receiver reads differently.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(Obj)
+    }
+}
+
 #[derive(Deserialize)]
 struct RawRecord<'a> {
     #[serde(rename = "eventName", borrow, default)]
     event_name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    s3: Option<RawS3<'a>>,
+    s3: Option<Obj<RawS3<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct RawS3<'a> {
     #[serde(borrow, default)]
-    bucket: Option<RawBucket<'a>>,
+    bucket: Option<Obj<RawBucket<'a>>>,
     #[serde(borrow, default)]
-    object: Option<RawObject<'a>>,
+    object: Option<Obj<RawObject<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -224,19 +437,24 @@ impl StatusFields {
 
 /// Parses one raw record.
 pub fn record(raw: &RawValue) -> Result<Record<'_>, RecordError> {
-    let r: RawRecord<'_> =
+    let Obj(r): Obj<RawRecord<'_>> =
         serde_json::from_str(raw.get()).map_err(|e| RecordError::Shape(short(&e)))?;
+    validate(r)
+}
+
+/// The checks on a record of the right shape, shared by both parse paths.
+fn validate(r: RawRecord<'_>) -> Result<Record<'_>, RecordError> {
     let event_name = r
         .event_name
         .filter(|n| !n.is_empty())
         .ok_or(RecordError::NoEventName)?;
-    let s3 = r.s3.ok_or(RecordError::NoBucket)?;
+    let Obj(s3) = r.s3.ok_or(RecordError::NoBucket)?;
     let bucket = s3
         .bucket
-        .and_then(|b| b.name)
+        .and_then(|b| b.0.name)
         .filter(|n| !n.is_empty())
         .ok_or(RecordError::NoBucket)?;
-    let object = s3.object.ok_or(RecordError::NoKey)?;
+    let Obj(object) = s3.object.ok_or(RecordError::NoKey)?;
     let raw_key = object
         .key
         .filter(|k| !k.is_empty())
@@ -249,9 +467,7 @@ pub fn record(raw: &RawValue) -> Result<Record<'_>, RecordError> {
         (_, _, Some(e)) if !e.is_empty() => (e, VersionSource::ETag),
         _ => return Err(RecordError::NoVersion),
     };
-    let marking = object
-        .user_metadata
-        .map_or(Marking::Clean, |m| m.marking());
+    let marking = object.user_metadata.map_or(Marking::Clean, |m| m.marking());
     Ok(Record {
         event_name,
         bucket,
@@ -330,17 +546,67 @@ pub fn single_record_body(record: &Record<'_>, raw: &RawValue) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// The byte-by-byte scan `nested_deeper_than` replaced, kept as its reference.
+    fn nested_deeper_than_reference(body: &[u8], max: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in body {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    proptest::proptest! {
+        /// The memchr scan agrees with the byte-by-byte one on any mix of quotes, escapes and
+        /// brackets, including unterminated strings and a trailing backslash.
+        #[test]
+        fn depth_scan_matches_reference(
+            body in proptest::collection::vec(proptest::sample::select(b"\"\\[]{}a,:".to_vec()), 0..64),
+            max in 0usize..6,
+        ) {
+            proptest::prop_assert_eq!(nested_deeper_than(&body, max), nested_deeper_than_reference(&body, max));
+        }
+    }
+
     #[test]
     fn form_decoding_follows_query_escape() {
         assert_eq!(
-            decode_form_component("input%2Fmy+photos%2Fse%C3%B1al+%C3%BC%2B%C3%9F+2025.jpg").unwrap(),
+            decode_form_component("input%2Fmy+photos%2Fse%C3%B1al+%C3%BC%2B%C3%9F+2025.jpg")
+                .unwrap(),
             "input/my photos/señal ü+ß 2025.jpg"
         );
         assert_eq!(decode_form_component("a%2bb").unwrap(), "a+b");
         assert_eq!(decode_form_component("plain").unwrap(), "plain");
-        assert_eq!(decode_form_component("bad%2").unwrap_err(), RecordError::BadEscape);
-        assert_eq!(decode_form_component("bad%zz").unwrap_err(), RecordError::BadEscape);
-        assert_eq!(decode_form_component("%FF").unwrap_err(), RecordError::NotUtf8);
+        assert_eq!(
+            decode_form_component("bad%2").unwrap_err(),
+            RecordError::BadEscape
+        );
+        assert_eq!(
+            decode_form_component("bad%zz").unwrap_err(),
+            RecordError::BadEscape
+        );
+        assert_eq!(
+            decode_form_component("%FF").unwrap_err(),
+            RecordError::NotUtf8
+        );
     }
 
     #[test]
@@ -352,11 +618,22 @@ mod tests {
             let raw: Box<RawValue> = serde_json::from_str(&body).unwrap();
             record(&raw).unwrap().marking
         };
-        assert_eq!(rec(r#"{"X-Amz-Replication-Status":"PENDING"}"#), Marking::Pending);
-        assert_eq!(rec(r#"{"x-amz-replication-status":"pending"}"#), Marking::Pending);
-        assert_eq!(rec(r#"{"X-Amz-Replication-Status":"COMPLETED"}"#), Marking::Clean);
         assert_eq!(
-            rec(r#"{"X-Amz-Replication-Status":"PENDING","x-minio-internal-replication-status":"arn:a=COMPLETED;"}"#),
+            rec(r#"{"X-Amz-Replication-Status":"PENDING"}"#),
+            Marking::Pending
+        );
+        assert_eq!(
+            rec(r#"{"x-amz-replication-status":"pending"}"#),
+            Marking::Pending
+        );
+        assert_eq!(
+            rec(r#"{"X-Amz-Replication-Status":"COMPLETED"}"#),
+            Marking::Clean
+        );
+        assert_eq!(
+            rec(
+                r#"{"X-Amz-Replication-Status":"PENDING","x-minio-internal-replication-status":"arn:a=COMPLETED;"}"#
+            ),
             Marking::Clean
         );
         assert_eq!(
@@ -383,8 +660,24 @@ mod tests {
             v(r#""versionId":"null","sequencer":"S""#).unwrap(),
             ("S".into(), VersionSource::Sequencer)
         );
-        assert_eq!(v(r#""eTag":"E""#).unwrap(), ("E".into(), VersionSource::ETag));
+        assert_eq!(
+            v(r#""eTag":"E""#).unwrap(),
+            ("E".into(), VersionSource::ETag)
+        );
         assert_eq!(v(r#""size":1"#).unwrap_err(), RecordError::NoVersion);
+    }
+
+    #[test]
+    fn arrays_never_stand_in_for_objects() {
+        for body in [
+            r#"["s3:ObjectCreated:Put",{"bucket":{"name":"b"},"object":{"key":"k","versionId":"v"}}]"#,
+            r#"{"eventName":"e","s3":[{"name":"b"},{"key":"k","versionId":"v"}]}"#,
+            r#"{"eventName":"e","s3":{"bucket":["b"],"object":{"key":"k","versionId":"v"}}}"#,
+            r#"{"eventName":"e","s3":{"bucket":{"name":"b"},"object":["k","v"]}}"#,
+        ] {
+            let raw: Box<RawValue> = serde_json::from_str(body).unwrap();
+            assert!(matches!(record(&raw), Err(RecordError::Shape(_))), "{body}");
+        }
     }
 
     #[test]
@@ -392,8 +685,41 @@ mod tests {
         assert!(matches!(envelope(b"nope"), Err(EnvelopeError::NotJson(_))));
         assert_eq!(envelope(b"[1]").unwrap_err(), EnvelopeError::NoRecords);
         assert_eq!(envelope(b"{}").unwrap_err(), EnvelopeError::NoRecords);
-        assert_eq!(envelope(br#"{"Records":{}}"#).unwrap_err(), EnvelopeError::NoRecords);
-        assert_eq!(envelope(br#"{"Records":[]}"#).unwrap_err(), EnvelopeError::EmptyRecords);
+        assert_eq!(
+            envelope(br#"{"Records":{}}"#).unwrap_err(),
+            EnvelopeError::NoRecords
+        );
+        assert_eq!(
+            envelope(br#"{"Records":[]}"#).unwrap_err(),
+            EnvelopeError::EmptyRecords
+        );
         assert_eq!(envelope(br#"{"Records":[1,2]}"#).unwrap().records.len(), 2);
+        assert_eq!(
+            envelope(br#"{"Records":[1],"Records":[2]}"#).unwrap_err(),
+            EnvelopeError::DuplicateRecords
+        );
+        assert_eq!(
+            envelope(br#"{"Rec\u006frds":[1],"Records":[2]}"#).unwrap_err(),
+            EnvelopeError::DuplicateRecords
+        );
+        assert_eq!(
+            envelope(br#"{"records":[1]}"#).unwrap_err(),
+            EnvelopeError::NoRecords
+        );
+        let deep = |n: usize| {
+            format!(
+                r#"{{"Records":[{{"x":{}{}}}]}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(envelope(deep(MAX_DEPTH - 3).as_bytes()).is_ok());
+        assert_eq!(
+            envelope(deep(MAX_DEPTH - 2).as_bytes()).unwrap_err(),
+            EnvelopeError::TooDeep(MAX_DEPTH)
+        );
+        // Brackets inside strings, escaped quotes included, do not count.
+        let quoted = format!(r#"{{"Records":[{{"x":"\"{}"}}]}}"#, "[".repeat(1000));
+        assert!(envelope(quoted.as_bytes()).is_ok());
     }
 }

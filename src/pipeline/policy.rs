@@ -200,8 +200,16 @@ mod tests {
         assert!(p.matches("s3:ObjectCreated:"));
         assert!(!p.matches("s3:ObjectRemoved:Delete"));
         assert!(Pattern::new("*").unwrap().matches("anything"));
-        assert!(Pattern::new("s3:*:Put").unwrap().matches("s3:ObjectCreated:Put"));
-        assert!(!Pattern::new("s3:*:Put").unwrap().matches("s3:ObjectCreated:Post"));
+        assert!(
+            Pattern::new("s3:*:Put")
+                .unwrap()
+                .matches("s3:ObjectCreated:Put")
+        );
+        assert!(
+            !Pattern::new("s3:*:Put")
+                .unwrap()
+                .matches("s3:ObjectCreated:Post")
+        );
         assert!(Pattern::new("a*b*c").unwrap().matches("aXXbYYbZc"));
     }
 
@@ -209,13 +217,25 @@ mod tests {
     fn default_policy_verdicts() {
         let p = default_policy(PendingPolicy::Hold);
         let d = |n: &str, m| p.decide(Box::leak(Box::new(rec(n, m))), AvailableOn::Any);
-        assert_eq!(d("s3:ObjectCreated:Put", Marking::Clean), Decision::Forward(Class::Available));
         assert_eq!(
-            d("s3:Replication:OperationCompletedReplication", Marking::Clean),
+            d("s3:ObjectCreated:Put", Marking::Clean),
             Decision::Forward(Class::Available)
         );
-        assert_eq!(d("s3:ObjectRemoved:Delete", Marking::Clean), Decision::Forward(Class::Removed));
-        assert_eq!(d("s3:ObjectCreated:Put", Marking::Pending), Decision::Hold(Class::Available));
+        assert_eq!(
+            d(
+                "s3:Replication:OperationCompletedReplication",
+                Marking::Clean
+            ),
+            Decision::Forward(Class::Available)
+        );
+        assert_eq!(
+            d("s3:ObjectRemoved:Delete", Marking::Clean),
+            Decision::Forward(Class::Removed)
+        );
+        assert_eq!(
+            d("s3:ObjectCreated:Put", Marking::Pending),
+            Decision::Hold(Class::Available)
+        );
         for ignored in [
             "s3:ObjectRemoved:NoOP",
             "s3:ObjectAccessed:Get",
@@ -258,18 +278,27 @@ mod tests {
     fn available_on() {
         let p = default_policy(PendingPolicy::Hold);
         let put = rec("s3:ObjectCreated:Put", Marking::Clean);
-        let repl = rec("s3:Replication:OperationCompletedReplication", Marking::Clean);
+        let repl = rec(
+            "s3:Replication:OperationCompletedReplication",
+            Marking::Clean,
+        );
         let del = rec("s3:ObjectRemoved:Delete", Marking::Clean);
         assert_eq!(
             p.decide(&put, AvailableOn::Replicated),
             Decision::Final(FinalVerdict::Ignored, "awaiting-replication")
         );
-        assert_eq!(p.decide(&repl, AvailableOn::Replicated), Decision::Forward(Class::Available));
+        assert_eq!(
+            p.decide(&repl, AvailableOn::Replicated),
+            Decision::Forward(Class::Available)
+        );
         assert_eq!(
             p.decide(&repl, AvailableOn::Created),
             Decision::Final(FinalVerdict::Ignored, "awaiting-creation")
         );
-        assert_eq!(p.decide(&del, AvailableOn::Replicated), Decision::Forward(Class::Removed));
+        assert_eq!(
+            p.decide(&del, AvailableOn::Replicated),
+            Decision::Forward(Class::Removed)
+        );
     }
 
     #[test]

@@ -135,7 +135,11 @@ impl MemoryStore {
     }
 
     /// Runs the expiry sweep every `interval` until `stop` is cancelled.
-    pub fn spawn_sweeper(&self, interval: Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_sweeper(
+        &self,
+        interval: Duration,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -191,7 +195,9 @@ impl MemoryStore {
             let s = Slot::unpack(*v);
             s.state != State::Committed || s.expires > threshold
         });
-        self.inner.len.store(self.inner.map.len(), Ordering::Relaxed);
+        self.inner
+            .len
+            .store(self.inner.map.len(), Ordering::Relaxed);
         tracing::warn!(
             max_entries = self.inner.max_entries,
             "dedup store full: evicted the oldest delivered identities; raise dedup.max_entries or lower dedup.ttl"
@@ -200,7 +206,13 @@ impl MemoryStore {
     }
 
     /// Inserts into a vacant slot or overwrites an expired one; the shared path of reserve and hold.
-    fn acquire_at(&self, key: &DedupKey, slot: Slot, now: u64, preempt_held: bool) -> Result<Claim, StoreError> {
+    fn acquire_at(
+        &self,
+        key: &DedupKey,
+        slot: Slot,
+        now: u64,
+        preempt_held: bool,
+    ) -> Result<Claim, StoreError> {
         self.make_room(now)?;
         match self.inner.map.entry(key.0) {
             Entry::Vacant(v) => {
@@ -223,18 +235,36 @@ impl MemoryStore {
         }
     }
 
-    pub fn reserve_at(&self, key: &DedupKey, owner: Owner, lease: Duration, now: u64) -> Result<Claim, StoreError> {
+    pub fn reserve_at(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+        now: u64,
+    ) -> Result<Claim, StoreError> {
         let slot = Slot::new(State::Reserved, owner, now.saturating_add(ms(lease)));
         self.acquire_at(key, slot, now, true)
     }
 
-    pub fn hold_at(&self, key: &DedupKey, owner: Owner, lease: Duration, now: u64) -> Result<Claim, StoreError> {
+    pub fn hold_at(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+        now: u64,
+    ) -> Result<Claim, StoreError> {
         let slot = Slot::new(State::Held, owner, now.saturating_add(ms(lease)));
         self.acquire_at(key, slot, now, false)
     }
 
     /// Applies `f` to the live entry owned by `owner`; returns whether it was owned.
-    fn with_owned(&self, key: &DedupKey, owner: Owner, now: u64, f: impl FnOnce(Slot) -> Option<Slot>) -> bool {
+    fn with_owned(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        now: u64,
+        f: impl FnOnce(Slot) -> Option<Slot>,
+    ) -> bool {
         let Some(mut e) = self.inner.map.get_mut(&key.0) else {
             return false;
         };
@@ -278,7 +308,11 @@ impl MemoryStore {
 
     pub fn commit_at(&self, key: &DedupKey, owner: Owner, ttl: Duration, now: u64) -> bool {
         self.with_owned(key, owner, now, |_| {
-            Some(Slot::new(State::Committed, owner, now.saturating_add(ms(ttl))))
+            Some(Slot::new(
+                State::Committed,
+                owner,
+                now.saturating_add(ms(ttl)),
+            ))
         })
     }
 
@@ -286,7 +320,12 @@ impl MemoryStore {
         self.with_owned(key, owner, now, |_| None)
     }
 
-    pub fn insert_committed_at(&self, key: &DedupKey, ttl: Duration, now: u64) -> Result<(), StoreError> {
+    pub fn insert_committed_at(
+        &self,
+        key: &DedupKey,
+        ttl: Duration,
+        now: u64,
+    ) -> Result<(), StoreError> {
         self.make_room(now)?;
         let slot = Slot::new(State::Committed, 0, now.saturating_add(ms(ttl)));
         if self.inner.map.insert(key.0, slot.pack()).is_none() {
@@ -304,16 +343,36 @@ impl MemoryStore {
 }
 
 impl DedupStore for MemoryStore {
-    async fn reserve(&self, key: &DedupKey, owner: Owner, lease: Duration) -> Result<Claim, StoreError> {
+    async fn reserve(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
         self.reserve_at(key, owner, lease, self.now())
     }
-    async fn hold(&self, key: &DedupKey, owner: Owner, lease: Duration) -> Result<Claim, StoreError> {
+    async fn hold(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
         self.hold_at(key, owner, lease, self.now())
     }
-    async fn claim_held(&self, key: &DedupKey, owner: Owner, lease: Duration) -> Result<bool, StoreError> {
+    async fn claim_held(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         Ok(self.claim_held_at(key, owner, lease, self.now()))
     }
-    async fn commit(&self, key: &DedupKey, owner: Owner, ttl: Duration) -> Result<bool, StoreError> {
+    async fn commit(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         Ok(self.commit_at(key, owner, ttl, self.now()))
     }
     async fn release(&self, key: &DedupKey, owner: Owner) -> Result<bool, StoreError> {
@@ -355,29 +414,52 @@ mod tests {
     fn two_phase_marking() {
         let s = MemoryStore::new(100);
         assert_eq!(s.reserve_at(&k(1), 10, LEASE, 0).unwrap(), Claim::Acquired);
-        assert_eq!(s.reserve_at(&k(1), 11, LEASE, 1).unwrap(), Claim::Duplicate(Existing::InFlight));
+        assert_eq!(
+            s.reserve_at(&k(1), 11, LEASE, 1).unwrap(),
+            Claim::Duplicate(Existing::InFlight)
+        );
         assert!(!s.commit_at(&k(1), 11, TTL, 2), "a non-owner cannot commit");
         assert!(s.commit_at(&k(1), 10, TTL, 2));
-        assert_eq!(s.reserve_at(&k(1), 12, LEASE, 3).unwrap(), Claim::Duplicate(Existing::Delivered));
-        assert_eq!(s.reserve_at(&k(1), 12, LEASE, 10_002).unwrap(), Claim::Acquired, "after the TTL");
+        assert_eq!(
+            s.reserve_at(&k(1), 12, LEASE, 3).unwrap(),
+            Claim::Duplicate(Existing::Delivered)
+        );
+        assert_eq!(
+            s.reserve_at(&k(1), 12, LEASE, 10_002).unwrap(),
+            Claim::Acquired,
+            "after the TTL"
+        );
         assert!(s.release_at(&k(1), 12, 10_003));
-        assert_eq!(s.reserve_at(&k(1), 13, LEASE, 10_004).unwrap(), Claim::Acquired, "after a release");
+        assert_eq!(
+            s.reserve_at(&k(1), 13, LEASE, 10_004).unwrap(),
+            Claim::Acquired,
+            "after a release"
+        );
     }
 
     #[test]
     fn clean_copy_preempts_held_copy() {
         let s = MemoryStore::new(100);
         assert_eq!(s.hold_at(&k(1), 1, TTL, 0).unwrap(), Claim::Acquired);
-        assert_eq!(s.hold_at(&k(1), 2, TTL, 1).unwrap(), Claim::Duplicate(Existing::Held));
+        assert_eq!(
+            s.hold_at(&k(1), 2, TTL, 1).unwrap(),
+            Claim::Duplicate(Existing::Held)
+        );
         assert_eq!(s.reserve_at(&k(1), 3, LEASE, 2).unwrap(), Claim::Preempted);
-        assert!(!s.claim_held_at(&k(1), 1, LEASE, 3), "the held owner lost it");
+        assert!(
+            !s.claim_held_at(&k(1), 1, LEASE, 3),
+            "the held owner lost it"
+        );
         assert!(!s.commit_at(&k(1), 1, TTL, 3));
         assert!(s.commit_at(&k(1), 3, TTL, 4));
         // A lone held copy is claimed by its owner after the grace.
         assert_eq!(s.hold_at(&k(2), 5, TTL, 0).unwrap(), Claim::Acquired);
         assert!(s.claim_held_at(&k(2), 5, LEASE, 5));
         assert!(!s.claim_held_at(&k(2), 5, LEASE, 6), "claiming twice fails");
-        assert_eq!(s.reserve_at(&k(2), 6, LEASE, 6).unwrap(), Claim::Duplicate(Existing::InFlight));
+        assert_eq!(
+            s.reserve_at(&k(2), 6, LEASE, 6).unwrap(),
+            Claim::Duplicate(Existing::InFlight)
+        );
     }
 
     #[test]
@@ -388,7 +470,8 @@ mod tests {
             s.commit_at(&k(i), 1, Duration::from_millis(100 + i as u64), 0);
         }
         for i in 50..100u8 {
-            s.reserve_at(&k(i), 1, Duration::from_secs(3600), 0).unwrap();
+            s.reserve_at(&k(i), 1, Duration::from_secs(3600), 0)
+                .unwrap();
         }
         assert_eq!(s.len(), 100);
         // Full: the oldest committed entry (k(0)) goes, in-flight ones stay.
@@ -407,9 +490,15 @@ mod tests {
         for i in 0..16u8 {
             s.reserve_at(&k(i), 1, LEASE, 0).unwrap();
         }
-        assert!(matches!(s.reserve_at(&k(99), 1, LEASE, 1), Err(StoreError::Full)));
+        assert!(matches!(
+            s.reserve_at(&k(99), 1, LEASE, 1),
+            Err(StoreError::Full)
+        ));
         // Expired leases make room again.
-        assert_eq!(s.reserve_at(&k(99), 1, LEASE, 2_000).unwrap(), Claim::Acquired);
+        assert_eq!(
+            s.reserve_at(&k(99), 1, LEASE, 2_000).unwrap(),
+            Claim::Acquired
+        );
     }
 
     #[derive(Debug, Clone)]
@@ -474,7 +563,7 @@ mod tests {
                     }
                     Op::Hold(i, o) => {
                         let r = s.hold_at(&k(i), o as u64, LEASE, now).unwrap();
-                        prop_assert_eq!(r == Claim::Acquired, model.get(&i).is_none());
+                        prop_assert_eq!(r == Claim::Acquired, !model.contains_key(&i));
                         if r == Claim::Acquired {
                             model.insert(i, M::Held(o, now + lease));
                         }

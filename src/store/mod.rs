@@ -20,11 +20,13 @@
 //! A reservation's lease bounds how long a crashed or stuck owner can block the identity.
 
 pub mod memory;
+pub mod redis;
 
 use std::{future::Future, time::Duration};
 
 use crate::pipeline::key::DedupKey;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 /// Identifies one reservation; generated per accepted copy.
@@ -74,6 +76,11 @@ pub enum StoreError {
 
 /// The store operations of the table above. Implemented by every backend; the conformance suite
 /// runs the same checks against each.
+///
+/// An owner token must not be used again after `reserve`, `hold`, `commit` or `release` returned
+/// an error: the operation may have taken effect without its answer arriving, and a networked
+/// backend (Redis) undoes (reserve, hold, release) or completes (commit) it in the background
+/// under that token. After a failed `claim_held` the caller still owns the entry either way.
 pub trait DedupStore: Send + Sync {
     fn reserve(
         &self,
@@ -124,27 +131,49 @@ pub trait DedupStore: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum Store {
     Memory(MemoryStore),
+    Redis(RedisStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Store::Memory($s) => $e,
+            Store::Redis($s) => $e,
         }
     };
 }
 
 impl DedupStore for Store {
-    async fn reserve(&self, key: &DedupKey, owner: Owner, lease: Duration) -> Result<Claim, StoreError> {
+    async fn reserve(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
         dispatch!(self, s => s.reserve(key, owner, lease).await)
     }
-    async fn hold(&self, key: &DedupKey, owner: Owner, lease: Duration) -> Result<Claim, StoreError> {
+    async fn hold(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
         dispatch!(self, s => s.hold(key, owner, lease).await)
     }
-    async fn claim_held(&self, key: &DedupKey, owner: Owner, lease: Duration) -> Result<bool, StoreError> {
+    async fn claim_held(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.claim_held(key, owner, lease).await)
     }
-    async fn commit(&self, key: &DedupKey, owner: Owner, ttl: Duration) -> Result<bool, StoreError> {
+    async fn commit(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.commit(key, owner, ttl).await)
     }
     async fn release(&self, key: &DedupKey, owner: Owner) -> Result<bool, StoreError> {

@@ -17,25 +17,54 @@ fn check_config_validates_and_masks() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[admin]\ntoken = \"admin-token-0123456789\"\n").unwrap();
-    let out = bin().args(["check-config", "--config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("***") && !text.contains("admin-token-0123456789"), "{text}");
+    assert!(
+        text.contains("***") && !text.contains("admin-token-0123456789"),
+        "{text}"
+    );
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[dedup]\nmax_entries = 1\n").unwrap();
-    let out = bin().args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dedup.max_entries"));
 
-    let out = bin().args(["check-config"]).env("DEDUP_GATEWAY_DEDUP__TTL", "soon").output().unwrap();
+    let out = bin()
+        .args(["check-config"])
+        .env("DEDUP_GATEWAY_DEDUP__TTL", "soon")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dedup.ttl"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dedup.ttl"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let out = bin().args(["serve", "--mode", "sometimes"]).output().unwrap();
+    let out = bin()
+        .args(["serve", "--mode", "sometimes"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mode"));
-    assert_eq!(bin().arg("frobnicate").output().unwrap().status.code(), Some(2));
+    assert_eq!(
+        bin().arg("frobnicate").output().unwrap().status.code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -49,47 +78,89 @@ fn replay_prints_one_verdict_per_record() {
         .arg(f.join("synthetic-multi-record.json"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let v: Vec<&str> = lines.iter().map(|l| l["verdict"].as_str().unwrap()).collect();
-    assert_eq!(v, ["held", "forwarded", "duplicate", "forwarded", "replication-failed"]);
+    let v: Vec<&str> = lines
+        .iter()
+        .map(|l| l["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        v,
+        [
+            "held",
+            "forwarded",
+            "duplicate",
+            "forwarded",
+            "replication-failed"
+        ]
+    );
     assert_eq!(lines[0]["object"], "plain/my photos/señal ü+ß 2025.jpg");
 }
 
-/// The README's run command: `serve` with no configuration, pointed at a fake OSCAR through the
-/// environment; a fixture POSTed twice reaches OSCAR once.
+/// The README's run command: `serve` with no configuration (spool mode, memory store, `./data`),
+/// pointed at a fake OSCAR through the environment; a fixture POSTed twice reaches OSCAR once.
 #[tokio::test]
 async fn serve_on_embedded_defaults_forwards_once() {
+    serve_binary_forwards_once(None, "accepted").await;
+}
+
+/// The same in sync mode.
+#[tokio::test]
+async fn serve_in_sync_mode_forwards_once() {
+    serve_binary_forwards_once(Some("sync"), "forwarded").await;
+}
+
+async fn serve_binary_forwards_once(mode: Option<&str>, first_verdict: &str) {
     let oscar = FakeOscar::start().await;
     let dir = tempfile::tempdir().unwrap();
     // Pick a free port, then hand it to the child.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = bin()
-        .arg("serve")
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = bin();
+    cmd.arg("serve")
         .current_dir(dir.path())
         .env("DEDUP_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("DEDUP_GATEWAY_UPSTREAM", oscar.url())
-        .env("DEDUP_GATEWAY_MODE", "sync")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    if let Some(mode) = mode {
+        cmd.env("DEDUP_GATEWAY_MODE", mode);
+    }
+    let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
-    let logs = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/job/svc");
     let mut up = false;
     for _ in 0..100 {
-        if client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok() {
+        if client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
             up = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "gateway did not come up");
+    let mut seen = Vec::new();
     for _ in 0..2 {
         let r = client
             .post(&url)
@@ -100,18 +171,30 @@ async fn serve_on_embedded_defaults_forwards_once() {
             .await
             .unwrap();
         assert!(r.status().is_success());
+        seen.push(verdicts(&r.json().await.unwrap()).concat());
     }
+    assert_eq!(seen, [first_verdict, "duplicate"]);
+    assert!(eventually(Duration::from_secs(10), || oscar.received().len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(oscar.received().len(), 1);
     // SIGTERM: graceful exit with status 0.
     unsafe_kill_term(child.id());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let logs = logs.join().unwrap().join("\n");
-    assert!(logs.contains("verdict=\"forwarded\"") || logs.contains("verdict=forwarded"), "{logs}");
-    assert!(!logs.contains(&GOOD_TOKEN[7..]), "the token must never be logged");
+    assert!(
+        logs.contains(&format!("verdict=\"{first_verdict}\"")),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(&GOOD_TOKEN[7..]),
+        "the token must never be logged"
+    );
     assert!(dir.path().join("data/dedup-secret").exists());
 }
 
 fn unsafe_kill_term(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }

@@ -27,9 +27,15 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("replication-completed.json", &["forwarded"]),
     ("replication-failed.json", &["replication-failed"]),
     ("rustfs-put-replicated-bucket.json", &["held"]),
-    ("rustfs-replication-completed-stale-pending.json", &["forwarded"]),
+    (
+        "rustfs-replication-completed-stale-pending.json",
+        &["forwarded"],
+    ),
     ("rustfs-replication-failed.json", &["replication-failed"]),
-    ("synthetic-multi-record.json", &["forwarded", "replication-failed"]),
+    (
+        "synthetic-multi-record.json",
+        &["forwarded", "replication-failed"],
+    ),
 ];
 
 /// Every fixture in the shared directory is covered, and gets its verdict; each runs under its own
@@ -44,17 +50,31 @@ async fn every_fixture_gets_its_verdict() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     names.sort();
-    assert_eq!(names.len(), EXPECTED.len(), "a fixture has no expected verdict");
+    assert_eq!(
+        names.len(),
+        EXPECTED.len(),
+        "a fixture has no expected verdict"
+    );
     for (i, name) in names.iter().enumerate() {
-        let expected = EXPECTED.iter().find(|(n, _)| n == name).map(|(_, v)| *v).expect(name);
-        let (status, answer) = gw.post(&format!("svc-{i}"), Some(TOKEN), fixture(name)).await;
+        let expected = EXPECTED
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .expect(name);
+        let (status, answer) = gw
+            .post(&format!("svc-{i}"), Some(TOKEN), fixture(name))
+            .await;
         assert_eq!(status, 200, "{name}: {answer}");
         assert_eq!(verdicts(&answer), expected, "{name}: {answer}");
         for r in answer["results"].as_array().unwrap() {
             assert!(r["reason"].is_string(), "{name}: every result has a reason");
         }
     }
-    let forwarded: usize = EXPECTED.iter().flat_map(|(_, v)| v.iter()).filter(|v| **v == "forwarded").count();
+    let forwarded: usize = EXPECTED
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .filter(|v| **v == "forwarded")
+        .count();
     assert_eq!(oscar.received().len(), forwarded);
     gw.stop().await;
 }
@@ -70,7 +90,9 @@ async fn hundred_concurrent_copies_forward_once() {
     for _ in 0..100 {
         let gw = gw.clone();
         let body = body.clone();
-        tasks.push(tokio::spawn(async move { gw.post("svc", Some(TOKEN), body).await }));
+        tasks.push(tokio::spawn(async move {
+            gw.post("svc", Some(TOKEN), body).await
+        }));
     }
     let mut forwarded = 0;
     for t in tasks {
@@ -87,7 +109,10 @@ async fn hundred_concurrent_copies_forward_once() {
 }
 
 fn with_event_name(body: &[u8], from: &str, to: &str) -> Vec<u8> {
-    String::from_utf8(body.to_vec()).unwrap().replace(from, to).into_bytes()
+    String::from_utf8(body.to_vec())
+        .unwrap()
+        .replace(from, to)
+        .into_bytes()
 }
 
 /// A Put and the completed replication of one version are one trigger; a delete of that version is
@@ -103,13 +128,28 @@ async fn identity_classes_and_services() {
         "s3:Replication:OperationCompletedReplication",
         "s3:ObjectRemoved:Delete",
     );
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), put.clone()).await.1), ["forwarded"]);
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), completed.clone()).await.1), ["duplicate"]);
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), put.clone()).await.1),
+        ["forwarded"]
+    );
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), completed.clone()).await.1),
+        ["duplicate"]
+    );
     assert_eq!(oscar.received().len(), 1);
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), delete.clone()).await.1), ["forwarded"]);
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), delete).await.1), ["duplicate"]);
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), delete.clone()).await.1),
+        ["forwarded"]
+    );
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), delete).await.1),
+        ["duplicate"]
+    );
     assert_eq!(oscar.received().len(), 2);
-    assert_eq!(verdicts(&gw.post("other", Some(TOKEN), completed).await.1), ["forwarded"]);
+    assert_eq!(
+        verdicts(&gw.post("other", Some(TOKEN), completed).await.1),
+        ["forwarded"]
+    );
     let services: Vec<String> = oscar.received().iter().map(|r| r.service.clone()).collect();
     assert_eq!(services, ["svc", "svc", "other"]);
     gw.stop().await;
@@ -125,10 +165,19 @@ async fn pending_then_clean_copy_forwards_the_clean_one_at_once() {
     let gw = TestGateway::start(cfg).await;
     let held = fixture("rustfs-put-replicated-bucket.json");
     let clean = fixture("rustfs-replication-completed-stale-pending.json");
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), held.clone()).await.1), ["held"]);
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), held).await.1), ["duplicate"]);
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), held.clone()).await.1),
+        ["held"]
+    );
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), held).await.1),
+        ["duplicate"]
+    );
     let (status, answer) = gw.post("svc", Some(TOKEN), clean.clone()).await;
-    assert_eq!((status, verdicts(&answer)), (200, vec!["forwarded".to_string()]));
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["forwarded".to_string()])
+    );
     // Forwarded within the request, not after the grace.
     assert_eq!(oscar.received().len(), 1);
     assert_eq!(oscar.received()[0].body, clean);
@@ -146,13 +195,19 @@ async fn lone_pending_copy_is_forwarded_after_the_grace() {
     let gw = TestGateway::start(cfg).await;
     let body = fixture("complete-multipart-upload.json");
     let sent = tokio::time::Instant::now();
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), body.clone()).await.1), ["held"]);
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), body.clone()).await.1),
+        ["held"]
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(oscar.received().is_empty(), "forwarded before the grace");
     assert!(eventually(Duration::from_secs(5), || oscar.received().len() == 1).await);
     assert!(sent.elapsed() >= Duration::from_millis(700));
     assert_eq!(oscar.received()[0].body, body);
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), body).await.1), ["duplicate"]);
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), body).await.1),
+        ["duplicate"]
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(oscar.received().len(), 1);
     gw.stop().await;
@@ -166,8 +221,13 @@ async fn pending_drop_never_forwards() {
     cfg.policy.pending = PendingPolicy::Drop;
     cfg.policy.pending_grace = Duration::from_millis(200);
     let gw = TestGateway::start(cfg).await;
-    let (status, answer) = gw.post("svc", Some(TOKEN), fixture("put-replication-pending.json")).await;
-    assert_eq!((status, verdicts(&answer)), (200, vec!["pending".to_string()]));
+    let (status, answer) = gw
+        .post("svc", Some(TOKEN), fixture("put-replication-pending.json"))
+        .await;
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["pending".to_string()])
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(oscar.received().is_empty());
     gw.stop().await;
@@ -179,7 +239,10 @@ async fn stale_public_pending_is_forwarded_at_once() {
     let oscar = FakeOscar::start().await;
     let gw = TestGateway::start(test_config(&oscar.url())).await;
     let body = fixture("rustfs-replication-completed-stale-pending.json");
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), body).await.1), ["forwarded"]);
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), body).await.1),
+        ["forwarded"]
+    );
     assert_eq!(oscar.received().len(), 1);
     gw.stop().await;
 }
@@ -192,12 +255,27 @@ async fn failed_then_completed_replication_forwards_once() {
     let failed = fixture("replication-failed.json");
     let completed = String::from_utf8(failed.clone())
         .unwrap()
-        .replace("OperationFailedReplication", "OperationCompletedReplication")
+        .replace(
+            "OperationFailedReplication",
+            "OperationCompletedReplication",
+        )
         .replace("\"FAILED\"", "\"COMPLETED\"");
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), failed.clone()).await.1), ["replication-failed"]);
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), failed).await.1), ["replication-failed"]);
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), completed.clone()).await.1), ["forwarded"]);
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), completed).await.1), ["duplicate"]);
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), failed.clone()).await.1),
+        ["replication-failed"]
+    );
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), failed).await.1),
+        ["replication-failed"]
+    );
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), completed.clone()).await.1),
+        ["forwarded"]
+    );
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), completed).await.1),
+        ["duplicate"]
+    );
     assert_eq!(oscar.received().len(), 1);
     gw.stop().await;
 }
@@ -214,7 +292,10 @@ async fn forwarded_request_is_byte_for_byte() {
     assert_eq!(got.body, body);
     assert_eq!(got.headers["authorization"], TOKEN);
     assert_eq!(got.headers["content-type"], "application/json");
-    assert_eq!(got.headers["x-dedup-key"].to_str().unwrap(), answer["results"][0]["key"].as_str().unwrap());
+    assert_eq!(
+        got.headers["x-dedup-key"].to_str().unwrap(),
+        answer["results"][0]["key"].as_str().unwrap()
+    );
     gw.stop().await;
 }
 
@@ -223,11 +304,16 @@ async fn forwarded_request_is_byte_for_byte() {
 async fn multi_record_body_is_split() {
     let oscar = FakeOscar::start().await;
     let gw = TestGateway::start(test_config(&oscar.url())).await;
-    let (status, answer) = gw.post("svc", Some(TOKEN), fixture("synthetic-multi-record.json")).await;
+    let (status, answer) = gw
+        .post("svc", Some(TOKEN), fixture("synthetic-multi-record.json"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(verdicts(&answer), ["forwarded", "replication-failed"]);
     let got: Value = serde_json::from_slice(&oscar.received()[0].body).unwrap();
-    assert_eq!(got["EventName"], "s3:Replication:OperationCompletedReplication");
+    assert_eq!(
+        got["EventName"],
+        "s3:Replication:OperationCompletedReplication"
+    );
     assert_eq!(got["Key"], "intermediate/input/run-17/data.parquet");
     assert_eq!(got["Records"].as_array().unwrap().len(), 1);
     let original: Value = serde_json::from_slice(&fixture("synthetic-multi-record.json")).unwrap();
@@ -243,9 +329,15 @@ async fn wrong_token_then_right_token_forwards_once() {
     let gw = TestGateway::start(test_config(&oscar.url())).await;
     let body = fixture("put-versioned.json");
     let (status, answer) = gw.post("svc", Some("Bearer wrong"), body.clone()).await;
-    assert_eq!((status, verdicts(&answer)), (503, vec!["failed".to_string()]));
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (503, vec!["failed".to_string()])
+    );
     let (status, answer) = gw.post("svc", Some(TOKEN), body.clone()).await;
-    assert_eq!((status, verdicts(&answer)), (200, vec!["forwarded".to_string()]));
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["forwarded".to_string()])
+    );
     let (_, answer) = gw.post("svc", Some(TOKEN), body).await;
     assert_eq!(verdicts(&answer), ["duplicate"]);
     assert_eq!(oscar.accepted().len(), 1);
@@ -272,7 +364,10 @@ async fn upstream_failure_releases_the_key() {
     assert!(resp.headers().contains_key("retry-after"));
     oscar.set_status(201);
     let (status, answer) = gw.post("svc", Some(TOKEN), body).await;
-    assert_eq!((status, verdicts(&answer)), (200, vec!["forwarded".to_string()]));
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["forwarded".to_string()])
+    );
     assert_eq!(oscar.accepted().len(), 1);
     assert_eq!(oscar.received().len(), 2);
     gw.stop().await;
@@ -286,7 +381,9 @@ async fn upstream_down_answers_503() {
     oscar.stop();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let gw = TestGateway::start(test_config(&url)).await;
-    let (status, answer) = gw.post("svc", Some(TOKEN), fixture("put-versioned.json")).await;
+    let (status, answer) = gw
+        .post("svc", Some(TOKEN), fixture("put-versioned.json"))
+        .await;
     assert_eq!(status, 503, "{answer}");
     gw.stop().await;
 }
@@ -299,10 +396,19 @@ async fn ttl_expiry_forwards_again() {
     cfg.dedup.ttl = Duration::from_millis(300);
     let gw = TestGateway::start(cfg).await;
     let body = fixture("put-versioned.json");
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), body.clone()).await.1), ["forwarded"]);
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), body.clone()).await.1), ["duplicate"]);
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), body.clone()).await.1),
+        ["forwarded"]
+    );
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), body.clone()).await.1),
+        ["duplicate"]
+    );
     tokio::time::sleep(Duration::from_millis(450)).await;
-    assert_eq!(verdicts(&gw.post("svc", Some(TOKEN), body).await.1), ["forwarded"]);
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), body).await.1),
+        ["forwarded"]
+    );
     assert_eq!(oscar.received().len(), 2);
     gw.stop().await;
 }
@@ -315,7 +421,11 @@ async fn bad_requests_are_rejected_with_reasons() {
     cfg.http.body_limit = 4096;
     let gw = TestGateway::start(cfg).await;
     let post = |ct: Option<&'static str>, body: Vec<u8>| {
-        let mut req = gw.client.post(gw.url("/job/svc")).header("authorization", TOKEN).body(body);
+        let mut req = gw
+            .client
+            .post(gw.url("/job/svc"))
+            .header("authorization", TOKEN)
+            .body(body);
         if let Some(ct) = ct {
             req = req.header("content-type", ct);
         }
@@ -323,7 +433,11 @@ async fn bad_requests_are_rejected_with_reasons() {
     };
     let cases: Vec<(Option<&str>, Vec<u8>, u16)> = vec![
         (Some("application/json"), b"not json".to_vec(), 400),
-        (Some("application/json"), b"{\"EventName\":\"x\"}".to_vec(), 400),
+        (
+            Some("application/json"),
+            b"{\"EventName\":\"x\"}".to_vec(),
+            400,
+        ),
         (Some("application/json"), b"[]".to_vec(), 400),
         (Some("application/json"), vec![b' '; 5000], 413),
         (Some("text/plain"), fixture("put-versioned.json"), 415),
@@ -332,15 +446,21 @@ async fn bad_requests_are_rejected_with_reasons() {
         let resp = post(ct, body).await.unwrap();
         assert_eq!(resp.status().as_u16(), want);
         let json: Value = resp.json().await.unwrap();
-        assert!(json["error"].as_str().is_some_and(|s| !s.is_empty()), "{json}");
+        assert!(
+            json["error"].as_str().is_some_and(|s| !s.is_empty()),
+            "{json}"
+        );
     }
     // A streamed (chunked) body over the limit, with no Content-Length.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(vec![b' '; 1000])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|_| Ok(vec![b' '; 1000])).collect();
     let resp = gw
         .client
         .post(gw.url("/job/svc"))
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -348,7 +468,11 @@ async fn bad_requests_are_rejected_with_reasons() {
     // No Content-Type at all is accepted (MinIO always sends one, curl may not).
     let resp = post(None, fixture("put-versioned.json")).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(oscar.received().len(), 1, "only the last, valid request reached OSCAR");
+    assert_eq!(
+        oscar.received().len(),
+        1,
+        "only the last, valid request reached OSCAR"
+    );
     gw.stop().await;
 }
 
@@ -359,15 +483,53 @@ async fn probes_and_metrics() {
     let gw = TestGateway::start(test_config(&oscar.url())).await;
     let head = gw.client.head(gw.url("/job/svc")).send().await.unwrap();
     assert_eq!(head.status(), 200);
-    assert_eq!(gw.client.get(gw.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(gw.client.get(gw.url("/readyz")).send().await.unwrap().status(), 200);
-    gw.post("svc", Some(TOKEN), fixture("put-versioned.json")).await;
-    gw.post("svc", Some(TOKEN), fixture("put-versioned.json")).await;
-    let text = gw.client.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("dedup_gateway_records_total{verdict=\"forwarded\"} 1"), "{text}");
-    assert!(text.contains("dedup_gateway_records_total{verdict=\"duplicate\"} 1"), "{text}");
-    assert!(text.contains("dedup_gateway_upstream_responses_total{class=\"2xx\"} 1"), "{text}");
-    assert!(text.contains("dedup_gateway_upstream_request_duration_seconds_bucket"), "{text}");
+    assert_eq!(
+        gw.client
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        gw.client
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gw.post("svc", Some(TOKEN), fixture("put-versioned.json"))
+        .await;
+    gw.post("svc", Some(TOKEN), fixture("put-versioned.json"))
+        .await;
+    let text = gw
+        .client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("dedup_gateway_records_total{verdict=\"forwarded\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dedup_gateway_records_total{verdict=\"duplicate\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dedup_gateway_upstream_responses_total{class=\"2xx\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dedup_gateway_upstream_request_duration_seconds_bucket"),
+        "{text}"
+    );
     assert!(!text.contains(TOKEN));
     gw.stop().await;
 }
@@ -379,10 +541,16 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     oscar.set_delay(Duration::from_millis(500));
     let gw = std::sync::Arc::new(TestGateway::start(test_config(&oscar.url())).await);
     let g = gw.clone();
-    let req = tokio::spawn(async move { g.post("svc", Some(TOKEN), fixture("put-versioned.json")).await });
+    let req = tokio::spawn(async move {
+        g.post("svc", Some(TOKEN), fixture("put-versioned.json"))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(150)).await;
     gw.shutdown.cancel();
     let (status, answer) = req.await.unwrap();
-    assert_eq!((status, verdicts(&answer)), (200, vec!["forwarded".to_string()]));
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["forwarded".to_string()])
+    );
     assert_eq!(oscar.accepted().len(), 1);
 }

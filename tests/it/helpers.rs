@@ -17,12 +17,13 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
-use dedup_gateway::config::Config;
+use dedup_gateway::config::{Config, Mode};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 /// The token the fake OSCAR accepts when `require_token` is set.
-pub const GOOD_TOKEN: &str = "Bearer 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const GOOD_TOKEN: &str =
+    "Bearer 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// One request the fake OSCAR received.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct Received {
     pub body: Bytes,
     /// The status the fake answered.
     pub status: u16,
+    /// When the fake received it (for checking retry spacing).
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +56,9 @@ pub struct FakeOscar {
 
 impl FakeOscar {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake oscar");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake oscar");
         Self::start_on(listener).await
     }
 
@@ -83,7 +88,9 @@ impl FakeOscar {
     }
 
     pub fn set_delay(&self, d: Duration) {
-        self.state.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Answer 401 unless the request carries [`GOOD_TOKEN`].
@@ -97,7 +104,10 @@ impl FakeOscar {
 
     /// Requests answered 2xx: what OSCAR turned into jobs.
     pub fn accepted(&self) -> Vec<Received> {
-        self.received().into_iter().filter(|r| (200..300).contains(&r.status)).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .collect()
     }
 
     pub fn stop(&self) {
@@ -126,6 +136,7 @@ async fn job(
         headers,
         body,
         status,
+        at: std::time::Instant::now(),
     });
     StatusCode::from_u16(status).unwrap()
 }
@@ -142,9 +153,13 @@ pub struct TestGateway {
 
 /// A configuration for tests: sync mode, the fake as upstream, short timeouts, data in a temp dir.
 pub fn test_config(upstream: &str) -> Config {
-    let mut cfg = Config::default();
-    cfg.upstream = upstream.to_string();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    // Spool mode is the default; these tests exercise sync mode (spool tests set it themselves).
+    let mut cfg = Config {
+        mode: Mode::Sync,
+        upstream: upstream.to_string(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     cfg.delivery.request_timeout = Duration::from_secs(5);
     cfg.delivery.connect_timeout = Duration::from_secs(1);
     cfg.delivery.retry_initial = Duration::from_millis(50);
@@ -166,7 +181,9 @@ impl TestGateway {
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
         let task = tokio::spawn(async move {
-            dedup_gateway::run(cfg, listener, s).await.expect("gateway run");
+            dedup_gateway::run(cfg, listener, s)
+                .await
+                .expect("gateway run");
         });
         Self {
             addr,
@@ -182,7 +199,12 @@ impl TestGateway {
     }
 
     /// POSTs `body` to `/job/{service}` as MinIO does; returns status and parsed JSON answer.
-    pub async fn post(&self, service: &str, auth: Option<&str>, body: impl Into<Vec<u8>>) -> (u16, serde_json::Value) {
+    pub async fn post(
+        &self,
+        service: &str,
+        auth: Option<&str>,
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, serde_json::Value) {
         let mut req = self
             .client
             .post(self.url(&format!("/job/{service}")))
@@ -216,7 +238,11 @@ pub fn fixture(name: &str) -> Vec<u8> {
 pub fn verdicts(answer: &serde_json::Value) -> Vec<String> {
     answer["results"]
         .as_array()
-        .map(|a| a.iter().map(|r| r["verdict"].as_str().unwrap_or("?").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|r| r["verdict"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

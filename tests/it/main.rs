@@ -2,4 +2,9 @@
 
 mod binary;
 mod core;
+mod crash;
+mod hardening;
 mod helpers;
+mod ops;
+mod redis;
+mod spool;

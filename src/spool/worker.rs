@@ -1,0 +1,347 @@
+//! Delivery workers: a time-ordered queue of spool ids, one dispatcher, and at most
+//! `delivery.concurrency` deliveries at a time.
+//!
+//! The queue holds only `(due, id, owner)`: the event itself stays on disk and is read when its
+//! turn comes, so a long backlog (OSCAR down for hours) costs a few dozen bytes of memory per event,
+//! not its body. The dispatcher takes a concurrency permit, waits for the earliest due item (a
+//! `Notify` wakes it when something earlier is pushed), and hands the item to a tracked task that
+//! owns the permit until the item's outcome is on disk.
+//!
+//! One item's life (contract §7):
+//! - a held record first claims its identity (`claim_held`); if a clean copy took it over, the held
+//!   record is removed from the spool and counted as superseded. If the identity turned out to be
+//!   free (the clean copy's own write failed and it released), the held record reserves it and is
+//!   delivered after all — it was acknowledged, so it must not be lost;
+//! - 2xx: the identity is committed in the store, then `Delivered` (remove + remember the identity)
+//!   is written; this write is retried until it succeeds, never the delivery;
+//! - 400/401/403/404 and other permanent answers, or retries exhausted (`delivery.max_attempts`,
+//!   `delivery.max_age`): moved to the dead-letter queue with every attempt, identity released;
+//! - 429/5xx/timeouts/connection errors: the attempt is recorded and the item is queued again after
+//!   the backoff delay (`Retry-After` honoured). The reservation is kept meanwhile, so copies arriving
+//!   during the retries are duplicates — the original is durable.
+//!
+//! A delivery keeps its permit until `Delivered` is on disk, so at most `delivery.concurrency`
+//! events can be in the crash window (OSCAR has them, the disk does not know yet) at any moment;
+//! with concurrency 1 a crash repeats at most one delivery (what `tests/it/crash.rs` checks).
+//!
+//! Shutdown: the dispatcher stops taking items; running items finish (their outcome is written);
+//! everything else simply stays on disk for the next start.
+
+use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use reqwest::header::HeaderValue;
+use tokio::{
+    sync::{Notify, Semaphore},
+    time::Instant,
+};
+
+use super::{
+    Inner, SpoolError,
+    record::{Attempt, Dead, Entry},
+    unix_ms,
+    writer::{self, Op},
+};
+use crate::{
+    deliver::{Delivery, Outcome},
+    store::{Claim, DedupStore, Owner, new_owner},
+};
+
+/// One scheduled delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Due {
+    pub at: Instant,
+    pub id: u64,
+    pub owner: Owner,
+    /// A held record that has yet to claim its identity.
+    pub claim: bool,
+}
+
+/// The time-ordered queue. The std mutex is held only to push or pop, never across an await.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    heap: Mutex<BinaryHeap<Reverse<Due>>>,
+    notify: Notify,
+}
+
+impl Queue {
+    pub fn push(&self, due: Due) {
+        if let Ok(mut h) = self.heap.lock() {
+            h.push(Reverse(due));
+        }
+        self.notify.notify_one();
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.lock().map(|h| h.len()).unwrap_or(0)
+    }
+
+    /// Waits for the earliest item to be due and takes it.
+    async fn next_due(&self) -> Due {
+        loop {
+            let next = {
+                let Ok(mut h) = self.heap.lock() else {
+                    return std::future::pending().await;
+                };
+                match h.peek() {
+                    Some(Reverse(d)) if d.at <= Instant::now() => match h.pop() {
+                        Some(Reverse(d)) => return d,
+                        None => None,
+                    },
+                    Some(Reverse(d)) => Some(d.at),
+                    None => None,
+                }
+            };
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = self.notify.notified() => {}
+                    }
+                }
+                None => self.notify.notified().await,
+            }
+        }
+    }
+}
+
+/// Runs until the spool's stop token is cancelled.
+pub(crate) async fn dispatch(inner: Arc<Inner>) {
+    let permits = Arc::new(Semaphore::new(inner.settings.concurrency));
+    loop {
+        let permit = tokio::select! {
+            _ = inner.stop.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let due = tokio::select! {
+            _ = inner.stop.cancelled() => break,
+            d = inner.queue.next_due() => d,
+        };
+        let item = inner.clone();
+        inner.tasks.spawn(async move {
+            item.run_item(due).await;
+            drop(permit);
+        });
+    }
+    tracing::debug!("spool dispatcher stopped");
+}
+
+/// Whether a held record may be delivered.
+enum ClaimResult {
+    Deliver(Owner),
+    Superseded,
+    Retry,
+}
+
+impl Inner {
+    async fn load(&self, id: u64) -> Result<Entry, SpoolError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || writer::load(&shared, false, id))
+            .await
+            .map_err(|e| SpoolError::Read(e.to_string()))?
+    }
+
+    /// Queues `id` again after `delay`.
+    fn later(&self, due: Due, delay: Duration) {
+        self.queue.push(Due {
+            at: Instant::now() + delay,
+            ..due
+        });
+    }
+
+    async fn run_item(&self, due: Due) {
+        let mut entry = match self.load(due.id).await {
+            Ok(e) => e,
+            Err(SpoolError::NotFound) => return,
+            Err(e) => {
+                tracing::warn!(spool_id = due.id, error = %e, "cannot read spooled event; will try again");
+                self.later(
+                    due,
+                    self.settings
+                        .backoff
+                        .ceiling(1)
+                        .max(Duration::from_millis(200)),
+                );
+                return;
+            }
+        };
+        let mut owner = due.owner;
+        if due.claim {
+            match self.claim(&entry, owner).await {
+                ClaimResult::Deliver(o) => owner = o,
+                ClaimResult::Superseded => {
+                    self.metrics.held_superseded();
+                    tracing::info!(dedup_key = %entry.key, service = %entry.service, "held copy superseded by a clean copy");
+                    let _ = self.write_until_ok(|| Op::Remove { id: due.id }).await;
+                    return;
+                }
+                ClaimResult::Retry => {
+                    self.later(due, self.settings.backoff.delay(1, None));
+                    return;
+                }
+            }
+        }
+        let delivery = Delivery {
+            service: entry.service.clone(),
+            authorization: entry
+                .authorization
+                .as_deref()
+                .and_then(|a| HeaderValue::from_bytes(a).ok()),
+            body: entry.body.clone(),
+            key: entry.key,
+        };
+        let outcome = self.forwarder.send(&delivery).await;
+        let now = unix_ms();
+        match outcome {
+            Outcome::Delivered { status } => {
+                let s = &self.settings;
+                if let Err(e) = self.store.commit(&entry.key, owner, s.ttl).await {
+                    self.metrics.store_error();
+                    tracing::warn!(dedup_key = %entry.key, error = %e, "delivered but the store commit failed");
+                }
+                let expires_ms =
+                    now.saturating_add(u64::try_from(s.ttl.as_millis()).unwrap_or(u64::MAX));
+                let (id, key) = (due.id, entry.key);
+                if self
+                    .write_until_ok(|| Op::Delivered {
+                        id,
+                        key,
+                        expires_ms,
+                    })
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(dedup_key = %key, "delivered but not recorded; it may be delivered again after a restart");
+                }
+                tracing::info!(verdict = "forwarded", dedup_key = %entry.key, service = %entry.service, status, attempts = entry.attempts_made + 1, "spooled event delivered");
+            }
+            Outcome::Permanent { status, reason } => {
+                entry.push_attempt(Attempt {
+                    at_ms: now,
+                    status: Some(status),
+                    outcome: reason.clone(),
+                });
+                self.dead_letter(due.id, entry, owner, reason).await;
+            }
+            Outcome::Retryable {
+                status,
+                retry_after,
+                reason,
+            } => {
+                entry.push_attempt(Attempt {
+                    at_ms: now,
+                    status,
+                    outcome: reason.clone(),
+                });
+                let s = &self.settings;
+                let age = Duration::from_millis(now.saturating_sub(entry.accepted_ms));
+                if entry.attempts_made >= s.max_attempts || age >= s.max_age {
+                    let why = format!(
+                        "retries exhausted after {} attempts: {reason}",
+                        entry.attempts_made
+                    );
+                    self.dead_letter(due.id, entry, owner, why).await;
+                    return;
+                }
+                let delay = s.backoff.delay(entry.attempts_made, retry_after);
+                tracing::warn!(dedup_key = %entry.key, service = %entry.service, reason, attempt = entry.attempts_made, delay_ms = delay.as_millis() as u64, "delivery failed; retrying");
+                self.metrics.retry();
+                // Recording the attempt is best effort: losing it only under-counts attempts.
+                if let Err(e) = self
+                    .submit(Op::Update {
+                        id: due.id,
+                        entry: entry.encode(),
+                    })
+                    .await
+                {
+                    tracing::warn!(spool_id = due.id, error = %e, "could not record the failed attempt");
+                }
+                self.later(
+                    Due {
+                        owner,
+                        claim: false,
+                        ..due
+                    },
+                    delay,
+                );
+            }
+        }
+    }
+
+    /// Claims a held record's identity once its grace is over (see the module doc).
+    async fn claim(&self, entry: &Entry, owner: Owner) -> ClaimResult {
+        let lease = self.settings.horizon();
+        match self.store.claim_held(&entry.key, owner, lease).await {
+            Ok(true) => return ClaimResult::Deliver(owner),
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics.store_error();
+                tracing::warn!(dedup_key = %entry.key, error = %e, "cannot claim held copy; will retry");
+                return ClaimResult::Retry;
+            }
+        }
+        let fresh = new_owner();
+        match self.store.reserve(&entry.key, fresh, lease).await {
+            Ok(Claim::Acquired | Claim::Preempted) => ClaimResult::Deliver(fresh),
+            Ok(Claim::Duplicate(_)) => ClaimResult::Superseded,
+            Err(e) => {
+                self.metrics.store_error();
+                tracing::warn!(dedup_key = %entry.key, error = %e, "cannot reserve held copy; will retry");
+                ClaimResult::Retry
+            }
+        }
+    }
+
+    async fn dead_letter(&self, id: u64, mut entry: Entry, owner: Owner, reason: String) {
+        entry.dead = Some(Dead {
+            at_ms: unix_ms(),
+            reason: reason.clone(),
+        });
+        let bytes = entry.encode();
+        if self
+            .write_until_ok(|| Op::Dead {
+                id,
+                entry: bytes.clone(),
+            })
+            .await
+            .is_err()
+        {
+            // Still in the spool on disk: it is retried after a restart, never lost.
+            tracing::error!(dedup_key = %entry.key, "could not move the event to the dead-letter queue");
+            return;
+        }
+        self.spool_metrics.dead_lettered.inc();
+        if let Err(e) = self.store.release(&entry.key, owner).await {
+            self.metrics.store_error();
+            tracing::warn!(dedup_key = %entry.key, error = %e, "could not release a dead-lettered identity; its lease will");
+        }
+        tracing::error!(verdict = "dead-lettered", dedup_key = %entry.key, service = %entry.service, reason, attempts = entry.attempts_made, dlq_id = id, "event moved to the dead-letter queue");
+    }
+
+    /// Submits `op` until it is written, backing off between tries; gives up only when the spool is
+    /// closing for good (the event then stays on disk as it was).
+    async fn write_until_ok(&self, op: impl Fn() -> Op) -> Result<u64, SpoolError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.submit(op()).await {
+                Ok(v) => return Ok(v),
+                Err(e @ (SpoolError::NotFound | SpoolError::Closed)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "spool write failed; retrying it");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.abandon.cancelled() => return Err(e),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

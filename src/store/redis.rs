@@ -1,0 +1,466 @@
+//! The shared dedup store on Redis (or Valkey): every gateway replica sees the same identities.
+//!
+//! # Why this shape
+//! Each identity is one Redis string key, `{key_prefix}{32 hex digits of the digest}`, whose value
+//! is its state and owner — `H:<owner>` (held), `R:<owner>` (reserved), `C` (committed) — and whose
+//! expiry is the lease or the TTL, set with `PX` so that Redis itself forgets expired entries: there
+//! is no sweeper, and a reservation whose owner died (crash, network partition) simply expires
+//! after its lease. Every operation of the semantics table in [`super`] is one Lua script, so the
+//! check ("is it held? do I own it?") and the change happen atomically on the server; a plain
+//! `SET NX PX` could not express "a clean copy preempts a held one" nor "commit only if I own it".
+//! The scripts compare the full 64-bit owner token (the memory store compares 22 bits; the
+//! conformance suite uses tokens that differ in those bits too).
+//!
+//! # Connection and failure handling
+//! One multiplexed connection ([`ConnectionManager`]) per process, shared by all requests. It
+//! reconnects by itself, with exponential backoff and jitter, when the connection drops; commands
+//! issued meanwhile wait for the reconnect. Every command is additionally bounded by
+//! `dedup.redis.command_timeout`, so a dead Redis costs one timeout, never a hung request; the
+//! pipeline then follows `dedup.on_store_error`.
+//!
+//! A timed-out or dropped command may still have run on the server. For `reserve` and `hold`
+//! that would leave an identity reserved by an owner who was told "error" and answered MinIO 503:
+//! MinIO's retry would then find it `in-flight` and be answered `duplicate` — a lost event. So
+//! after a failed `reserve`, `hold`, `release` or `commit`, a bounded background *repair* retries
+//! the owner-checked `release` (or `commit`) until it gets an answer. That is safe because an owner
+//! token is never reused after such an error (see [`super::DedupStore`]). Repairs are capped in
+//! number; beyond the cap the lease alone bounds the damage.
+//!
+//! Health: every answer (or failure) updates one flag; each switch between healthy and unhealthy
+//! is logged once and sets the `dedup_gateway_store_healthy` gauge. A background probe PINGs on an
+//! interval (backing off while Redis is down) so the flag recovers, and the connection is rebuilt,
+//! even when no traffic arrives. No log line ever contains the URL (it may carry a password).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use ::redis::{
+    Client, RedisResult,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{Claim, DedupStore, Existing, Owner, StoreError};
+use crate::{config::RedisConfig, metrics::Metrics, pipeline::key::DedupKey};
+
+/// Reply codes shared by the reserve and hold scripts.
+const ACQUIRED: i64 = 0;
+const PREEMPTED: i64 = 1;
+const DUP_IN_FLIGHT: i64 = 2;
+const DUP_DELIVERED: i64 = 3;
+const DUP_HELD: i64 = 4;
+
+/// `reserve`: absent → `R:owner`; held → `R:owner` (preempted); reserved/committed → duplicate.
+const RESERVE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], 'R:' .. ARGV[1], 'PX', ARGV[2])
+  return 0
+end
+local t = string.sub(v, 1, 1)
+if t == 'H' then
+  redis.call('SET', KEYS[1], 'R:' .. ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif t == 'R' then
+  return 2
+end
+return 3
+";
+
+/// `hold`: absent → `H:owner`; anything live → duplicate.
+const HOLD: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], 'H:' .. ARGV[1], 'PX', ARGV[2])
+  return 0
+end
+local t = string.sub(v, 1, 1)
+if t == 'H' then
+  return 4
+elseif t == 'R' then
+  return 2
+end
+return 3
+";
+
+/// `claim_held`: `H:owner` → `R:owner` with a fresh lease; 1 if claimed.
+const CLAIM_HELD: &str = r"
+if redis.call('GET', KEYS[1]) == 'H:' .. ARGV[1] then
+  redis.call('SET', KEYS[1], 'R:' .. ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// `commit`: owned (held or reserved) by the caller → `C` for the TTL; 1 if committed.
+const COMMIT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] then
+  redis.call('SET', KEYS[1], 'C', 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// `release`: owned (held or reserved) by the caller → absent; 1 if released.
+const RELEASE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// Health states: the first observation is logged too, so a Redis down at start shows.
+const UNKNOWN: u8 = 0;
+const HEALTHY: u8 = 1;
+const UNHEALTHY: u8 = 2;
+
+/// How many repairs may wait at once; beyond it a failed operation is left to its lease.
+const MAX_REPAIRS: usize = 10_000;
+/// How long a repair keeps trying: past the longest lease the gateway hands out by default.
+const REPAIR_WINDOW: Duration = Duration::from_secs(180);
+/// Health probe interval while healthy, and the bounds of its backoff while not.
+const PROBE_HEALTHY: Duration = Duration::from_secs(1);
+const PROBE_MIN: Duration = Duration::from_millis(100);
+const PROBE_MAX: Duration = Duration::from_secs(2);
+
+/// A failure to set up the Redis store (bad URL, TLS not available for `rediss://`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RedisSetupError(String);
+
+/// Cheap to clone: all clones share one connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    prefix: Vec<u8>,
+    timeout: Duration,
+    /// [`UNKNOWN`] until the first answer or failure, then [`HEALTHY`] or [`UNHEALTHY`].
+    health: AtomicU8,
+    repairs: AtomicUsize,
+    repairs_overflowed: AtomicBool,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for RedisStore {
+    // The URL may carry a password: show only what is safe.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &String::from_utf8_lossy(&self.inner.prefix))
+            .field("healthy", &self.is_healthy())
+            .finish()
+    }
+}
+
+fn px(d: Duration) -> u64 {
+    // PX 0 is an error in Redis; a zero lease means "expires at once", i.e. 1 ms.
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Which repair a failed operation needs.
+#[derive(Debug, Clone, Copy)]
+enum Repair {
+    Release,
+    Commit(Duration),
+}
+
+impl RedisStore {
+    /// Prepares the store without connecting: the first command (or the health probe) connects,
+    /// so a gateway can start while Redis is still coming up (`/readyz` says 503 meanwhile).
+    pub fn new(cfg: &RedisConfig, metrics: Metrics) -> Result<Self, RedisSetupError> {
+        // The redis error names the problem, never the password.
+        let client = Client::open(cfg.url.as_str()).map_err(|e| RedisSetupError(e.to_string()))?;
+        let conn_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.command_timeout))
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_secs(2))
+            .set_exponent_base(2.0)
+            .set_number_of_retries(4);
+        let conn = ConnectionManager::new_lazy_with_config(client, conn_cfg)
+            .map_err(|e| RedisSetupError(e.to_string()))?;
+        // Unknown until the first answer; reported unhealthy so `/readyz` does not claim too early.
+        metrics.store_healthy(false);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                prefix: cfg.key_prefix.as_bytes().to_vec(),
+                timeout: cfg.command_timeout,
+                health: AtomicU8::new(UNKNOWN),
+                repairs: AtomicUsize::new(0),
+                repairs_overflowed: AtomicBool::new(false),
+                metrics,
+            }),
+        })
+    }
+
+    /// The Redis key of an identity: the prefix, then the digest in hex (readable in `redis-cli`,
+    /// and the same hex that `/admin/verdicts` and the logs show).
+    pub fn redis_key(&self, key: &DedupKey) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.inner.prefix.len() + 32);
+        k.extend_from_slice(&self.inner.prefix);
+        let mut hex = [0u8; 32];
+        // 16 bytes always encode into 32 hex digits.
+        let _ = hex::encode_to_slice(key.0, &mut hex);
+        k.extend_from_slice(&hex);
+        k
+    }
+
+    /// Whether the last command (or probe) got an answer.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.health.load(Ordering::Relaxed) == HEALTHY
+    }
+
+    /// PINGs Redis until `stop` is cancelled: every second while healthy, with a growing delay
+    /// (100 ms doubling to 2 s) while not, so the health flag and the connection recover without
+    /// traffic.
+    pub fn spawn_health_probe(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = PROBE_MIN;
+            loop {
+                let delay = if store.ping().await.is_ok() {
+                    backoff = PROBE_MIN;
+                    PROBE_HEALTHY
+                } else {
+                    let d = backoff;
+                    backoff = (backoff * 2).min(PROBE_MAX);
+                    d
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        })
+    }
+
+    /// Records an answer or a failure; logs and sets the gauge on every switch.
+    fn observe<T>(&self, r: &Result<T, StoreError>) {
+        let ok = r.is_ok();
+        let now = if ok { HEALTHY } else { UNHEALTHY };
+        if self.inner.health.swap(now, Ordering::Relaxed) != now {
+            self.inner.metrics.store_healthy(ok);
+            match r {
+                Ok(_) => tracing::info!(store = "redis", "dedup store healthy: Redis answers"),
+                Err(e) => {
+                    tracing::warn!(store = "redis", error = %e, "dedup store unhealthy: Redis does not answer")
+                }
+            }
+        }
+    }
+
+    /// Awaits one command under the command timeout; maps every failure to `Unavailable` and
+    /// records the outcome in the health flag.
+    async fn call<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
+        let r = match tokio::time::timeout(self.inner.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!("redis: {e}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis: no answer within {:?}",
+                self.inner.timeout
+            ))),
+        };
+        self.observe(&r);
+        r
+    }
+
+    /// Runs one script: KEYS[1] = `key`, ARGV = owner, milliseconds.
+    ///
+    /// `EVAL` with the source, not `EVALSHA`: a Redis that lost its script cache (restart) would
+    /// answer `NOSCRIPT`, and the client's reload-and-resend would let other commands overtake the
+    /// resent one — a repair's release could then land after a retry has already seen the orphan
+    /// it was meant to remove. Redis caches the compiled script by its hash either way; the cost is
+    /// a few hundred bytes per call.
+    async fn run(
+        &self,
+        script: &'static str,
+        key: &[u8],
+        owner: Owner,
+        ms: u64,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(script).arg(1).arg(key).arg(owner).arg(ms);
+        self.call(cmd.query_async::<i64>(&mut conn)).await
+    }
+
+    /// The shared path of reserve and hold: run, decode, and on failure schedule a release.
+    async fn acquire(
+        &self,
+        script: &'static str,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let k = self.redis_key(key);
+        match self.run(script, &k, owner, px(lease)).await {
+            Ok(ACQUIRED) => Ok(Claim::Acquired),
+            Ok(PREEMPTED) => Ok(Claim::Preempted),
+            Ok(DUP_IN_FLIGHT) => Ok(Claim::Duplicate(Existing::InFlight)),
+            Ok(DUP_DELIVERED) => Ok(Claim::Duplicate(Existing::Delivered)),
+            Ok(DUP_HELD) => Ok(Claim::Duplicate(Existing::Held)),
+            Ok(other) => {
+                self.repair(k, owner, Repair::Release);
+                Err(StoreError::Unavailable(format!(
+                    "redis: unexpected script reply {other}"
+                )))
+            }
+            Err(e) => {
+                // The script may have run without its answer reaching us: undo it if so.
+                self.repair(k, owner, Repair::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Retries an owner-checked release or commit in the background until Redis answers or the
+    /// repair window ends. Bounded in count ([`MAX_REPAIRS`]) and in time ([`REPAIR_WINDOW`]).
+    fn repair(&self, key: Vec<u8>, owner: Owner, what: Repair) {
+        if self.inner.repairs.fetch_add(1, Ordering::Relaxed) >= MAX_REPAIRS {
+            self.inner.repairs.fetch_sub(1, Ordering::Relaxed);
+            // Once per overflow episode, not once per request.
+            if self.inner.repairs_overflowed.swap(true, Ordering::Relaxed) {
+                return;
+            }
+            tracing::warn!(
+                store = "redis",
+                "too many pending dedup repairs; leaving this one to its lease"
+            );
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + REPAIR_WINDOW;
+            let mut delay = PROBE_MIN;
+            loop {
+                let r = match what {
+                    Repair::Release => store.run(RELEASE, &key, owner, 1).await,
+                    Repair::Commit(ttl) => store.run(COMMIT, &key, owner, px(ttl)).await,
+                };
+                if let Ok(changed) = r {
+                    store
+                        .inner
+                        .repairs_overflowed
+                        .store(false, Ordering::Relaxed);
+                    tracing::debug!(
+                        store = "redis",
+                        ?what,
+                        changed = changed == 1,
+                        "dedup repair done"
+                    );
+                    break;
+                }
+                if tokio::time::Instant::now() + delay >= deadline {
+                    tracing::debug!(
+                        store = "redis",
+                        ?what,
+                        "dedup repair gave up; the entry's own expiry will clear it"
+                    );
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(PROBE_MAX);
+            }
+            store.inner.repairs.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Runs an owner-checked script; on failure schedules `repair`.
+    async fn owned(
+        &self,
+        script: &'static str,
+        key: &DedupKey,
+        owner: Owner,
+        ms: u64,
+        repair: Repair,
+    ) -> Result<bool, StoreError> {
+        let k = self.redis_key(key);
+        match self.run(script, &k, owner, ms).await {
+            Ok(v) => Ok(v == 1),
+            Err(e) => {
+                self.repair(k, owner, repair);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl DedupStore for RedisStore {
+    async fn reserve(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        self.acquire(RESERVE, key, owner, lease).await
+    }
+
+    async fn hold(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        self.acquire(HOLD, key, owner, lease).await
+    }
+
+    async fn claim_held(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        // No repair: whether or not an unanswered claim ran, the caller still owns the entry
+        // (`H:owner` or `R:owner`) and retries the claim or releases the entry itself.
+        let k = self.redis_key(key);
+        self.run(CLAIM_HELD, &k, owner, px(lease))
+            .await
+            .map(|v| v == 1)
+    }
+
+    async fn commit(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.owned(COMMIT, key, owner, px(ttl), Repair::Commit(ttl))
+            .await
+    }
+
+    async fn release(&self, key: &DedupKey, owner: Owner) -> Result<bool, StoreError> {
+        self.owned(RELEASE, key, owner, 1, Repair::Release).await
+    }
+
+    async fn insert_committed(&self, key: &DedupKey, ttl: Duration) -> Result<(), StoreError> {
+        let k = self.redis_key(key);
+        let mut conn = self.inner.conn.clone();
+        let cmd = ::redis::cmd("SET")
+            .arg(&k)
+            .arg("C")
+            .arg("PX")
+            .arg(px(ttl))
+            .to_owned();
+        self.call(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let cmd = ::redis::cmd("PING");
+        self.call(cmd.query_async::<String>(&mut conn))
+            .await
+            .map(drop)
+    }
+}

@@ -1,0 +1,240 @@
+//! A misbehaving OSCAR: one that hangs, one that streams an endless body, one that redirects,
+//! one that resets the connection mid-response. Each failure is retryable for MinIO (503), the
+//! identity is released so the retry is forwarded, and nothing is sent anywhere but OSCAR.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{StatusCode, header::LOCATION},
+    response::Response,
+    routing::post,
+};
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+use super::{GateOscar, body, record};
+use crate::helpers::*;
+
+/// OSCAR never answers: the request times out (503 + Retry-After, verdict `failed`), the
+/// reservation is released, and once OSCAR answers again the retry is forwarded.
+#[tokio::test]
+async fn a_hanging_oscar_times_out_and_releases_the_key() {
+    let oscar = GateOscar::start().await;
+    let mut cfg = test_config(&oscar.url());
+    cfg.delivery.request_timeout = Duration::from_millis(500);
+    let gw = TestGateway::start(cfg).await;
+    let event = body(&[record("hang.txt", "v1")]);
+
+    let resp = gw
+        .client
+        .post(gw.url("/job/svc"))
+        .header("authorization", GOOD_TOKEN)
+        .header("content-type", "application/json")
+        .body(event.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    let answer: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(verdicts(&answer), ["failed"]);
+    assert!(
+        answer["results"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timeout"),
+        "{answer}"
+    );
+
+    oscar.open();
+    let (status, answer) = gw.post("svc", Some(GOOD_TOKEN), event).await;
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["forwarded".to_string()]),
+        "{answer}"
+    );
+    gw.stop().await;
+}
+
+/// OSCAR answers 201 with a body that never ends: the gateway reads at most a small cap of it,
+/// so the delivery completes as `forwarded` and the fake only ever produced a bounded amount.
+#[tokio::test]
+async fn an_endless_response_body_is_not_read_past_the_cap() {
+    let produced = Arc::new(AtomicU64::new(0));
+    let p = produced.clone();
+    let app = Router::new().route(
+        "/job/{service}",
+        post(move || {
+            let p = p.clone();
+            async move {
+                let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+                let endless = stream::repeat(chunk).map(move |c| {
+                    p.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(c)
+                });
+                Response::builder()
+                    .status(StatusCode::CREATED)
+                    .body(Body::from_stream(endless))
+                    .expect("response")
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let mut cfg = test_config(&format!("http://{addr}"));
+    cfg.delivery.request_timeout = Duration::from_secs(60);
+    cfg.dedup.lease = Duration::from_secs(120);
+    let gw = TestGateway::start(cfg).await;
+
+    let (status, answer) = gw
+        .post(
+            "svc",
+            Some(GOOD_TOKEN),
+            body(&[record("endless.txt", "v1")]),
+        )
+        .await;
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["forwarded".to_string()]),
+        "{answer}"
+    );
+    // Had the body been read to the timeout, loopback would have carried gigabytes.
+    let total = produced.load(Ordering::Relaxed);
+    assert!(total < 64 * 1024 * 1024, "the fake produced {total} bytes");
+    gw.stop().await;
+}
+
+/// OSCAR redirects (every 3xx flavour) to a second server: the gateway never follows, so the
+/// second server — and the token — see nothing; MinIO gets 503.
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    let elsewhere = FakeOscar::start().await;
+    let target = format!("{}/job/svc", elsewhere.url());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let status = Arc::new(AtomicUsize::new(301));
+    let (h, s) = (hits.clone(), status.clone());
+    let app = Router::new().route(
+        "/job/{service}",
+        post(move || {
+            let (h, s, target) = (h.clone(), s.clone(), target.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let code = StatusCode::from_u16(s.load(Ordering::SeqCst) as u16).expect("status");
+                Response::builder()
+                    .status(code)
+                    .header(LOCATION, target)
+                    .body(Body::empty())
+                    .expect("response")
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let gw = TestGateway::start(test_config(&format!("http://{addr}"))).await;
+    for (i, code) in [301, 302, 303, 307, 308].into_iter().enumerate() {
+        status.store(code, Ordering::SeqCst);
+        let (got, answer) = gw
+            .post(
+                "svc",
+                Some(GOOD_TOKEN),
+                body(&[record(&format!("r{i}.txt"), "v1")]),
+            )
+            .await;
+        assert_eq!(got, 503, "{code}: {answer}");
+        assert_eq!(verdicts(&answer), ["failed"], "{code}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 5);
+    assert!(elsewhere.received().is_empty(), "a redirect was followed");
+    gw.stop().await;
+}
+
+/// An HTTP/1.1 server that closes the connection after partial response headers: a retryable
+/// failure (503), the key is released, and the retry on a healthy connection is forwarded.
+#[tokio::test]
+async fn a_reset_mid_response_is_retryable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let c = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+            tokio::spawn(async move {
+                while read_request(&mut s).await {
+                    if first {
+                        let _ = s.write_all(b"HTTP/1.1 201 Cre").await;
+                        let _ = s.shutdown().await;
+                        return;
+                    }
+                    let ok = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}";
+                    if s.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let gw = TestGateway::start(test_config(&format!("http://{addr}"))).await;
+    let event = body(&[record("reset.txt", "v1")]);
+    let (status, answer) = gw.post("svc", Some(GOOD_TOKEN), event.clone()).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(verdicts(&answer), ["failed"]);
+    let (status, answer) = gw.post("svc", Some(GOOD_TOKEN), event).await;
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["forwarded".to_string()]),
+        "{answer}"
+    );
+    assert!(connections.load(Ordering::SeqCst) >= 2);
+    gw.stop().await;
+}
+
+/// Reads one HTTP/1.1 request (headers and a Content-Length body); false on EOF or garbage.
+async fn read_request(s: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return false;
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}

@@ -1,0 +1,6 @@
+//! Issue 4: the Redis dedup backend. Every test starts its own `redis-server` on an ephemeral
+//! loopback port ([`server`]); none depends on a Redis started by hand.
+
+mod conformance;
+mod gateway;
+mod server;
