@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use axum::{
     Json,
     body::Body,
-    extract::{Path, State},
+    extract::{Path, Request, State},
     http::{
         HeaderMap, HeaderValue, StatusCode,
         header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER},
@@ -29,14 +29,16 @@ pub async fn probe() -> StatusCode {
 }
 
 /// `POST /job/{service}`.
+///
+/// Takes the request whole rather than a `HeaderMap` extractor, which would clone every header.
 pub async fn webhook(
     State(state): State<AppState>,
     Path(service): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let started = Instant::now();
-    let resp = match accept(&state, service, &headers, body).await {
+    let (parts, body) = request.into_parts();
+    let resp = match accept(&state, service, &parts.headers, body).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
