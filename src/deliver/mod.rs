@@ -12,10 +12,29 @@
 pub mod backoff;
 pub mod held;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use dashmap::DashMap;
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Method, Request, Uri,
+    header::{
+        ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+    },
+};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use tokio_rustls::rustls::{
+    self, RootCertStore,
+    pki_types::{CertificateDer, pem::PemObject},
+};
 
 use crate::{
     config::DeliveryConfig,
@@ -25,6 +44,15 @@ use crate::{
 
 /// Bytes of an upstream response body read before the rest is discarded.
 pub const RESPONSE_CAP: usize = 64 * 1024;
+
+/// Services whose parsed URI is remembered; beyond that a URI is parsed per request.
+const URI_CACHE_MAX: usize = 1024;
+
+const X_DEDUP_KEY: HeaderName = HeaderName::from_static("x-dedup-key");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const ANY: HeaderValue = HeaderValue::from_static("*/*");
+const UA: HeaderValue =
+    HeaderValue::from_static(concat!("dedup-gateway/", env!("CARGO_PKG_VERSION")));
 
 /// One event to deliver.
 #[derive(Debug, Clone)]
@@ -64,11 +92,15 @@ impl Outcome {
     }
 }
 
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// The HTTP client towards OSCAR; cheap to clone (one connection pool).
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    client: reqwest::Client,
-    base: String,
+    client: HttpClient,
+    base: Arc<str>,
+    uris: Arc<DashMap<String, Uri>>,
+    timeout: Duration,
     metrics: Metrics,
 }
 
@@ -83,19 +115,18 @@ impl Forwarder {
         ca_file: Option<&std::path::Path>,
         metrics: Metrics,
     ) -> Result<Self, ClientError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("dedup-gateway/", env!("CARGO_PKG_VERSION")));
+        // The bundled Mozilla roots, the system's roots and `delivery.ca_file`, as before.
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
         if let Some(path) = ca_file {
             let pem =
                 std::fs::read(path).map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ClientError(e.to_string()))?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
             if certs.is_empty() {
                 // An empty trust list would silently fall back to the default roots only.
                 return Err(ClientError(format!(
@@ -104,13 +135,38 @@ impl Forwarder {
                 )));
             }
             for cert in certs {
-                builder = builder.add_root_certificate(cert);
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
             }
         }
-        let client = builder.build().map_err(|e| ClientError(e.to_string()))?;
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            .build(https);
         Ok(Self {
             client,
-            base: upstream.trim_end_matches('/').to_owned(),
+            base: upstream.trim_end_matches('/').into(),
+            uris: Arc::new(DashMap::new()),
+            timeout: cfg.request_timeout,
             metrics,
         })
     }
@@ -124,48 +180,28 @@ impl Forwarder {
         url
     }
 
+    /// The parsed URI for `service`, remembered for the first [`URI_CACHE_MAX`] services.
+    fn uri(&self, service: &str) -> Option<Uri> {
+        if let Some(u) = self.uris.get(service) {
+            return Some(u.clone());
+        }
+        let uri = Uri::try_from(self.url(service)).ok()?;
+        if self.uris.len() < URI_CACHE_MAX {
+            self.uris.insert(service.to_owned(), uri.clone());
+        }
+        Some(uri)
+    }
+
     /// Sends one attempt and classifies the answer.
     pub async fn send(&self, d: &Delivery) -> Outcome {
         let started = Instant::now();
-        let mut req = self
-            .client
-            .post(self.url(&d.service))
-            .header(CONTENT_TYPE, "application/json")
-            .header("x-dedup-key", d.key.to_hex())
-            .body(d.body.clone());
-        if let Some(auth) = &d.authorization {
-            // Sensitive whatever path built it (webhook, spool, DLQ replay): client-side debug
-            // output then shows `Sensitive` instead of the service token.
-            let mut auth = auth.clone();
-            auth.set_sensitive(true);
-            req = req.header(AUTHORIZATION, auth);
-        }
-        let outcome = match req.send().await {
-            Ok(mut resp) => {
-                let status = resp.status();
-                let retry_after = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
-                // Drain a little so the connection can be reused; never more than the cap.
-                let mut read = 0usize;
-                while read < RESPONSE_CAP {
-                    match resp.chunk().await {
-                        Ok(Some(c)) => read += c.len(),
-                        _ => break,
-                    }
-                }
-                classify(status.as_u16(), retry_after)
-            }
-            Err(e) => {
-                let class = if e.is_timeout() {
-                    UpstreamClass::Timeout
-                } else if e.is_connect() {
-                    UpstreamClass::Connect
-                } else {
-                    UpstreamClass::Other
-                };
+        let result = match self.request(d) {
+            Some(req) => self.exchange(req, started).await,
+            None => Err(UpstreamClass::Other),
+        };
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(class) => {
                 self.metrics.upstream(class, started.elapsed());
                 return Outcome::Retryable {
                     status: None,
@@ -189,6 +225,81 @@ impl Forwarder {
         };
         self.metrics.upstream(class, started.elapsed());
         outcome
+    }
+
+    fn request(&self, d: &Delivery) -> Option<Request<Full<Bytes>>> {
+        let uri = self.uri(&d.service)?;
+        let mut req = Request::new(Full::new(d.body.clone()));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.reserve(6);
+        h.insert(CONTENT_TYPE, APPLICATION_JSON);
+        h.insert(X_DEDUP_KEY, HeaderValue::from_str(&d.key.to_hex()).ok()?);
+        if let Some(auth) = &d.authorization {
+            // Sensitive whatever path built it (webhook, spool, DLQ replay): client-side debug
+            // output then shows `Sensitive` instead of the service token.
+            let mut auth = auth.clone();
+            auth.set_sensitive(true);
+            h.insert(AUTHORIZATION, auth);
+        }
+        h.insert(USER_AGENT, UA);
+        h.insert(ACCEPT, ANY);
+        Some(req)
+    }
+
+    /// Sends `req` and drains a capped amount of the answer, all within the request timeout.
+    async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+        started: Instant,
+    ) -> Result<Outcome, UpstreamClass> {
+        let deadline = tokio::time::Instant::from_std(started) + self.timeout;
+        let resp = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+            Err(_) => return Err(UpstreamClass::Timeout),
+            Ok(Err(e)) => return Err(error_class(&e)),
+            Ok(Ok(resp)) => resp,
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // Drain a little so the connection can be reused; never more than the cap, never past
+        // the request deadline (a slow body still leaves the status to decide).
+        let mut body = resp.into_body();
+        let mut read = 0usize;
+        while read < RESPONSE_CAP {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Some(c) = frame.data_ref() {
+                        read += c.len();
+                    }
+                }
+                _ => break,
+            }
+        }
+        Ok(classify(status.as_u16(), retry_after))
+    }
+}
+
+/// Timeout, connect error or anything else, as reqwest told them apart: a connect that timed out
+/// counts as a timeout.
+fn error_class(e: &hyper_util::client::legacy::Error) -> UpstreamClass {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return UpstreamClass::Timeout;
+        }
+        source = err.source();
+    }
+    if e.is_connect() {
+        UpstreamClass::Connect
+    } else {
+        UpstreamClass::Other
     }
 }
 
