@@ -166,6 +166,7 @@ pub async fn run_with_hooks(
     )
     .map_err(StartError::Config)?;
     if let Some(s) = &spool {
+        s.set_history(gateway.history().clone());
         gateway.attach_spool(s.clone());
     }
     held.set_history(gateway.history().clone());

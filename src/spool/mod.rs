@@ -183,6 +183,8 @@ pub(crate) struct Inner {
     /// Running deliveries.
     tasks: TaskTracker,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Where deliveries are recorded for `/admin/verdicts` (set once at start, see `set_history`).
+    history: std::sync::OnceLock<crate::history::History>,
 }
 
 /// One page of the dead-letter queue.
@@ -203,6 +205,12 @@ pub enum Replayed {
 }
 
 impl Spool {
+    /// Records each delivery in `history`, so `/admin/verdicts` shows when a spooled event
+    /// actually reached OSCAR (first call wins).
+    pub fn set_history(&self, history: crate::history::History) {
+        let _ = self.inner.history.set(history);
+    }
+
     /// Opens the spool under `settings.path`, restores committed identities and reservations into
     /// `store`, starts the writer thread and the delivery dispatcher.
     pub async fn open(
@@ -247,6 +255,7 @@ impl Spool {
             abandon: CancellationToken::new(),
             tasks: TaskTracker::new(),
             writer: Mutex::new(Some(handle)),
+            history: std::sync::OnceLock::new(),
         });
         let spool = Self { inner };
         spool.restore(opened.committed, opened.events).await;

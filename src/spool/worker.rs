@@ -221,6 +221,7 @@ impl Inner {
                     tracing::error!(dedup_key = %key, "delivered but not recorded; it may be delivered again after a restart");
                 }
                 tracing::info!(verdict = "forwarded", dedup_key = %entry.key, service = %entry.service, status, attempts = entry.attempts_made + 1, "spooled event delivered");
+                self.remember_delivery(&entry);
             }
             Outcome::Permanent { status, reason } => {
                 entry.push_attempt(Attempt {
@@ -343,5 +344,26 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+impl Inner {
+    /// Records a delivery in the verdict history, when there is one: the accept decision is
+    /// already there (`accepted`/`held`); this adds when OSCAR took it and after how many attempts.
+    fn remember_delivery(&self, entry: &Entry) {
+        use crate::{history::Decision, pipeline::Verdict};
+        let Some(h) = self.history.get().filter(|h| h.is_enabled()) else {
+            return;
+        };
+        let reason = if entry.held {
+            "held-grace-elapsed"
+        } else {
+            "spooled-delivered"
+        };
+        let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.accepted_ms);
+        let d = Decision::keyed(&entry.service, entry.key, Verdict::Forwarded, reason)
+            .seen_at(accepted)
+            .delivered_at(Some(std::time::SystemTime::now()), entry.attempts_made + 1);
+        h.record(d);
     }
 }

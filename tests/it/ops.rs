@@ -774,3 +774,39 @@ async fn dashboard_parses_and_queries_only_exported_metrics() {
         }
     }
 }
+
+/// In spool mode (the default) the lookup shows the `accepted` decision and, once a worker has
+/// delivered the event, when OSCAR took it and after how many attempts.
+#[tokio::test]
+async fn verdict_lookup_in_spool_mode_shows_the_delivery() {
+    let oscar = FakeOscar::start().await;
+    let mut cfg = admin_config(&oscar.url());
+    cfg.mode = Mode::Spool;
+    let gw = TestGateway::start(cfg).await;
+    let (status, first) = gw
+        .post("svc", Some(GOOD_TOKEN), fixture("put-versioned.json"))
+        .await;
+    assert_eq!(status, 202, "{first}");
+    let key = first["results"][0]["key"].as_str().unwrap().to_string();
+    assert!(eventually(Duration::from_secs(10), || oscar.accepted().len() == 1).await);
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (status, v) = lookup(&gw, Some(ADMIN), &[("key", &key)]).await;
+        assert_eq!(status, 200, "{v}");
+        if v["decisions"].as_array().is_some_and(|d| d.len() == 2) {
+            last = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = last["decisions"]
+        .as_array()
+        .expect("two decisions recorded");
+    let got: Vec<&str> = d.iter().map(|d| d["verdict"].as_str().unwrap()).collect();
+    assert_eq!(got, ["accepted", "forwarded"], "{last}");
+    assert_eq!(d[1]["reason"], "spooled-delivered");
+    assert_eq!(d[1]["attempts"], 1);
+    assert!(d[1]["delivered_at"].is_string(), "{last}");
+    assert!(last["delivered_at"].is_string(), "{last}");
+    gw.stop().await;
+}
