@@ -270,11 +270,6 @@ impl Metrics {
         }
     }
 
-    /// Gives extensions (spool, Redis) the registry to add their own metrics at start.
-    pub fn registry_note(&self) -> &'static str {
-        "dedup_gateway"
-    }
-
     pub fn verdict(&self, v: Verdict) {
         if let Some((_, c)) = self.inner.verdicts.iter().find(|(x, _)| *x == v) {
             c.inc();

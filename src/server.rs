@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
@@ -62,7 +62,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_timeout)
         .keep_alive(true);
-    let _ = TokioExecutor::new();
     loop {
         let (stream, _peer) = tokio::select! {
             _ = shutdown.cancelled() => break,

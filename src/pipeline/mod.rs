@@ -216,10 +216,6 @@ impl Gateway {
         self.inner.spool.get()
     }
 
-    pub fn held(&self) -> &HeldQueue {
-        &self.inner.held
-    }
-
     /// Runs every record of a request through the pipeline.
     ///
     /// Runs in the caller's task, which a client hang-up can cancel at any await. Parse, policy,
@@ -519,11 +515,6 @@ impl Gateway {
                 result(Verdict::Failed, e.reason(), key)
             }
         }
-    }
-
-    /// Forwarder access for components built on the pipeline (spool workers, admin replay).
-    pub fn forwarder(&self) -> &Forwarder {
-        &self.inner.forwarder
     }
 }
 
