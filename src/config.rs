@@ -124,6 +124,9 @@ pub struct HttpConfig {
     /// How long graceful shutdown waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Threads serving connections, each with its own single-threaded runtime and upstream
+    /// connection pool; 0 = one per core ([`crate::runtime`]).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -269,6 +272,7 @@ impl Default for Config {
                 max_inflight: 1024,
                 max_records: 1000,
                 shutdown_grace: Duration::from_secs(30),
+                workers: 0,
             },
             delivery: DeliveryConfig {
                 connect_timeout: Duration::from_secs(5),

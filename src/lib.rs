@@ -28,6 +28,7 @@ pub mod mcsetup;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;
+pub mod runtime;
 pub mod server;
 pub mod spool;
 pub mod store;
@@ -61,11 +62,14 @@ pub enum StartError {
     Spool(#[from] spool::SpoolError),
 }
 
-/// Test seams of [`run_with_hooks`]; production runs use the defaults.
+/// Test seams and threading of [`run_with_hooks`].
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
     /// Lets a test make every spool write fail (a dying disk) and recover.
     pub spool_faults: Option<spool::FaultSwitch>,
+    /// Runtimes connections are spread over, the caller's first ([`runtime::Workers`]); empty:
+    /// everything runs on the caller's runtime.
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 /// The dedup secret: configured, or kept in `data_dir` so identities survive restarts.
@@ -127,6 +131,7 @@ pub async fn run_with_hooks(
         &cfg.upstream,
         &cfg.delivery,
         cfg.delivery.ca_file.as_deref(),
+        hooks.workers.len().max(1),
         metrics.clone(),
     )
     .map_err(|e| match cfg.delivery.ca_file {
@@ -176,8 +181,9 @@ pub async fn run_with_hooks(
         max_connections: cfg.http.max_connections,
         shutdown_grace: cfg.http.shutdown_grace,
         tls,
+        workers: hooks.workers.clone(),
     };
-    tracing::info!(listen = %listener.local_addr()?, tls = opts.tls.is_some(), upstream = %cfg.upstream, mode = ?cfg.mode, "gateway serving");
+    tracing::info!(listen = %listener.local_addr()?, tls = opts.tls.is_some(), workers = opts.workers.len().max(1), upstream = %cfg.upstream, mode = ?cfg.mode, "gateway serving");
     server::serve(listener, app, opts, metrics, shutdown).await;
     held.flush_and_wait(cfg.http.shutdown_grace).await;
     if let Some(s) = &spool {

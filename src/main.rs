@@ -263,17 +263,27 @@ fn main() -> ExitCode {
 }
 
 fn serve(cfg: Config) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One single-threaded runtime per worker, this thread's first (see `runtime`).
+    let rt = match dedup_gateway::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dedup-gateway: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    rt.block_on(async move {
+    let count = dedup_gateway::runtime::worker_count(cfg.http.workers);
+    let workers = match dedup_gateway::runtime::Workers::start(rt.handle().clone(), count) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("dedup-gateway: cannot start the worker threads: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let hooks = dedup_gateway::Hooks {
+        workers: workers.handles().to_vec(),
+        ..Default::default()
+    };
+    let code = rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -288,7 +298,7 @@ fn serve(cfg: Config) -> ExitCode {
             tracing::info!("shutdown requested; finishing in-flight requests");
             trigger.cancel();
         });
-        match dedup_gateway::run(cfg, listener, shutdown).await {
+        match dedup_gateway::run_with_hooks(cfg, listener, shutdown, hooks).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(dedup_gateway::StartError::Config(e)) => {
                 tracing::error!("{e}");
@@ -299,5 +309,7 @@ fn serve(cfg: Config) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-    })
+    });
+    workers.stop();
+    code
 }

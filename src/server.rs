@@ -17,10 +17,14 @@ use std::{sync::Arc, time::Duration};
 use axum::Router;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+    server::graceful::{GracefulShutdown, Watcher},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    runtime::Handle,
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +38,9 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Serve HTTPS with this acceptor; plain HTTP when `None`.
     pub tls: Option<TlsAcceptor>,
+    /// Runtimes connections are spread over, round-robin; the first must be the caller's.
+    /// Empty: every connection is served on the caller's runtime ([`crate::runtime`]).
+    pub workers: Vec<Handle>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -43,6 +50,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("max_connections", &self.max_connections)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("tls", &self.tls.is_some())
+            .field("workers", &self.workers.len())
             .finish()
     }
 }
@@ -62,6 +70,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_timeout)
         .keep_alive(true);
+    let mut next = 0usize;
     loop {
         let (stream, _peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -81,37 +90,35 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (builder, watcher, app, tls) = (
-            builder.clone(),
-            graceful.watcher(),
-            app.clone(),
-            opts.tls.clone(),
-        );
-        let handshake_timeout = opts.header_timeout;
-        tokio::spawn(async move {
-            match tls {
-                None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-                    let _ = watcher.watch(conn).await;
-                }
-                Some(tls) => {
-                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let conn = builder.serve_connection(
-                                TokioIo::new(stream),
-                                TowerToHyperService::new(app),
-                            );
-                            let _ = watcher.watch(conn).await;
+        let conn = Connection {
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            app: app.clone(),
+            tls: opts.tls.clone(),
+            handshake_timeout: opts.header_timeout,
+            permit,
+        };
+        // Round-robin over the workers; worker 0 is this runtime.
+        next = (next + 1) % opts.workers.len().max(1);
+        match opts.workers.get(next) {
+            Some(worker) if next > 0 => {
+                match stream.into_std() {
+                    // Re-registered with the worker's own reactor, on the worker's thread.
+                    Ok(stream) => {
+                        worker.spawn(async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => conn.serve(stream).await,
+                            Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
                         }
-                        // Scanners and stalled clients: not worth more than a debug line.
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    });
                     }
+                    Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
                 }
             }
-            drop(permit);
-        });
+            _ => {
+                tokio::spawn(conn.serve(stream));
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
@@ -119,6 +126,47 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown grace elapsed with connections still open");
+    }
+}
+
+/// One accepted connection and what serving it needs; runs on whichever worker it was given to.
+struct Connection {
+    builder: hyper::server::conn::http1::Builder,
+    watcher: Watcher,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream) {
+        let Self {
+            builder,
+            watcher,
+            app,
+            tls,
+            handshake_timeout,
+            permit,
+        } = self;
+        match tls {
+            None => {
+                let conn =
+                    builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                let _ = watcher.watch(conn).await;
+            }
+            Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                    let _ = watcher.watch(conn).await;
+                }
+                // Scanners and stalled clients: not worth more than a debug line.
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            },
+        }
+        drop(permit);
     }
 }
 

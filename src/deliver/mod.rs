@@ -94,10 +94,14 @@ impl Outcome {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// The HTTP client towards OSCAR; cheap to clone (one connection pool).
+/// The HTTP client towards OSCAR; cheap to clone (the pools are shared).
+///
+/// One connection pool per worker thread ([`crate::runtime`]): a pooled connection's task lives
+/// on the runtime that opened it, so a worker that borrowed another worker's connection would
+/// hand every request across threads.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    client: HttpClient,
+    clients: Arc<[HttpClient]>,
     base: Arc<str>,
     uris: Arc<DashMap<String, Uri>>,
     timeout: Duration,
@@ -113,6 +117,7 @@ impl Forwarder {
         upstream: &str,
         cfg: &DeliveryConfig,
         ca_file: Option<&std::path::Path>,
+        workers: usize,
         metrics: Metrics,
     ) -> Result<Self, ClientError> {
         // The bundled Mozilla roots, the system's roots and `delivery.ca_file`, as before.
@@ -157,13 +162,17 @@ impl Forwarder {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .build(https);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(cfg.pool_max_idle)
+                    .build(https.clone())
+            })
+            .collect();
         Ok(Self {
-            client,
+            clients,
             base: upstream.trim_end_matches('/').into(),
             uris: Arc::new(DashMap::new()),
             timeout: cfg.request_timeout,
@@ -255,7 +264,8 @@ impl Forwarder {
         started: Instant,
     ) -> Result<Outcome, UpstreamClass> {
         let deadline = tokio::time::Instant::from_std(started) + self.timeout;
-        let resp = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+        let client = &self.clients[crate::runtime::worker_index() % self.clients.len()];
+        let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
             Err(_) => return Err(UpstreamClass::Timeout),
             Ok(Err(e)) => return Err(error_class(&e)),
             Ok(Ok(resp)) => resp,

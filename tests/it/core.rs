@@ -108,6 +108,44 @@ async fn hundred_concurrent_copies_forward_once() {
     assert_eq!(oscar.received().len(), 1);
 }
 
+/// Connections spread over three single-threaded runtimes (as the binary runs): 40 events, each
+/// POSTed 5 times at once over many connections, reach OSCAR exactly once each, and every
+/// forwarded answer comes from a delivery OSCAR saw.
+#[tokio::test]
+async fn connections_on_several_workers_forward_each_event_once() {
+    let oscar = FakeOscar::start().await;
+    oscar.set_delay(Duration::from_millis(20));
+    let gw = std::sync::Arc::new(TestGateway::start_on_workers(test_config(&oscar.url()), 3).await);
+    let body = String::from_utf8(fixture("put-versioned.json")).unwrap();
+    let version = "\"versionId\":\"";
+    assert!(body.contains(version), "fixture has a versionId");
+    let mut tasks = Vec::new();
+    for event in 0..40 {
+        let body = body.replacen(version, &format!("{version}w{event}-"), 1);
+        for _ in 0..5 {
+            let (gw, body) = (gw.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                gw.post("svc", Some(TOKEN), body).await
+            }));
+        }
+    }
+    let mut forwarded = 0;
+    for t in tasks {
+        let (status, answer) = t.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        match verdicts(&answer)[0].as_str() {
+            "forwarded" => forwarded += 1,
+            "duplicate" => {}
+            other => panic!("unexpected verdict {other}"),
+        }
+    }
+    assert_eq!(forwarded, 40);
+    let received = oscar.received();
+    assert_eq!(received.len(), 40);
+    let distinct: std::collections::HashSet<_> = received.iter().map(|r| r.body.clone()).collect();
+    assert_eq!(distinct.len(), 40, "each event once");
+}
+
 fn with_event_name(body: &[u8], from: &str, to: &str) -> Vec<u8> {
     String::from_utf8(body.to_vec())
         .unwrap()

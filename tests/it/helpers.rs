@@ -149,6 +149,8 @@ pub struct TestGateway {
     pub task: JoinHandle<()>,
     pub client: reqwest::Client,
     _dir: tempfile::TempDir,
+    /// Extra worker threads, when started with [`TestGateway::start_on_workers`].
+    _workers: Option<dedup_gateway::runtime::Workers>,
 }
 
 /// A configuration for tests: sync mode, the fake as upstream, short timeouts, data in a temp dir.
@@ -172,7 +174,20 @@ pub fn test_config(upstream: &str) -> Config {
 
 impl TestGateway {
     /// Starts the gateway with `cfg` (its `data_dir` is replaced by a fresh temp dir).
-    pub async fn start(mut cfg: Config) -> Self {
+    pub async fn start(cfg: Config) -> Self {
+        Self::start_with(cfg, None).await
+    }
+
+    /// Starts the gateway as the binary does: connections spread over `count` single-threaded
+    /// runtimes, this test's runtime first.
+    pub async fn start_on_workers(cfg: Config, count: usize) -> Self {
+        let workers =
+            dedup_gateway::runtime::Workers::start(tokio::runtime::Handle::current(), count)
+                .expect("worker threads");
+        Self::start_with(cfg, Some(workers)).await
+    }
+
+    async fn start_with(mut cfg: Config, workers: Option<dedup_gateway::runtime::Workers>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         cfg.data_dir = dir.path().to_path_buf();
         cfg.validate().expect("test config must be valid");
@@ -180,8 +195,15 @@ impl TestGateway {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
+        let hooks = dedup_gateway::Hooks {
+            workers: workers
+                .as_ref()
+                .map(|w| w.handles().to_vec())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
         let task = tokio::spawn(async move {
-            dedup_gateway::run(cfg, listener, s)
+            dedup_gateway::run_with_hooks(cfg, listener, s, hooks)
                 .await
                 .expect("gateway run");
         });
@@ -191,6 +213,7 @@ impl TestGateway {
             task,
             client: reqwest::Client::new(),
             _dir: dir,
+            _workers: workers,
         }
     }
 

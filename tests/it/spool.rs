@@ -64,6 +64,7 @@ impl SpoolGw {
         let s = shutdown.clone();
         let hooks = Hooks {
             spool_faults: faults,
+            ..Default::default()
         };
         let task = tokio::spawn(async move {
             dedup_gateway::run_with_hooks(cfg, listener, s, hooks)

@@ -173,6 +173,7 @@ async fn https_oscar(cert: &Path, key: &Path) -> (u16, Seen, CancellationToken) 
         max_connections: 64,
         shutdown_grace: Duration::from_secs(1),
         tls: Some(tls::acceptor(cert, key).expect("acceptor")),
+        workers: Vec::new(),
     };
     let stop = CancellationToken::new();
     tokio::spawn(server::serve(
