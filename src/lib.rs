@@ -175,7 +175,7 @@ pub async fn run_with_hooks(
         gateway.attach_spool(s.clone());
     }
     held.set_history(gateway.history().clone());
-    let app = http::router(http::AppState { gateway });
+    let app = http::App::new(http::AppState::new(gateway));
     let opts = server::ServeOptions {
         header_timeout: cfg.http.header_timeout,
         max_connections: cfg.http.max_connections,

@@ -136,6 +136,41 @@ impl Write for LineWriter<'_> {
     }
 }
 
+/// Sets up logging to stderr as the binary runs: `RUST_LOG` filter (default `info`), text or JSON
+/// lines, written in batches by a background thread; the returned guard flushes the rest when
+/// dropped at exit. Without that thread (it could not start), lines go straight to stderr.
+pub fn init(format: crate::config::LogFormat) -> Option<FlushGuard> {
+    use crate::config::LogFormat;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = io::IsTerminal::is_terminal(&io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    match (batched_stderr(), format) {
+        (Ok((w, guard)), LogFormat::Json) => {
+            builder.with_writer(w).json().flatten_event(true).init();
+            Some(guard)
+        }
+        (Ok((w, guard)), LogFormat::Text) => {
+            builder.with_writer(w).init();
+            Some(guard)
+        }
+        (Err(_), LogFormat::Json) => {
+            builder
+                .with_writer(io::stderr)
+                .json()
+                .flatten_event(true)
+                .init();
+            None
+        }
+        (Err(_), LogFormat::Text) => {
+            builder.with_writer(io::stderr).init();
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use dedup_gateway::config::{Config, DedupOverrides, LogFormat, Overrides, PolicyOverrides};
+use dedup_gateway::config::{Config, DedupOverrides, Overrides, PolicyOverrides};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -164,40 +164,6 @@ fn load(file: Option<&std::path::Path>, o: &Overrides) -> Result<Config, ExitCod
     })
 }
 
-/// Sets up logging to stderr. Lines are written in batches by a background thread (one decision
-/// line per record made a write per line measurable; see `dedup_gateway::logging`); the returned
-/// guard flushes the rest when dropped at exit. Without that thread, lines go straight to stderr.
-fn init_logging(format: LogFormat) -> Option<dedup_gateway::logging::FlushGuard> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match (dedup_gateway::logging::batched_stderr(), format) {
-        (Ok((w, guard)), LogFormat::Json) => {
-            builder.with_writer(w).json().flatten_event(true).init();
-            Some(guard)
-        }
-        (Ok((w, guard)), LogFormat::Text) => {
-            builder.with_writer(w).init();
-            Some(guard)
-        }
-        (Err(_), LogFormat::Json) => {
-            builder
-                .with_writer(std::io::stderr)
-                .json()
-                .flatten_event(true)
-                .init();
-            None
-        }
-        (Err(_), LogFormat::Text) => {
-            builder.with_writer(std::io::stderr).init();
-            None
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -213,7 +179,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let _log_flush = init_logging(cfg.log_format);
+            let _log_flush = dedup_gateway::logging::init(cfg.log_format);
             serve(cfg)
         }
         Command::CheckConfig { config } => match load(config.as_deref(), &Overrides::default()) {

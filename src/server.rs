@@ -14,11 +14,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::Router;
+use hyper::{
+    Request, Response,
+    body::{Body, Incoming},
+    service::Service,
+};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::{GracefulShutdown, Watcher},
-    service::TowerToHyperService,
 };
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -56,13 +59,20 @@ impl std::fmt::Debug for ServeOptions {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
-pub async fn serve(
+pub async fn serve<S, B>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     opts: ServeOptions,
     metrics: Metrics,
     shutdown: CancellationToken,
-) {
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(opts.max_connections));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -129,17 +139,27 @@ pub async fn serve(
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// One accepted connection and what serving it needs; runs on whichever worker it was given to.
-struct Connection {
+struct Connection<S> {
     builder: hyper::server::conn::http1::Builder,
     watcher: Watcher,
-    app: Router,
+    app: S,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     permit: OwnedSemaphorePermit,
 }
 
-impl Connection {
+impl<S, B> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     async fn serve(self, stream: TcpStream) {
         let Self {
             builder,
@@ -151,14 +171,12 @@ impl Connection {
         } = self;
         match tls {
             None => {
-                let conn =
-                    builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                let conn = builder.serve_connection(TokioIo::new(stream), app);
                 let _ = watcher.watch(conn).await;
             }
             Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                    let conn = builder.serve_connection(TokioIo::new(stream), app);
                     let _ = watcher.watch(conn).await;
                 }
                 // Scanners and stalled clients: not worth more than a debug line.

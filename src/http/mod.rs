@@ -1,10 +1,18 @@
-//! Receive: the HTTP surface of contract §3, in one router.
+//! Receive: the HTTP surface of contract §3.
+//!
+//! Every connection runs [`App`]: a plain `POST /job/{service}` — nearly every request the
+//! gateway sees — goes straight to the webhook handler, and everything else (probes, metrics,
+//! admin, odd paths) through one axum router. Why the split: axum's routing, path extraction and
+//! boxed per-route services cost a dozen allocations and a noticeable share of the CPU per
+//! request, on a path whose own work is a few microseconds (BENCHMARKS.md). The router keeps the
+//! webhook route too, for what the fast path declines (a percent-encoded service name), so both
+//! answer alike.
 //!
 //! Layers are few on purpose: the webhook handler reads its own body (limit and timeout give
-//! JSON errors with the right status), and the per-connection limits (header timeout, connection
-//! cap) live in [`crate::server`], where they act before a request exists. The one layer is the
-//! webhook route's in-flight limit with load shedding ([`overload`]), which keeps the health and
-//! metrics routes answering under a flood.
+//! JSON errors with the right status) and takes its in-flight permit itself ([`overload`]: load
+//! shedding on webhook POSTs only keeps the health and metrics routes answering under a flood);
+//! the per-connection limits (header timeout, connection cap) live in [`crate::server`], where
+//! they act before a request exists.
 
 pub mod admin;
 pub mod auth;
@@ -13,12 +21,17 @@ pub mod overload;
 pub mod receive;
 pub mod verdicts;
 
+use std::{convert::Infallible, future::Future, pin::Pin};
+
 use axum::{
     Router,
-    error_handling::HandleErrorLayer,
+    body::Body,
+    http::{Method, Request},
+    response::Response,
     routing::{delete, get, post},
 };
-use tower::ServiceBuilder;
+use hyper::body::Incoming;
+use tower::ServiceExt;
 
 use crate::pipeline::Gateway;
 
@@ -26,22 +39,66 @@ use crate::pipeline::Gateway;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub gateway: Gateway,
+    /// Webhook POSTs in flight, shared by both ways in ([`overload`]).
+    pub inflight: overload::Inflight,
+}
+
+impl AppState {
+    pub fn new(gateway: Gateway) -> Self {
+        let inflight = overload::Inflight::new(gateway.config().http.max_inflight);
+        Self { gateway, inflight }
+    }
+}
+
+/// The service every connection runs (see the module doc).
+#[derive(Debug, Clone)]
+pub struct App {
+    state: AppState,
+    router: Router,
+}
+
+impl App {
+    pub fn new(state: AppState) -> Self {
+        Self {
+            router: router(state.clone()),
+            state,
+        }
+    }
+}
+
+/// The future of one request, either way in.
+pub type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, req: Request<Incoming>) -> Answer {
+        if req.method() == Method::POST
+            && let Some(service) = plain_webhook_service(req.uri().path())
+        {
+            let (state, service) = (self.state.clone(), service.to_owned());
+            return Box::pin(async move { Ok(receive::handle(state, service, req).await) });
+        }
+        let router = self.router.clone();
+        Box::pin(async move { router.oneshot(req.map(Body::new)).await })
+    }
+}
+
+/// `{service}` of a `/job/{service}` path when axum's route would extract it unchanged: one
+/// non-empty segment without percent-escapes (those take the router, which decodes them).
+fn plain_webhook_service(path: &str) -> Option<&str> {
+    let service = path.strip_prefix("/job/")?;
+    (!service.is_empty() && !service.contains(['/', '%'])).then_some(service)
 }
 
 /// All routes of the gateway.
 pub fn router(state: AppState) -> Router {
-    // Webhook POSTs only (see `overload`): the error handler is outermost so it sees the shed;
-    // the limit is innermost so a permit is held exactly while the handler runs.
-    let limit = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(overload::on_error(
-            state.gateway.metrics().clone(),
-        )))
-        .load_shed()
-        .concurrency_limit(state.gateway.config().http.max_inflight);
     Router::new()
         .route(
             "/job/{service}",
-            post(receive::webhook).layer(limit).head(receive::probe),
+            post(receive::webhook).head(receive::probe),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -53,4 +110,21 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/dlq/{id}/replay", post(admin::replay_one))
         .fallback(ops::not_found)
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_webhook_service as svc;
+
+    #[test]
+    fn fast_path_takes_only_what_the_route_would_extract_unchanged() {
+        assert_eq!(svc("/job/plants"), Some("plants"));
+        assert_eq!(svc("/job/a.b-c_d"), Some("a.b-c_d"));
+        assert_eq!(svc("/job/"), None);
+        assert_eq!(svc("/job/a/b"), None);
+        assert_eq!(svc("/job/a/"), None);
+        assert_eq!(svc("/job/%61"), None);
+        assert_eq!(svc("/jobs/a"), None);
+        assert_eq!(svc("/healthz"), None);
+    }
 }

@@ -11,34 +11,79 @@
 //! The connection-level limits (header timeout, connection cap) stay in [`crate::server`]; keep
 //! `max_inflight` below `max_connections` so that health probes always find a free connection.
 
-use std::{future::Future, pin::Pin, time::Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
 
 use axum::response::{IntoResponse, Response};
-use tower::{BoxError, load_shed::error::Overloaded};
 
 use crate::{error::AppError, metrics::Metrics};
 
-/// The boxed future [`on_error`]'s handler returns.
-pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
+/// The webhook route's in-flight count and its bound; cheap to clone (one shared counter).
+///
+/// A counter rather than tower's `ConcurrencyLimit` + `LoadShed` + `HandleErrorLayer`: those
+/// boxed the request's service and future several times per request, a measurable share of the
+/// drop path's allocations (BENCHMARKS.md), for what is one atomic increment.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
 
-/// The `HandleErrorLayer` handler of the webhook route's limit: a shed request becomes a JSON
-/// 503 with `Retry-After` and is counted; any other layer error is a plain 500.
-pub fn on_error(metrics: Metrics) -> impl Fn(BoxError) -> Answer + Clone + Send + Sync + 'static {
-    move |err: BoxError| {
-        let metrics = metrics.clone();
-        Box::pin(async move { answer(&err, &metrics) })
+/// One admitted request; dropping it lets the next one in.
+#[derive(Debug)]
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-fn answer(err: &BoxError, metrics: &Metrics) -> Response {
+impl Inflight {
+    pub fn new(max: usize) -> Self {
+        Self {
+            used: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// A permit when fewer than `max` requests are in flight, else `None` (shed this one).
+    pub fn try_enter(&self) -> Option<Permit> {
+        if self.used.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.used.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Permit(self.used.clone()))
+    }
+}
+
+/// The answer to a shed request: a JSON 503 with `Retry-After`, counted.
+pub fn shed(metrics: &Metrics) -> Response {
     let started = Instant::now();
-    let resp = if err.is::<Overloaded>() {
-        metrics.request_shed();
-        AppError::Unavailable("overloaded: too many requests in flight; retry later".into())
-            .into_response()
-    } else {
-        AppError::Internal.into_response()
-    };
+    metrics.request_shed();
+    let resp = AppError::Unavailable("overloaded: too many requests in flight; retry later".into())
+        .into_response();
     metrics.response(resp.status().as_u16(), started.elapsed());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admits_up_to_max_then_sheds_until_a_permit_drops() {
+        let limit = Inflight::new(2);
+        let a = limit.try_enter().expect("first");
+        let _b = limit.try_enter().expect("second");
+        assert!(limit.try_enter().is_none(), "third is shed");
+        assert!(limit.try_enter().is_none(), "a shed attempt takes no slot");
+        drop(a);
+        assert!(limit.try_enter().is_some(), "a slot freed");
+    }
 }

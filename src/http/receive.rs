@@ -1,10 +1,9 @@
 //! The webhook handler: check the request, read the body, run the pipeline, answer MinIO.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::{
     Json,
-    body::Body,
     extract::{Path, Request, State},
     http::{
         HeaderMap, HeaderValue, StatusCode,
@@ -12,11 +11,11 @@ use axum::{
     },
     response::{IntoResponse, Response},
 };
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 
-use super::AppState;
+use super::{AppState, overload};
 use crate::{
     config::{Mode, valid_service_name},
     error::AppError,
@@ -28,7 +27,7 @@ pub async fn probe() -> StatusCode {
     StatusCode::OK
 }
 
-/// `POST /job/{service}`.
+/// `POST /job/{service}` through the router (what [`super::App`]'s fast path declines).
 ///
 /// Takes the request whole rather than a `HeaderMap` extractor, which would clone every header.
 pub async fn webhook(
@@ -36,6 +35,22 @@ pub async fn webhook(
     Path(service): Path<String>,
     request: Request,
 ) -> Response {
+    handle(state, service, request).await
+}
+
+/// A webhook POST for `service`, either way in: in-flight permit, checks, body, pipeline, answer.
+pub async fn handle<B>(
+    state: AppState,
+    service: String,
+    request: axum::http::Request<B>,
+) -> Response
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let Some(_permit) = state.inflight.try_enter() else {
+        // Shed before anything of the request is read (see `overload`).
+        return overload::shed(state.gateway.metrics());
+    };
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let resp = match accept(&state, service, &parts.headers, body).await {
@@ -49,12 +64,15 @@ pub async fn webhook(
     resp
 }
 
-async fn accept(
+async fn accept<B>(
     state: &AppState,
     service: String,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, AppError> {
+    body: B,
+) -> Result<Response, AppError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
     let cfg = state.gateway.config();
     if !valid_service_name(&service) {
         return Err(AppError::BadService);
@@ -71,10 +89,13 @@ async fn accept(
         authorization.as_ref(),
     )?;
     let limit = cfg.http.body_limit;
-    if declared_length(headers).is_some_and(|n| n > limit as u64) {
+    let declared = declared_length(headers);
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(AppError::TooLarge(limit));
     }
-    let body = read_body(body, limit, cfg.http.body_timeout).await?;
+    let body = tokio::time::timeout(cfg.http.body_timeout, read_body(body, limit, declared))
+        .await
+        .map_err(|_| AppError::BodyTimeout)??;
     let inbound = Inbound {
         service,
         authorization,
@@ -114,13 +135,14 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 fn check_content_headers(headers: &HeaderMap) -> Result<(), AppError> {
     if let Some(ct) = headers.get(CONTENT_TYPE) {
         let text = ct.to_str().unwrap_or("");
-        let mime = text
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let json = mime == "application/json" || mime == "text/json" || mime.ends_with("+json");
+        let mime = text.split(';').next().unwrap_or("").trim();
+        let json = mime.eq_ignore_ascii_case("application/json")
+            || mime.eq_ignore_ascii_case("text/json")
+            || mime
+                .len()
+                .checked_sub(5)
+                .and_then(|at| mime.get(at..))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
         if !json {
             let mut shown = text.to_owned();
             shown.truncate(64);
@@ -159,16 +181,37 @@ fn check_inbound_token(allowed: &[String], got: Option<&HeaderValue>) -> Result<
     }
 }
 
-async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, AppError> {
-    let limited = Limited::new(body, limit);
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(AppError::BodyTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(AppError::TooLarge(limit))
+/// The body, at most `limit` bytes (else 413). A body that arrives in one frame — a MinIO event
+/// nearly always does — is kept as that frame, without a copy; more frames are joined into one
+/// buffer sized from `Content-Length` when it was declared.
+async fn read_body<B>(body: B, limit: usize, declared: Option<u64>) -> Result<Bytes, AppError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| AppError::BodyRead)?.into_data() else {
+            continue; // trailers
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(AppError::TooLarge(limit));
         }
-        Ok(Err(_)) => Err(AppError::BodyRead),
+        if let Some(f) = first.take() {
+            let hint = declared.map_or(0, |n| n.min(limit as u64) as usize);
+            joined.reserve(hint.max(f.len() + data.len()));
+            joined.extend_from_slice(&f);
+        }
+        if joined.is_empty() {
+            first = Some(data);
+        } else {
+            joined.extend_from_slice(&data);
+        }
     }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 #[cfg(test)]

@@ -178,7 +178,7 @@ async fn https_oscar(cert: &Path, key: &Path) -> (u16, Seen, CancellationToken) 
     let stop = CancellationToken::new();
     tokio::spawn(server::serve(
         listener,
-        app,
+        hyper_util::service::TowerToHyperService::new(app),
         opts,
         Metrics::new(),
         stop.clone(),
