@@ -242,9 +242,13 @@ impl Forwarder {
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri;
         let h = req.headers_mut();
-        h.reserve(6);
+        // Six here plus the `Host` the client adds: room for all seven in one allocation.
+        h.reserve(7);
         h.insert(CONTENT_TYPE, APPLICATION_JSON);
-        h.insert(X_DEDUP_KEY, HeaderValue::from_str(&d.key.to_hex()).ok()?);
+        h.insert(
+            X_DEDUP_KEY,
+            HeaderValue::from_bytes(&d.key.hex_bytes()).ok()?,
+        );
         if let Some(auth) = &d.authorization {
             // Sensitive whatever path built it (webhook, spool, DLQ replay): client-side debug
             // output then shows `Sensitive` instead of the service token.

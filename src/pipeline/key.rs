@@ -27,6 +27,14 @@ impl DedupKey {
         hex::encode(self.0)
     }
 
+    /// The lowercase hex form in a stack buffer (the `X-Dedup-Key` header needs no `String`).
+    pub fn hex_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // Cannot fail: the buffer is exactly twice the key's length.
+        let _ = hex::encode_to_slice(self.0, &mut out);
+        out
+    }
+
     pub fn from_hex(s: &str) -> Option<Self> {
         let mut out = [0u8; 16];
         hex::decode_to_slice(s, &mut out).ok()?;
@@ -300,5 +308,6 @@ mod tests {
         let hex = DedupKey([7; 16]).to_hex();
         assert_eq!(DedupKey::from_hex(&hex), Some(DedupKey([7; 16])));
         assert_eq!(DedupKey([7; 16]).to_string(), hex);
+        assert_eq!(&DedupKey([7; 16]).hex_bytes()[..], hex.as_bytes());
     }
 }
