@@ -86,24 +86,8 @@ async fn hundred_concurrent_copies_forward_once() {
     oscar.set_delay(Duration::from_millis(100));
     let gw = std::sync::Arc::new(TestGateway::start(test_config(&oscar.url())).await);
     let body = fixture("put-versioned.json");
-    let mut tasks = Vec::new();
-    for _ in 0..100 {
-        let gw = gw.clone();
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            gw.post("svc", Some(TOKEN), body).await
-        }));
-    }
-    let mut forwarded = 0;
-    for t in tasks {
-        let (status, answer) = t.await.unwrap();
-        assert_eq!(status, 200, "{answer}");
-        match verdicts(&answer)[0].as_str() {
-            "forwarded" => forwarded += 1,
-            "duplicate" => {}
-            other => panic!("unexpected verdict {other}"),
-        }
-    }
+    let copies = (0..100).map(|_| body.clone());
+    let forwarded = post_concurrently(&gw, copies).await;
     assert_eq!(forwarded, 1);
     assert_eq!(oscar.received().len(), 1);
 }
@@ -119,16 +103,30 @@ async fn connections_on_several_workers_forward_each_event_once() {
     let body = String::from_utf8(fixture("put-versioned.json")).unwrap();
     let version = "\"versionId\":\"";
     assert!(body.contains(version), "fixture has a versionId");
-    let mut tasks = Vec::new();
-    for event in 0..40 {
+    let copies = (0..40).flat_map(|event| {
         let body = body.replacen(version, &format!("{version}w{event}-"), 1);
-        for _ in 0..5 {
-            let (gw, body) = (gw.clone(), body.clone());
-            tasks.push(tokio::spawn(async move {
-                gw.post("svc", Some(TOKEN), body).await
-            }));
-        }
-    }
+        std::iter::repeat_n(body.into_bytes(), 5)
+    });
+    let forwarded = post_concurrently(&gw, copies).await;
+    assert_eq!(forwarded, 40);
+    let received = oscar.received();
+    assert_eq!(received.len(), 40);
+    let distinct: std::collections::HashSet<_> = received.iter().map(|r| r.body.clone()).collect();
+    assert_eq!(distinct.len(), 40, "each event once");
+}
+
+/// POSTs every body at once to `svc`; each must get 200 with `forwarded` or `duplicate`.
+/// Returns how many were `forwarded`.
+async fn post_concurrently(
+    gw: &std::sync::Arc<TestGateway>,
+    bodies: impl Iterator<Item = Vec<u8>>,
+) -> usize {
+    let tasks: Vec<_> = bodies
+        .map(|body| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.post("svc", Some(TOKEN), body).await })
+        })
+        .collect();
     let mut forwarded = 0;
     for t in tasks {
         let (status, answer) = t.await.unwrap();
@@ -139,11 +137,7 @@ async fn connections_on_several_workers_forward_each_event_once() {
             other => panic!("unexpected verdict {other}"),
         }
     }
-    assert_eq!(forwarded, 40);
-    let received = oscar.received();
-    assert_eq!(received.len(), 40);
-    let distinct: std::collections::HashSet<_> = received.iter().map(|r| r.body.clone()).collect();
-    assert_eq!(distinct.len(), 40, "each event once");
+    forwarded
 }
 
 fn with_event_name(body: &[u8], from: &str, to: &str) -> Vec<u8> {
