@@ -125,8 +125,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for EnvelopeOf<T> {
                     records: None,
                     duplicate: false,
                 };
-                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
-                    if k != "Records" {
+                while let Some(k) = map.next_key::<Str<'de>>()? {
+                    if *k != *"Records" {
                         map.next_value::<IgnoredAny>()?;
                     } else if out.records.is_some() {
                         out.duplicate = true;
@@ -328,10 +328,47 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     }
 }
 
+/// A JSON string borrowed from the body when it has no escapes, owned (unescaped) otherwise.
+///
+/// serde's own `Cow<str>` always allocates: the derive borrows only a bare `Cow<str>` field, not
+/// an `Option<Cow<str>>`, and a `next_key::<Cow<str>>` never borrows. Allocating every field and
+/// every map key was a tenth of the per-event time (BENCHMARKS.md). Its errors read as
+/// `String`'s do ("expected a string").
+struct Str<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
 #[derive(Deserialize)]
 struct RawRecord<'a> {
     #[serde(rename = "eventName", borrow, default)]
-    event_name: Option<Cow<'a, str>>,
+    event_name: Option<Str<'a>>,
     #[serde(borrow, default)]
     s3: Option<Obj<RawS3<'a>>>,
 }
@@ -347,19 +384,19 @@ struct RawS3<'a> {
 #[derive(Deserialize)]
 struct RawBucket<'a> {
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
 struct RawObject<'a> {
     #[serde(borrow, default)]
-    key: Option<Cow<'a, str>>,
+    key: Option<Str<'a>>,
     #[serde(rename = "versionId", borrow, default)]
-    version_id: Option<Cow<'a, str>>,
+    version_id: Option<Str<'a>>,
     #[serde(borrow, default)]
-    sequencer: Option<Cow<'a, str>>,
+    sequencer: Option<Str<'a>>,
     #[serde(rename = "eTag", borrow, default)]
-    etag: Option<Cow<'a, str>>,
+    etag: Option<Str<'a>>,
     #[serde(rename = "userMetadata", default)]
     user_metadata: Option<StatusFields>,
 }
@@ -391,12 +428,12 @@ impl<'de> Deserialize<'de> for StatusFields {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StatusFields, A::Error> {
                 let mut out = StatusFields::default();
-                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(k) = map.next_key::<Str<'de>>()? {
                     if k.eq_ignore_ascii_case(PUBLIC_STATUS) {
-                        let v: Cow<'de, str> = map.next_value()?;
+                        let Str(v) = map.next_value()?;
                         out.public_pending |= v.trim().eq_ignore_ascii_case("PENDING");
                     } else if INTERNAL_STATUS.iter().any(|i| k.eq_ignore_ascii_case(i)) {
-                        let v: Cow<'de, str> = map.next_value()?;
+                        let Str(v) = map.next_value()?;
                         out.internal_seen = true;
                         out.internal_pending |= internal_lists_pending(&v);
                     } else {
@@ -446,22 +483,29 @@ pub fn record(raw: &RawValue) -> Result<Record<'_>, RecordError> {
 fn validate(r: RawRecord<'_>) -> Result<Record<'_>, RecordError> {
     let event_name = r
         .event_name
+        .map(|n| n.0)
         .filter(|n| !n.is_empty())
         .ok_or(RecordError::NoEventName)?;
     let Obj(s3) = r.s3.ok_or(RecordError::NoBucket)?;
     let bucket = s3
         .bucket
         .and_then(|b| b.0.name)
+        .map(|n| n.0)
         .filter(|n| !n.is_empty())
         .ok_or(RecordError::NoBucket)?;
     let Obj(object) = s3.object.ok_or(RecordError::NoKey)?;
     let raw_key = object
         .key
+        .map(|k| k.0)
         .filter(|k| !k.is_empty())
         .ok_or(RecordError::NoKey)?;
     let key = decode_form_component(&raw_key)?;
-    let version_id = object.version_id;
-    let (version, version_source) = match (&version_id, object.sequencer, object.etag) {
+    let version_id = object.version_id.map(|v| v.0);
+    let (version, version_source) = match (
+        &version_id,
+        object.sequencer.map(|s| s.0),
+        object.etag.map(|e| e.0),
+    ) {
         (Some(v), _, _) if !v.is_empty() && v != "null" => (v.clone(), VersionSource::VersionId),
         (_, Some(s), _) if !s.is_empty() => (s, VersionSource::Sequencer),
         (_, _, Some(e)) if !e.is_empty() => (e, VersionSource::ETag),
