@@ -157,27 +157,31 @@ impl KeyDeriver {
 
     fn hash_scope(&self, service: &str, authorization: Option<&[u8]>) -> [u8; 32] {
         let mut h = blake3::Hasher::new_keyed(&self.secret);
-        field(&mut h, b"svc", service.as_bytes());
+        let mut w = Fields::new(&mut h);
+        w.field(b"svc", service.as_bytes());
         match authorization {
-            Some(a) => field(&mut h, b"auth", a),
-            None => field(&mut h, b"noauth", b""),
+            Some(a) => w.field(b"auth", a),
+            None => w.field(b"noauth", b""),
         };
+        w.flush();
         *h.finalize().as_bytes()
     }
 
     /// The identity digest of one record in a request scope.
     pub fn key(&self, scope: &RequestScope, record: &Record<'_>, class: Class<'_>) -> DedupKey {
         let mut h = blake3::Hasher::new_keyed(&self.secret);
-        h.update(&scope.scope);
-        field(&mut h, b"bucket", record.bucket.as_bytes());
-        field(&mut h, b"key", record.key.as_bytes());
+        let mut w = Fields::new(&mut h);
+        w.put(&scope.scope);
+        w.field(b"bucket", record.bucket.as_bytes());
+        w.field(b"key", record.key.as_bytes());
         let tag: &[u8] = match record.version_source {
             VersionSource::VersionId => b"vid",
             VersionSource::Sequencer => b"seq",
             VersionSource::ETag => b"etag",
         };
-        field(&mut h, tag, record.version.as_bytes());
-        field(&mut h, b"class", class.as_str().as_bytes());
+        w.field(tag, record.version.as_bytes());
+        w.field(b"class", class.as_str().as_bytes());
+        w.flush();
         let mut out = [0u8; 16];
         out.copy_from_slice(&h.finalize().as_bytes()[..16]);
         DedupKey(out)
@@ -197,22 +201,79 @@ struct ScopeMemo {
 impl ScopeMemo {
     fn matches(&self, secret: &[u8; 32], service: &str, authorization: Option<&[u8]>) -> bool {
         let auth = match authorization {
-            Some(a) => self.has_auth && bool::from(self.auth.as_slice().ct_eq(a)),
+            Some(a) => self.has_auth && ct_eq_words(&self.auth, a),
             None => !self.has_auth,
         };
-        bool::from(self.secret.ct_eq(secret)) && self.service == service && auth
+        ct_eq_words(&self.secret, secret) && self.service == service && auth
     }
+}
+
+/// Constant-time equality (the length is not secret): the XOR of all bytes, 8 at a time, is
+/// OR-ed together without a branch and tested once with `subtle`. `subtle`'s slice `ct_eq` puts
+/// every byte through its optimisation barrier, which was 4 % of the per-event time for a 32-byte
+/// secret and a 30-byte header (BENCHMARKS.md).
+fn ct_eq_words(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    let mut diff = 0u64;
+    for (x, y) in a_words.iter().zip(b_words) {
+        diff |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
+    }
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        diff |= u64::from(x ^ y);
+    }
+    bool::from(diff.ct_eq(&0))
 }
 
 thread_local! {
     static LAST_SCOPE: RefCell<Option<ScopeMemo>> = const { RefCell::new(None) };
 }
 
-fn field(h: &mut blake3::Hasher, name: &[u8], value: &[u8]) {
-    h.update(&(name.len() as u32).to_le_bytes());
-    h.update(name);
-    h.update(&(value.len() as u64).to_le_bytes());
-    h.update(value);
+/// The hash input, gathered on the stack and handed to BLAKE3 in one `update` per 256 bytes:
+/// an identity is a dozen short pieces, and BLAKE3's per-call bookkeeping on each of them cost
+/// more than hashing the bytes (BENCHMARKS.md). The byte stream, and so every digest, is the same
+/// as one `update` per piece.
+struct Fields<'h> {
+    h: &'h mut blake3::Hasher,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl<'h> Fields<'h> {
+    fn new(h: &'h mut blake3::Hasher) -> Self {
+        Self {
+            h,
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    /// One length-prefixed field: name length (u32 LE), name, value length (u64 LE), value.
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.put(&(name.len() as u32).to_le_bytes());
+        self.put(name);
+        self.put(&(value.len() as u64).to_le_bytes());
+        self.put(value);
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            self.flush();
+            self.h.update(bytes);
+        }
+    }
+
+    /// Hands the gathered bytes to the hasher; call before `finalize`.
+    fn flush(&mut self) {
+        self.h.update(&self.buf[..self.len]);
+        self.len = 0;
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +339,91 @@ mod tests {
                 Class::Available
             )
         );
+    }
+
+    /// The digests of the per-piece `update`s the gathered input replaced.
+    fn key_reference(
+        d: &KeyDeriver,
+        scope: &RequestScope,
+        r: &Record<'_>,
+        class: Class<'_>,
+    ) -> DedupKey {
+        fn field(h: &mut blake3::Hasher, name: &[u8], value: &[u8]) {
+            h.update(&(name.len() as u32).to_le_bytes());
+            h.update(name);
+            h.update(&(value.len() as u64).to_le_bytes());
+            h.update(value);
+        }
+        let mut h = blake3::Hasher::new_keyed(&d.secret);
+        h.update(&scope.scope);
+        field(&mut h, b"bucket", r.bucket.as_bytes());
+        field(&mut h, b"key", r.key.as_bytes());
+        let tag: &[u8] = match r.version_source {
+            VersionSource::VersionId => b"vid",
+            VersionSource::Sequencer => b"seq",
+            VersionSource::ETag => b"etag",
+        };
+        field(&mut h, tag, r.version.as_bytes());
+        field(&mut h, b"class", class.as_str().as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        DedupKey(out)
+    }
+
+    #[test]
+    fn gathered_input_hashes_like_separate_updates() {
+        let d = KeyDeriver::new(b"0123456789abcdef");
+        let s = d.scope("svc", Some(b"Bearer a"));
+        // Short, buffer-sized and longer-than-buffer fields, around the 256-byte boundary.
+        for n in [0, 1, 100, 150, 200, 255, 256, 257, 300, 1000, 5000] {
+            let key = "k".repeat(n);
+            let version = "v".repeat(n / 2 + 1);
+            for class in [Class::Available, Class::Other(&key)] {
+                let r = rec(&key, &version);
+                assert_eq!(
+                    d.key(&s, &r, class),
+                    key_reference(&d, &s, &r, class),
+                    "{n}"
+                );
+            }
+        }
+        // The scope digest of the memo-less path, too.
+        let mut h = blake3::Hasher::new_keyed(&d.secret);
+        for piece in [
+            &3u32.to_le_bytes()[..],
+            b"svc",
+            &3u64.to_le_bytes(),
+            b"svc",
+            &4u32.to_le_bytes(),
+            b"auth",
+            &8u64.to_le_bytes(),
+            b"Bearer a",
+        ] {
+            h.update(piece);
+        }
+        assert_eq!(
+            d.hash_scope("svc", Some(b"Bearer a")),
+            *h.finalize().as_bytes()
+        );
+    }
+
+    #[test]
+    fn word_compare_is_equality() {
+        let cases: [(&[u8], &[u8]); 7] = [
+            (b"", b""),
+            (b"a", b"a"),
+            (b"a", b"b"),
+            (b"abcdefgh", b"abcdefgh"),
+            (b"abcdefghi", b"abcdefghj"),
+            (b"abcdefghi", b"abcdefgh"),
+            (
+                b"Bearer bench-0123456789abcdef",
+                b"Bearer bench-0123456789abcdeF",
+            ),
+        ];
+        for (a, b) in cases {
+            assert_eq!(ct_eq_words(a, b), a == b, "{a:?} {b:?}");
+        }
     }
 
     #[test]
