@@ -357,7 +357,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
 ///
 /// serde's own `Cow<str>` always allocates: the derive borrows only a bare `Cow<str>` field, not
 /// an `Option<Cow<str>>`, and a `next_key::<Cow<str>>` never borrows. Allocating every field and
-/// every map key was a tenth of the per-event time (BENCHMARKS.md). Its errors read as
+/// every map key cost 5–9 % of the per-event time (BENCHMARKS.md). Its errors read as
 /// `String`'s do ("expected a string").
 struct Str<'a>(Cow<'a, str>);
 
