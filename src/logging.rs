@@ -24,6 +24,8 @@ use std::{
 
 use tracing_subscriber::fmt::MakeWriter;
 
+pub mod text;
+
 /// How long a line may wait in memory before it is written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Bytes buffered before a logging thread writes through (backpressure instead of loss).
@@ -153,7 +155,10 @@ pub fn init(format: crate::config::LogFormat) -> Option<FlushGuard> {
             Some(guard)
         }
         (Ok((w, guard)), LogFormat::Text) => {
-            builder.with_writer(w).init();
+            builder
+                .with_writer(w)
+                .event_format(text::TextLine::default())
+                .init();
             Some(guard)
         }
         (Err(_), LogFormat::Json) => {
@@ -165,7 +170,10 @@ pub fn init(format: crate::config::LogFormat) -> Option<FlushGuard> {
             None
         }
         (Err(_), LogFormat::Text) => {
-            builder.with_writer(io::stderr).init();
+            builder
+                .with_writer(io::stderr)
+                .event_format(text::TextLine::default())
+                .init();
             None
         }
     }

@@ -299,7 +299,12 @@ impl Gateway {
         rec: &Record<'_>,
         raw: Option<&RawValue>,
     ) -> RecordResult {
-        let seen = SystemTime::now();
+        // Only the verdict history reads it; a clock read per record is not free.
+        let seen = if self.inner.history.is_enabled() {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
         let available_on = self.inner.cfg.service(&req.service).available_on;
         let (class, hold) = match self.inner.policy.decide(rec, available_on) {
             Decision::Final(v, reason) => {
