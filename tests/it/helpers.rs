@@ -190,11 +190,6 @@ impl TestGateway {
     async fn start_with(mut cfg: Config, workers: Option<dedup_gateway::runtime::Workers>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         cfg.data_dir = dir.path().to_path_buf();
-        cfg.validate().expect("test config must be valid");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let s = shutdown.clone();
         let hooks = dedup_gateway::Hooks {
             workers: workers
                 .as_ref()
@@ -202,11 +197,7 @@ impl TestGateway {
                 .unwrap_or_default(),
             ..Default::default()
         };
-        let task = tokio::spawn(async move {
-            dedup_gateway::run_with_hooks(cfg, listener, s, hooks)
-                .await
-                .expect("gateway run");
-        });
+        let (addr, shutdown, task) = spawn_gateway(cfg, hooks).await;
         Self {
             addr,
             shutdown,
@@ -246,6 +237,25 @@ impl TestGateway {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
+}
+
+/// Validates `cfg`, binds a free loopback port and runs the gateway on it in a task; returns its
+/// address, the token that stops it and the task.
+pub async fn spawn_gateway(
+    cfg: Config,
+    hooks: dedup_gateway::Hooks,
+) -> (SocketAddr, CancellationToken, JoinHandle<()>) {
+    cfg.validate().expect("test config must be valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move {
+        dedup_gateway::run_with_hooks(cfg, listener, s, hooks)
+            .await
+            .expect("gateway run");
+    });
+    (addr, shutdown, task)
 }
 
 /// The shared MinIO fixtures.

@@ -57,20 +57,11 @@ struct SpoolGw {
 impl SpoolGw {
     async fn start(dir: &Path, mut cfg: Config, faults: Option<FaultSwitch>) -> Self {
         cfg.data_dir = dir.to_path_buf();
-        cfg.validate().expect("valid test config");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let s = shutdown.clone();
         let hooks = Hooks {
             spool_faults: faults,
             ..Default::default()
         };
-        let task = tokio::spawn(async move {
-            dedup_gateway::run_with_hooks(cfg, listener, s, hooks)
-                .await
-                .expect("gateway run");
-        });
+        let (addr, shutdown, task) = spawn_gateway(cfg, hooks).await;
         Self {
             addr,
             shutdown,
