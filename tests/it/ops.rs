@@ -646,6 +646,12 @@ fn deploy_manifests_parse_and_fit_together() {
         "the spool lives on the volume"
     );
     assert_eq!(cfg.listen.port(), 8080);
+    if c["resources"]["limits"]["cpu"].is_badvalue() {
+        assert!(
+            cfg.http.workers > 0,
+            "without a CPU limit, `workers = 0` would start one thread per core of the node"
+        );
+    }
     let svc = find_kind(&base, "Service");
     assert_eq!(svc["spec"]["ports"][0]["port"].as_i64(), Some(8080));
     assert_eq!(
