@@ -82,7 +82,8 @@ async fn the_listener_serves_https() {
     cfg.tls_cert = Some(pki.cert.clone());
     cfg.tls_key = Some(pki.key.clone());
     cfg.http.header_timeout = Duration::from_secs(1);
-    let gw = TestGateway::start(cfg).await;
+    // Handshakes run on whichever worker a connection is dealt to, as in the binary.
+    let gw = TestGateway::start_on_workers(cfg, 2).await;
     let url = format!("https://127.0.0.1:{}/job/svc", gw.addr.port());
 
     let mut ok = None;
@@ -208,7 +209,8 @@ async fn the_forwarder_speaks_https_with_a_configured_ca() {
 
     let mut cfg = test_config(&upstream);
     cfg.delivery.ca_file = Some(pki.ca.clone());
-    let gw = TestGateway::start(cfg).await;
+    // Each worker has its own upstream client; every one must carry the CA.
+    let gw = TestGateway::start_on_workers(cfg, 2).await;
     let (status, answer) = gw
         .post(
             "svc",
