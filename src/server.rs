@@ -8,6 +8,9 @@
 //! accepting, idle keep-alive connections close, and in-flight requests finish within
 //! `http.shutdown_grace`.
 //!
+//! Each connection is served on one of [`ServeOptions::workers`], dealt round-robin, and stays
+//! there for its life ([`crate::runtime`] says why).
+//!
 //! With TLS configured ([`crate::tls`]) the handshake runs in the connection's own task, never in
 //! the accept loop, and under the same `header_timeout`: a client that connects and stalls in
 //! the handshake holds one permit for at most that long, like one that stalls in its headers.
@@ -111,20 +114,7 @@ pub async fn serve<S, B>(
         // Round-robin over the workers; worker 0 is this runtime.
         next = (next + 1) % opts.workers.len().max(1);
         match opts.workers.get(next) {
-            Some(worker) if next > 0 => {
-                match stream.into_std() {
-                    // Re-registered with the worker's own reactor, on the worker's thread.
-                    Ok(stream) => {
-                        worker.spawn(async move {
-                        match TcpStream::from_std(stream) {
-                            Ok(stream) => conn.serve(stream).await,
-                            Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
-                        }
-                    });
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
-                }
-            }
+            Some(worker) if next > 0 => conn.hand_over(worker, stream),
             _ => {
                 tokio::spawn(conn.serve(stream));
             }
@@ -160,6 +150,21 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    /// Serves the connection on another worker's runtime: the socket leaves this runtime's
+    /// reactor and is registered with the worker's, on the worker's thread.
+    fn hand_over(self, worker: &Handle, stream: TcpStream) {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(error = %e, "cannot hand a connection to a worker"),
+        };
+        worker.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => self.serve(stream).await,
+                Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
+            }
+        });
+    }
+
     async fn serve(self, stream: TcpStream) {
         let Self {
             builder,
