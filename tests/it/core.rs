@@ -508,6 +508,47 @@ async fn bad_requests_are_rejected_with_reasons() {
     gw.stop().await;
 }
 
+/// The webhook fast path and the router answer alike: a percent-encoded service name takes the
+/// router, decodes to the same service and so the same identity; a name the fast path would take
+/// but is invalid gets the same 400 either way; odd paths stay 404.
+#[tokio::test]
+async fn both_ways_into_the_webhook_agree() {
+    let oscar = FakeOscar::start().await;
+    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let body = fixture("put-versioned.json");
+    let (status, answer) = gw.post("%73vc", Some(TOKEN), body.clone()).await;
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["forwarded".into()]),
+        "{answer}"
+    );
+    let (status, answer) = gw.post("svc", Some(TOKEN), body.clone()).await;
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["duplicate".into()]),
+        "{answer}"
+    );
+    let received = oscar.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].service, "svc");
+    for bad in ["a%20b", "a~b"] {
+        let (status, answer) = gw.post(bad, Some(TOKEN), body.clone()).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(answer["error"].is_string(), "{bad}: {answer}");
+    }
+    for odd in ["/job/", "/job/a/b", "/jobs/svc"] {
+        let resp = gw
+            .client
+            .post(gw.url(odd))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{odd}");
+    }
+    gw.stop().await;
+}
+
 /// HEAD probes, health, readiness and metrics.
 #[tokio::test]
 async fn probes_and_metrics() {
