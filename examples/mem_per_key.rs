@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ttl = Duration::from_secs(24 * 3600);
     let before = resident_pages()? * page;
     for i in 0..n as u64 {
-        store.insert_committed_at(&key(i), ttl, 0)?;
+        store.insert_committed_at(&DedupKey::synthetic(i), ttl, 0)?;
     }
     let after = resident_pages()? * page;
     if store.len() != n {
@@ -35,20 +35,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         delta as f64 / n as f64
     );
     Ok(())
-}
-
-/// Distinct, uniformly spread 16-byte keys (splitmix64), like the BLAKE3 digests of the live path.
-fn key(i: u64) -> DedupKey {
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&mix(i).to_le_bytes());
-    out[8..].copy_from_slice(&mix(i ^ 0xA5A5_A5A5_A5A5_A5A5).to_le_bytes());
-    DedupKey(out)
 }
 
 /// Second field of `/proc/self/statm`: resident pages.

@@ -16,21 +16,6 @@ pub fn fixture(name: &str) -> Bytes {
     }
 }
 
-/// Distinct, uniformly spread 16-byte keys (splitmix64), standing in for BLAKE3 digests: the
-/// store sees only their bytes, so how they were made does not matter, only that they spread.
-pub fn key(i: u64) -> DedupKey {
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&mix(i).to_le_bytes());
-    out[8..].copy_from_slice(&mix(i ^ 0xA5A5_A5A5_A5A5_A5A5).to_le_bytes());
-    DedupKey(out)
-}
-
 /// A stream of `n` keys where a share `dup_ratio` repeats one of `pool` hot keys (so the store
 /// answers `Duplicate` once they are committed) and the rest are fresh; `stream` keeps streams of
 /// different threads disjoint. Like vector's `cycle_size`, the ratio sets the repeat rate.
@@ -44,9 +29,9 @@ pub fn key_stream(stream: u64, n: u64, dup_ratio: f64, pool: u64) -> Vec<DedupKe
         .map(|i| {
             let repeat = dup_ratio >= 1.0 || (every != u64::MAX && i % every != 0);
             if repeat {
-                key(u64::MAX - (i % pool))
+                DedupKey::synthetic(u64::MAX - (i % pool))
             } else {
-                key((stream << 40) | i)
+                DedupKey::synthetic((stream << 40) | i)
             }
         })
         .collect()

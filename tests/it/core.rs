@@ -578,15 +578,7 @@ async fn probes_and_metrics() {
         .await;
     gw.post("svc", Some(TOKEN), fixture("put-versioned.json"))
         .await;
-    let text = gw
-        .client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     assert!(
         text.contains("dedup_gateway_records_total{verdict=\"forwarded\"} 1"),
         "{text}"

@@ -212,6 +212,11 @@ impl TestGateway {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The gateway's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        scrape_metrics(&self.client, &self.url("")).await
+    }
+
     /// POSTs `body` to `/job/{service}` as MinIO does; returns status and parsed JSON answer.
     pub async fn post(
         &self,
@@ -256,6 +261,24 @@ pub async fn spawn_gateway(
             .expect("gateway run");
     });
     (addr, shutdown, task)
+}
+
+/// The text of `GET {base}/metrics`.
+pub async fn scrape_metrics(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the unlabelled sample `name` (as exposed, e.g. `..._total`) in a metrics text.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The shared MinIO fixtures.

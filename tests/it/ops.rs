@@ -183,17 +183,6 @@ fn mc_setup_output_runs_as_a_script() {
 
 // === metrics scraping ===
 
-async fn scrape(gw: &TestGateway) -> String {
-    gw.client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of the sample `name{labels...}` (labels matched as a subset); 0 when absent.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -277,8 +266,8 @@ async fn shadow_forwards_everything_and_counts_what_sync_would_drop() {
         assert_eq!(&r.body[..], &body[..], "forwarded byte-for-byte, in order");
         assert_eq!(r.headers.get("authorization").unwrap(), GOOD_TOKEN);
     }
-    let m_sync = scrape(&sync).await;
-    let m_shadow = scrape(&shadow).await;
+    let m_sync = sync.metrics().await;
+    let m_shadow = shadow.metrics().await;
     let mut dropped = 0.0;
     for v in VERDICTS {
         let normal = sample(&m_sync, "dedup_gateway_records_total", &[("verdict", v)]);
@@ -763,7 +752,7 @@ async fn dashboard_parses_and_queries_only_exported_metrics() {
         ] {
             gw.post("svc", Some(GOOD_TOKEN), body).await;
         }
-        exported(&scrape(&gw).await, &mut names);
+        exported(&gw.metrics().await, &mut names);
         gw.stop().await;
     }
     let missing: Vec<&String> = used

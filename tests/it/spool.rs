@@ -115,14 +115,16 @@ impl SpoolGw {
     }
 
     async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        scrape_metrics(&self.client, &self.url("")).await
+    }
+
+    /// Waits (bounded, see `metric_until`) until the spool holds no undelivered event.
+    async fn assert_drained(&self) {
+        assert!(
+            self.metric_until("dedup_gateway_spool_depth", |v| v == 0.0)
+                .await,
+            "spool drained"
+        );
     }
 
     /// Polls `/metrics` (at most 150 times, 50 ms apart) until `name` satisfies `f`.
@@ -147,10 +149,7 @@ impl SpoolGw {
 
 /// The value of an unlabelled metric line.
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1.0)
+    metric_value(text, name).unwrap_or(-1.0)
 }
 
 /// 2xx deliveries per dedup key.
@@ -250,11 +249,7 @@ async fn oscar_down_then_failing_then_up_delivers_each_once_with_backoff() {
         m.contains("dedup_gateway_spool_fsync_batch_size_bucket"),
         "{m}"
     );
-    assert!(
-        gw.metric_until("dedup_gateway_spool_depth", |v| v == 0.0)
-            .await,
-        "spool drained"
-    );
+    gw.assert_drained().await;
     gw.stop().await;
 }
 
@@ -634,11 +629,7 @@ async fn held_record_survives_restart_and_clean_copy_preempts() {
             .any(|w| w == b"COMPLETED"),
         "the clean copy went"
     );
-    assert!(
-        gw.metric_until("dedup_gateway_spool_depth", |v| v == 0.0)
-            .await,
-        "spool drained"
-    );
+    gw.assert_drained().await;
     gw.stop().await;
 }
 

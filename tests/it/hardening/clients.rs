@@ -142,15 +142,7 @@ async fn a_webhook_flood_is_shed_while_healthz_answers() {
             .expect("healthz");
         assert_eq!(health.status(), 200);
     }
-    let metrics = gw
-        .client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gw.metrics().await;
     assert!(
         metrics
             .lines()
@@ -226,21 +218,9 @@ async fn idle_connections_beyond_the_cap_are_shed_and_then_expire() {
         healthy,
         "healthz answers once the slow connections are gone"
     );
-    let metrics = gw
-        .client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let shed_count: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("dedup_gateway_connections_shed_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(shed_count >= 1, "{metrics}");
+    let metrics = gw.metrics().await;
+    let shed_count = metric_value(&metrics, "dedup_gateway_connections_shed_total").unwrap_or(0.0);
+    assert!(shed_count >= 1.0, "{metrics}");
     gw.stop().await;
 }
 

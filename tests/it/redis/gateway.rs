@@ -23,6 +23,14 @@ fn redis_config(upstream: &str, redis: &RedisServer) -> Config {
     cfg
 }
 
+/// A private Redis, a fake OSCAR, and a gateway configuration using both.
+async fn redis_and_oscar() -> (RedisServer, FakeOscar, Config) {
+    let redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    let cfg = redis_config(&oscar.url(), &redis);
+    (redis, oscar, cfg)
+}
+
 /// The versioned Put fixture with its `versionId` replaced: one distinct identity per version.
 fn put(version: &str) -> Vec<u8> {
     let body = String::from_utf8(fixture("put-versioned.json")).unwrap();
@@ -60,18 +68,7 @@ async fn readyz(gw: &TestGateway) -> u16 {
 
 /// The value of an unlabelled metric (`name` as exposed, e.g. `..._total`).
 async fn metric(gw: &TestGateway, name: &str) -> f64 {
-    let text = gw
-        .client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} not found"))
+    metric_value(&gw.metrics().await, name).unwrap_or_else(|| panic!("metric {name} not found"))
 }
 
 /// Polls `readyz` until it answers `want` (at most 15 s).
@@ -155,9 +152,7 @@ async fn three_replicas_deliver_each_identity_once() {
 /// copy is forwarded at once, the held one is dropped after its grace. Exactly one delivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_copy_at_one_replica_preempts_held_copy_at_another() {
-    let redis = RedisServer::start().await;
-    let oscar = FakeOscar::start().await;
-    let mut cfg = redis_config(&oscar.url(), &redis);
+    let (_redis, oscar, mut cfg) = redis_and_oscar().await;
     cfg.policy.pending_grace = Duration::from_millis(300);
     let a = TestGateway::start(cfg.clone()).await;
     let b = TestGateway::start(cfg).await;
@@ -197,9 +192,8 @@ async fn clean_copy_at_one_replica_preempts_held_copy_at_another() {
 /// gateway recovers without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fail_closed_answers_503_and_recovers() {
-    let mut redis = RedisServer::start().await;
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(redis_config(&oscar.url(), &redis)).await;
+    let (mut redis, oscar, cfg) = redis_and_oscar().await;
+    let gw = TestGateway::start(cfg).await;
     wait_ready(&gw, 200).await;
     assert_eq!(metric(&gw, "dedup_gateway_store_healthy").await, 1.0);
     let (status, answer) = gw.post("svc", Some(TOKEN), put("before")).await;
@@ -255,9 +249,7 @@ async fn redis_down_fail_closed_answers_503_and_recovers() {
 /// caught meanwhile (the documented price). After Redis returns, dedup works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fail_open_forwards_and_counts_then_recovers() {
-    let mut redis = RedisServer::start().await;
-    let oscar = FakeOscar::start().await;
-    let mut cfg = redis_config(&oscar.url(), &redis);
+    let (mut redis, oscar, mut cfg) = redis_and_oscar().await;
     cfg.dedup.on_store_error = OnStoreError::FailOpen;
     let gw = TestGateway::start(cfg).await;
     wait_ready(&gw, 200).await;
@@ -307,9 +299,8 @@ async fn redis_down_fail_open_forwards_and_counts_then_recovers() {
 /// after the restart are deduplicated as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_forgets_the_lost_window() {
-    let mut redis = RedisServer::start().await;
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(redis_config(&oscar.url(), &redis)).await;
+    let (mut redis, oscar, cfg) = redis_and_oscar().await;
+    let gw = TestGateway::start(cfg).await;
     wait_ready(&gw, 200).await;
     let (_, answer) = gw.post("svc", Some(TOKEN), put("old")).await;
     assert_eq!(verdicts(&answer), ["forwarded"]);
@@ -338,9 +329,7 @@ async fn redis_restarted_empty_forgets_the_lost_window() {
 /// store and is delivered once after Redis returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_copy_survives_a_redis_outage() {
-    let mut redis = RedisServer::start().await;
-    let oscar = FakeOscar::start().await;
-    let mut cfg = redis_config(&oscar.url(), &redis);
+    let (mut redis, oscar, mut cfg) = redis_and_oscar().await;
     cfg.policy.pending_grace = Duration::from_millis(300);
     cfg.delivery.max_attempts = 200;
     let gw = TestGateway::start(cfg).await;
@@ -382,9 +371,7 @@ async fn held_copy_survives_a_redis_outage() {
 /// orphaned reservation, which would lose the event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_an_unanswered_reservation_is_forwarded() {
-    let redis = RedisServer::start().await;
-    let oscar = FakeOscar::start().await;
-    let mut cfg = redis_config(&oscar.url(), &redis);
+    let (redis, oscar, mut cfg) = redis_and_oscar().await;
     cfg.dedup.redis.command_timeout = Duration::from_millis(200);
     let gw = TestGateway::start(cfg).await;
     wait_ready(&gw, 200).await;
@@ -406,9 +393,7 @@ async fn retry_after_an_unanswered_reservation_is_forwarded() {
 /// entries for another copy (and drop itself) nor be delivered twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_copy_survives_a_redis_stall() {
-    let redis = RedisServer::start().await;
-    let oscar = FakeOscar::start().await;
-    let mut cfg = redis_config(&oscar.url(), &redis);
+    let (redis, oscar, mut cfg) = redis_and_oscar().await;
     cfg.policy.pending_grace = Duration::from_millis(300);
     cfg.delivery.max_attempts = 200;
     cfg.dedup.redis.command_timeout = Duration::from_millis(200);
