@@ -63,7 +63,7 @@ pub async fn list(
         .map_err(spool_error)?;
     let entries: Vec<Value> = page.entries.iter().map(|(id, e)| view(*id, e)).collect();
     Ok(Json(
-        json!({ "entries": entries, "next": page.next, "total": spool.dlq_len() }),
+        json!({ "entries": entries, "next": page.next, "total": page.total }),
     ))
 }
 

@@ -193,6 +193,8 @@ pub struct DlqPage {
     pub entries: Vec<(u64, Entry)>,
     /// The `after` of the next page, if there may be one.
     pub next: Option<u64>,
+    /// Entries in the whole queue, from the same snapshot as `entries`.
+    pub total: u64,
 }
 
 /// What replaying a dead-letter entry did.
@@ -415,11 +417,6 @@ impl Spool {
         self.inner.shared.depth.load(Ordering::Relaxed)
     }
 
-    /// Entries in the dead-letter queue.
-    pub fn dlq_len(&self) -> u64 {
-        self.inner.shared.dlq.load(Ordering::Relaxed)
-    }
-
     /// Brings the gauges up to date (called at scrape time: the oldest event's age grows by itself).
     pub fn refresh_metrics(&self) {
         let i = &self.inner;
@@ -441,15 +438,20 @@ impl Spool {
     pub async fn dlq_page(&self, after: Option<u64>, limit: usize) -> Result<DlqPage, SpoolError> {
         let shared = self.inner.shared.clone();
         let limit = limit.clamp(1, 1000);
-        let entries = tokio::task::spawn_blocking(move || writer::dlq_page(&shared, after, limit))
-            .await
-            .map_err(|e| SpoolError::Read(e.to_string()))??;
+        let (entries, total) =
+            tokio::task::spawn_blocking(move || writer::dlq_page(&shared, after, limit))
+                .await
+                .map_err(|e| SpoolError::Read(e.to_string()))??;
         let next = if entries.len() == limit {
             entries.last().map(|(id, _)| *id)
         } else {
             None
         };
-        Ok(DlqPage { entries, next })
+        Ok(DlqPage {
+            entries,
+            next,
+            total,
+        })
     }
 
     /// Moves dead-letter entry `id` back into the spool for delivery, unless its identity was

@@ -227,8 +227,9 @@ async fn reopen_finds_committed_identities_and_undelivered_events() {
         opened.next_id > expired,
         "ids are never reused while entries exist"
     );
-    let page = writer::dlq_page(&h.shared, None, 10).unwrap();
+    let (page, total) = writer::dlq_page(&h.shared, None, 10).unwrap();
     assert_eq!(page.len(), 1);
+    assert_eq!(total, 1);
     assert_eq!(page[0].0, dead);
     h.submit(Op::Revive {
         id: dead,

@@ -561,15 +561,18 @@ pub(crate) fn load(shared: &Shared, dlq: bool, id: u64) -> Result<Entry, SpoolEr
     Ok(Entry::decode(v.value())?)
 }
 
-/// A page of the dead-letter queue: up to `limit` entries with ids above `after`.
+/// A page of the dead-letter queue: up to `limit` entries with ids above `after`, and the queue's
+/// length, both read from the same snapshot. (The `Shared.dlq` counter is updated after a commit,
+/// so reading it separately could report an entry the page does not hold yet.)
 pub(crate) fn dlq_page(
     shared: &Shared,
     after: Option<u64>,
     limit: usize,
-) -> Result<Vec<(u64, Entry)>, SpoolError> {
+) -> Result<(Vec<(u64, Entry)>, u64), SpoolError> {
     let db = shared.db()?;
     let txn = db.begin_read().map_err(read_err)?;
     let t = txn.open_table(DLQ).map_err(read_err)?;
+    let total = t.len().map_err(read_err)?;
     let start = after.map_or(0, |a| a.saturating_add(1));
     let mut out = Vec::new();
     for row in t.range(start..).map_err(read_err)?.take(limit) {
@@ -581,5 +584,5 @@ pub(crate) fn dlq_page(
             }
         }
     }
-    Ok(out)
+    Ok((out, total))
 }
