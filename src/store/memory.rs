@@ -206,6 +206,10 @@ impl MemoryStore {
     }
 
     /// Inserts into a vacant slot or overwrites an expired one; the shared path of reserve and hold.
+    ///
+    /// Only an insert needs room: an entry of this identity, live or expired, is answered or
+    /// overwritten in place. Making room first could evict this very identity (which was then
+    /// handed out again: a second delivery) or refuse a plain duplicate as `Full`.
     fn acquire_at(
         &self,
         key: &DedupKey,
@@ -213,6 +217,16 @@ impl MemoryStore {
         now: u64,
         preempt_held: bool,
     ) -> Result<Claim, StoreError> {
+        match self.inner.map.entry(key.0) {
+            Entry::Occupied(mut o) => return Ok(settle(o.get_mut(), slot, now, preempt_held)),
+            Entry::Vacant(v) if self.inner.len.load(Ordering::Relaxed) < self.inner.max_entries => {
+                v.insert(slot.pack());
+                self.inner.len.fetch_add(1, Ordering::Relaxed);
+                return Ok(Claim::Acquired);
+            }
+            // At the bound: make room, but not under this shard's lock (that sweeps every shard).
+            Entry::Vacant(_) => {}
+        }
         self.make_room(now)?;
         match self.inner.map.entry(key.0) {
             Entry::Vacant(v) => {
@@ -220,18 +234,7 @@ impl MemoryStore {
                 self.inner.len.fetch_add(1, Ordering::Relaxed);
                 Ok(Claim::Acquired)
             }
-            Entry::Occupied(mut o) => {
-                let cur = Slot::unpack(*o.get());
-                if cur.expires <= now {
-                    o.insert(slot.pack());
-                    Ok(Claim::Acquired)
-                } else if preempt_held && cur.state == State::Held {
-                    o.insert(slot.pack());
-                    Ok(Claim::Preempted)
-                } else {
-                    Ok(Claim::Duplicate(cur.existing()))
-                }
-            }
+            Entry::Occupied(mut o) => Ok(settle(o.get_mut(), slot, now, preempt_held)),
         }
     }
 
@@ -339,6 +342,21 @@ impl MemoryStore {
         let v = *self.inner.map.get(&key.0)?;
         let s = Slot::unpack(v);
         (s.expires > now).then(|| s.existing())
+    }
+}
+
+/// A reserve or hold meeting an existing entry `v`: takes it over when expired (or held, for a
+/// clean copy that may preempt), else reports what it found.
+fn settle(v: &mut u64, slot: Slot, now: u64, preempt_held: bool) -> Claim {
+    let cur = Slot::unpack(*v);
+    if cur.expires <= now {
+        *v = slot.pack();
+        Claim::Acquired
+    } else if preempt_held && cur.state == State::Held {
+        *v = slot.pack();
+        Claim::Preempted
+    } else {
+        Claim::Duplicate(cur.existing())
     }
 }
 
@@ -499,6 +517,49 @@ mod tests {
             s.reserve_at(&k(99), 1, LEASE, 2_000).unwrap(),
             Claim::Acquired
         );
+    }
+
+    /// Only an insert needs room: a copy of a live identity, met while the map is at its bound,
+    /// is answered from the entry it finds. Making room first evicted the oldest committed
+    /// identities — possibly the very one asked about, which was then handed out again (a second
+    /// delivery) — and refused a duplicate of an in-flight identity with `Full` (503).
+    #[test]
+    fn a_live_identity_at_the_bound_is_answered_not_evicted() {
+        let s = MemoryStore::new(16);
+        for i in 0..16u8 {
+            s.reserve_at(&k(i), 1, LEASE, 0).unwrap();
+            assert!(s.commit_at(&k(i), 1, TTL + Duration::from_millis(i.into()), 0));
+        }
+        assert_eq!(
+            s.reserve_at(&k(0), 2, LEASE, 1).unwrap(),
+            Claim::Duplicate(Existing::Delivered),
+            "the oldest delivered identity is still a duplicate"
+        );
+        assert_eq!(
+            s.hold_at(&k(0), 2, LEASE, 1).unwrap(),
+            Claim::Duplicate(Existing::Delivered)
+        );
+        assert_eq!(s.len(), 16, "nothing was evicted for a lookup");
+
+        let s = MemoryStore::new(16);
+        for i in 0..15u8 {
+            s.reserve_at(&k(i), 1, LEASE, 0).unwrap();
+        }
+        assert_eq!(s.hold_at(&k(15), 1, TTL, 0).unwrap(), Claim::Acquired);
+        assert_eq!(
+            s.reserve_at(&k(0), 2, LEASE, 1).unwrap(),
+            Claim::Duplicate(Existing::InFlight),
+            "a copy of an in-flight identity is a duplicate, not a full store"
+        );
+        assert_eq!(
+            s.reserve_at(&k(15), 2, LEASE, 1).unwrap(),
+            Claim::Preempted,
+            "a clean copy takes over a held one without needing room"
+        );
+        assert!(matches!(
+            s.reserve_at(&k(99), 2, LEASE, 1),
+            Err(StoreError::Full)
+        ));
     }
 
     #[derive(Debug, Clone)]

@@ -619,3 +619,28 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     );
     assert_eq!(oscar.accepted().len(), 1);
 }
+
+/// At `dedup.max_entries`, a MinIO redelivery of an event already delivered is a duplicate: the
+/// bound makes room only for a new identity, so a copy of a remembered one must not evict it.
+#[tokio::test]
+async fn a_redelivery_at_the_store_bound_is_still_a_duplicate() {
+    use crate::hardening::{body, record};
+    let oscar = FakeOscar::start().await;
+    let mut cfg = test_config(&oscar.url());
+    cfg.dedup.max_entries = 16;
+    let gw = TestGateway::start(cfg).await;
+    for i in 0..16 {
+        let (status, answer) = gw
+            .post("svc", Some(TOKEN), body(&[record(&format!("o{i}"), "v1")]))
+            .await;
+        assert_eq!((status, verdicts(&answer)), (200, vec!["forwarded".into()]));
+    }
+    // The store is at its bound, every entry delivered; the oldest one is sent again.
+    let (status, answer) = gw
+        .post("svc", Some(TOKEN), body(&[record("o0", "v1")]))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(verdicts(&answer), ["duplicate"], "{answer}");
+    assert_eq!(oscar.accepted().len(), 16, "o0 reached OSCAR twice");
+    gw.stop().await;
+}
