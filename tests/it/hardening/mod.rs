@@ -15,7 +15,10 @@ mod upstream;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU16, Ordering},
+    },
     time::Duration,
 };
 
@@ -82,13 +85,17 @@ pub async fn read_until_close(s: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A fake OSCAR that records each request on arrival and answers 201 only once the test opens
-/// the gate: a slow or hung OSCAR whose slowness the test controls exactly.
+/// A fake OSCAR that records each request on arrival and answers 201 (or the status set with
+/// [`GateOscar::set_status`]) only once the test opens the gate: a slow or hung OSCAR whose
+/// slowness the test controls exactly.
 #[derive(Debug, Clone)]
 pub struct GateOscar {
     pub addr: SocketAddr,
     arrived: Arc<Mutex<Vec<(String, HeaderMap)>>>,
     gate: Arc<Semaphore>,
+    status: Arc<AtomicU16>,
+    /// Answers sent, with their status.
+    answered: Arc<Mutex<Vec<u16>>>,
 }
 
 impl GateOscar {
@@ -101,6 +108,8 @@ impl GateOscar {
             addr,
             arrived: Arc::default(),
             gate: Arc::new(Semaphore::new(0)),
+            status: Arc::new(AtomicU16::new(201)),
+            answered: Arc::default(),
         };
         let app = Router::new()
             .route("/job/{service}", post(gated))
@@ -124,6 +133,21 @@ impl GateOscar {
     pub fn open(&self) {
         self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
     }
+
+    /// Lets exactly one held (or the next) request through.
+    pub fn open_one(&self) {
+        self.gate.add_permits(1);
+    }
+
+    /// The status answered to requests that pass the gate from now on (201 by default).
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The statuses answered so far, in order.
+    pub fn answered(&self) -> Vec<u16> {
+        self.answered.lock().expect("lock").clone()
+    }
 }
 
 async fn gated(
@@ -135,5 +159,7 @@ async fn gated(
     if let Ok(p) = me.gate.acquire().await {
         p.forget();
     }
-    StatusCode::CREATED
+    let status = me.status.load(Ordering::SeqCst);
+    me.answered.lock().expect("lock").push(status);
+    StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED)
 }
