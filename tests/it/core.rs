@@ -701,3 +701,26 @@ async fn a_clean_copy_met_during_the_held_copys_delivery_is_not_lost() {
     );
     gw.stop().await;
 }
+
+/// Graceful shutdown in sync mode delivers a held copy at once instead of dropping it with the
+/// process (it was acknowledged 2xx and lives in memory only).
+#[tokio::test]
+async fn graceful_shutdown_delivers_held_copies_at_once() {
+    let oscar = FakeOscar::start().await;
+    let mut cfg = test_config(&oscar.url());
+    cfg.policy.pending_grace = Duration::from_secs(3600);
+    let gw = TestGateway::start(cfg).await;
+    let body = fixture("complete-multipart-upload.json");
+    assert_eq!(
+        verdicts(&gw.post("svc", Some(TOKEN), body.clone()).await.1),
+        ["held"]
+    );
+    assert!(oscar.received().is_empty());
+    gw.stop().await;
+    assert_eq!(
+        oscar.accepted().len(),
+        1,
+        "the held copy is delivered at shutdown"
+    );
+    assert_eq!(oscar.accepted()[0].body, body);
+}
