@@ -279,9 +279,15 @@ pub fn records(body: &[u8]) -> Result<Records<'_>, EnvelopeError> {
     ))
 }
 
+/// A parse error's text cut to at most 120 bytes. It may quote the offending input, so the cut
+/// backs off to a character boundary (`String::truncate` panics inside a character).
 fn short(e: &serde_json::Error) -> String {
     let mut s = e.to_string();
-    s.truncate(120);
+    let mut end = s.len().min(120);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
     s
 }
 
@@ -800,5 +806,39 @@ mod tests {
         // Brackets inside strings, escaped quotes included, do not count.
         let quoted = format!(r#"{{"Records":[{{"x":"\"{}"}}]}}"#, "[".repeat(1000));
         assert!(envelope(quoted.as_bytes()).is_ok());
+    }
+
+    /// A serde error quotes the offending string, which may be any UTF-8: cutting the reason to
+    /// its length limit must not split a character (`String::truncate` panics there, which
+    /// killed the request's connection instead of answering `invalid`).
+    #[test]
+    fn a_long_non_ascii_reason_is_cut_on_a_char_boundary() {
+        for shift in ["", "a"] {
+            let long = format!("{shift}{}", "é".repeat(150));
+            for body in [
+                format!(r#"{{"Records":[{{"eventName":"s3:ObjectCreated:Put","s3":"{long}"}}]}}"#),
+                format!(r#"{{"Records":[{{"eventName":{{}},"s3":"{long}"}},{{"s3":"{long}"}}]}}"#),
+            ] {
+                let recs = records(body.as_bytes()).expect("a valid envelope");
+                let errors: Vec<RecordError> = match recs {
+                    Records::Single(r) => vec![r.expect_err("a string for s3")],
+                    Records::Many(m) => m.into_iter().map(|(_, r)| r.expect_err("bad")).collect(),
+                };
+                for e in errors {
+                    let RecordError::Shape(reason) = e else {
+                        panic!("{e:?}")
+                    };
+                    assert!(
+                        reason.len() <= 120 && reason.starts_with("invalid type"),
+                        "{reason}"
+                    );
+                }
+            }
+            let not_json = format!(r#"{{"Records":[{{"s3":"{long}"}}], "#);
+            assert!(matches!(
+                records(not_json.as_bytes()),
+                Err(EnvelopeError::NotJson(_))
+            ));
+        }
     }
 }

@@ -724,3 +724,27 @@ async fn graceful_shutdown_delivers_held_copies_at_once() {
     );
     assert_eq!(oscar.accepted()[0].body, body);
 }
+
+/// A record whose wrongly typed field holds a long non-ASCII string is `invalid` with a reason,
+/// answered like any broken record: not a panic that drops the connection unanswered (which
+/// MinIO, with `queue_dir`, would resend forever at the head of its queue).
+#[tokio::test]
+async fn a_non_ascii_shape_error_is_answered_not_a_dropped_connection() {
+    let oscar = FakeOscar::start().await;
+    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let long = format!("a{}", "é".repeat(150));
+    let body = format!(r#"{{"Records":[{{"eventName":"s3:ObjectCreated:Put","s3":"{long}"}}]}}"#);
+    let resp = gw
+        .client
+        .post(gw.url("/job/svc"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("an answer, not a dropped connection");
+    assert_eq!(resp.status(), 400);
+    let answer: Value = resp.json().await.expect("a JSON answer");
+    assert_eq!(verdicts(&answer), ["invalid"], "{answer}");
+    assert!(oscar.received().is_empty());
+    gw.stop().await;
+}
