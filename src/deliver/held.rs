@@ -2,7 +2,11 @@
 //!
 //! A held copy owns its identity in the store as *held*. When the grace ends it tries to claim the
 //! identity; if a clean copy arrived meanwhile, that copy took the identity over (and was
-//! forwarded at once), so the held one is dropped. Otherwise it is delivered like any event.
+//! forwarded at once), so the held one is dropped — unless the identity is free again by then (the
+//! clean copy's delivery failed and released it): the held copy was acknowledged, so it holds the
+//! identity afresh and is delivered after all. Otherwise it is delivered like any event; while it
+//! is, the identity is *held-delivering*, which copies arriving meanwhile wait out rather than
+//! being acknowledged as duplicates (no request answers for a held copy; see [`crate::store`]).
 //!
 //! A failed delivery does not give up: the copy releases its reservation and *re-holds* the identity
 //! for the backoff delay, so a clean copy arriving during the wait still wins, and retries until
@@ -22,6 +26,9 @@ use crate::{
     metrics::Metrics,
     store::{Claim, DedupStore, Owner, Store, new_owner},
 };
+
+/// How many times one held copy takes a freed identity back (see [`Inner::run`]).
+const MAX_TAKEOVERS: u32 = 8;
 
 /// Settings the held-copy tasks need.
 #[derive(Debug, Clone)]
@@ -122,10 +129,46 @@ impl Inner {
         let key = delivery.key;
         self.wait(s.grace).await;
         let mut attempt = 0u32;
+        // Takeovers of a freed identity; each needs another copy to have come and gone, but the
+        // loop is bounded all the same.
+        let mut takeovers = 0u32;
         loop {
             match self.store.claim_held(&key, owner, s.lease).await {
                 Ok(true) => {}
                 Ok(false) => {
+                    // Lost to a clean copy. If that copy's delivery failed, the identity is free.
+                    let next = new_owner();
+                    takeovers += 1;
+                    match self.store.hold(&key, next, s.lease).await {
+                        Ok(Claim::Acquired) if takeovers <= MAX_TAKEOVERS => {
+                            tracing::info!(dedup_key = %key, service = %delivery.service, "the copy that superseded this held copy was not delivered; delivering the held copy");
+                            owner = next;
+                            continue;
+                        }
+                        Ok(Claim::Acquired) => {
+                            let _ = self.store.release(&key, next).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            // Unknown state: try again later under a fresh token.
+                            self.metrics.store_error();
+                            tracing::warn!(dedup_key = %key, error = %e, "cannot re-hold superseded held copy; will retry");
+                            owner = next;
+                            if !self
+                                .rehold_after_failure(
+                                    &delivery,
+                                    &mut owner,
+                                    &mut attempt,
+                                    started,
+                                    None,
+                                )
+                                .await
+                            {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
                     self.metrics.held_superseded();
                     tracing::info!(dedup_key = %key, service = %delivery.service, "held copy superseded by a clean copy");
                     return;

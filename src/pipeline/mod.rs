@@ -11,6 +11,13 @@
 //!   `duplicate` and forwards only what failed.
 //! - A copy arriving while the original is in flight is `duplicate` and gets 2xx: the original's
 //!   request is still open and will either deliver or answer 503 to its own sender.
+//! - A copy arriving while a *held* copy is being delivered after its grace waits for that
+//!   delivery's outcome (polling the store, bounded by one delivery's timeouts): no request answers
+//!   for a held copy, so acknowledging the copy as a `duplicate` would lose the event if that
+//!   delivery then failed for good. Committed → `duplicate`; released or re-held → the copy is
+//!   judged again (forwarded, or preempts the re-held one); still in flight at the bound → 503, so
+//!   MinIO sends it again. The contract (§7) names only a request's own in-flight original; this is
+//!   the safe reading for the held case.
 //! - A PENDING-marked record is `held` (2xx) and forwarded by [`crate::deliver::held`] after the
 //!   grace, unless a clean copy of the same identity arrives first; that copy is forwarded at once
 //!   and the held copy is dropped. Exactly one of them reaches OSCAR.
@@ -49,8 +56,11 @@ use crate::{
     history::{self, History},
     metrics::Metrics,
     spool::Spool,
-    store::{Claim, DedupStore, Owner, Store, StoreError, new_owner},
+    store::{Claim, DedupStore, Existing, Owner, Store, StoreError, new_owner},
 };
+
+/// How often a copy waiting for a held copy's delivery asks the store again.
+const HELD_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 use key::{DedupKey, KeyDeriver, RequestScope};
 use parse::{EnvelopeError, Record, RecordError, Records};
 use policy::{Decision, FinalVerdict, Policy};
@@ -327,7 +337,7 @@ impl Gateway {
         // its answer arrives, so it runs in the task with the rest.
         let claim = match &self.inner.store {
             Store::Memory(_) => match self.claim(&key, owner, hold).await {
-                Ok(Claim::Duplicate(existing)) => {
+                Ok(Claim::Duplicate(existing)) if !self.waits_for(existing) => {
                     let result = result(Verdict::Duplicate, existing.reason(), key);
                     self.finish(seen, &req.service, rec, &result);
                     return result;
@@ -414,10 +424,16 @@ impl Gateway {
         claim: Option<Result<Claim, StoreError>>,
     ) -> RecordResult {
         let key = delivery.key;
-        let claim = match claim {
+        let mut claim = match claim {
             Some(claim) => claim,
             None => self.claim(&key, owner, hold).await,
         };
+        if matches!(claim, Ok(Claim::Duplicate(e)) if self.waits_for(e)) {
+            match self.after_held_delivery(&key, owner, hold).await {
+                Some(c) => claim = c,
+                None => return result(Verdict::Failed, Existing::HeldInFlight.reason(), key),
+            }
+        }
         let preempted = match claim {
             Ok(Claim::Acquired) => false,
             Ok(Claim::Preempted) => true,
@@ -436,6 +452,39 @@ impl Gateway {
             return result(Verdict::Held, "replication-pending", key);
         }
         self.send(delivery, owner, preempted).await
+    }
+
+    /// Whether a copy that met `existing` waits for its outcome instead of being a `duplicate`:
+    /// a held copy's delivery in sync mode (see the module doc).
+    fn waits_for(&self, existing: Existing) -> bool {
+        existing == Existing::HeldInFlight && self.inner.cfg.mode == Mode::Sync
+    }
+
+    /// Sync mode: claims `key` again until the held copy's delivery it met has an outcome, or
+    /// gives up (`None`) after the longest one delivery attempt can take. Polls the store, which
+    /// works the same for every backend and every replica sharing one.
+    async fn after_held_delivery(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        hold: bool,
+    ) -> Option<Result<Claim, StoreError>> {
+        let d = &self.inner.cfg.delivery;
+        let deadline =
+            tokio::time::Instant::now() + d.connect_timeout + d.request_timeout + HELD_POLL;
+        tracing::debug!(dedup_key = %key, "a held copy is being delivered; waiting for its outcome");
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(dedup_key = %key, "a held copy is still being delivered; answering 503 so the copy is sent again");
+                return None;
+            }
+            tokio::time::sleep(HELD_POLL).await;
+            // Reusing `owner` is safe: every earlier answer was a duplicate, which changed nothing.
+            let claim = self.claim(key, owner, hold).await;
+            if !matches!(claim, Ok(Claim::Duplicate(e)) if self.waits_for(e)) {
+                return Some(claim);
+            }
+        }
     }
 
     /// Sync mode: POST a reserved record, then commit (2xx) or release (anything else).

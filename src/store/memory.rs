@@ -3,8 +3,8 @@
 //! Why this shape: at the default bound of 1,000,000 identities the map must stay small and every
 //! operation must be one short critical section on one shard. Each entry is the digest (16 bytes)
 //! plus a `u64` packing expiry (40 bits of milliseconds since the store started, 34 years), state
-//! (2 bits) and the low 22 bits of the owner token. Owners are compared only for the same identity,
-//! so 22 bits make a false match need four million reservations of one identity while an old owner
+//! (2 bits: held, reserved, held-delivering, committed) and the low 22 bits of the owner token.
+//! Owners are compared only for the same identity, so 22 bits make a false match need four million reservations of one identity while an old owner
 //! is still acting — not a case that happens. No operation awaits while it holds a shard lock: the
 //! async trait methods are synchronous bodies.
 //!
@@ -39,6 +39,8 @@ const OWNER_MASK: u64 = (1 << (64 - OWNER_SHIFT)) - 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum State {
+    /// A held copy being delivered after its grace (see [`super`]).
+    HeldInFlight = 0,
     Held = 1,
     Reserved = 2,
     Committed = 3,
@@ -66,6 +68,7 @@ impl Slot {
 
     fn unpack(v: u64) -> Self {
         let state = match (v >> STATE_SHIFT) & 0b11 {
+            0 => State::HeldInFlight,
             1 => State::Held,
             2 => State::Reserved,
             _ => State::Committed,
@@ -85,6 +88,7 @@ impl Slot {
         match self.state {
             State::Held => Existing::Held,
             State::Reserved => Existing::InFlight,
+            State::HeldInFlight => Existing::HeldInFlight,
             State::Committed => Existing::Delivered,
         }
     }
@@ -305,7 +309,7 @@ impl MemoryStore {
         if cur.expires <= now || cur.state != State::Held || !cur.owned_by(owner) {
             return false;
         }
-        *e = Slot::new(State::Reserved, owner, now.saturating_add(ms(lease))).pack();
+        *e = Slot::new(State::HeldInFlight, owner, now.saturating_add(ms(lease))).pack();
         true
     }
 
@@ -421,7 +425,12 @@ mod tests {
 
     #[test]
     fn packing_round_trips() {
-        for state in [State::Held, State::Reserved, State::Committed] {
+        for state in [
+            State::HeldInFlight,
+            State::Held,
+            State::Reserved,
+            State::Committed,
+        ] {
             let s = Slot::new(state, u64::MAX, 123_456_789);
             assert_eq!(Slot::unpack(s.pack()), s);
             assert!(s.owned_by(u64::MAX));
@@ -476,8 +485,15 @@ mod tests {
         assert!(!s.claim_held_at(&k(2), 5, LEASE, 6), "claiming twice fails");
         assert_eq!(
             s.reserve_at(&k(2), 6, LEASE, 6).unwrap(),
-            Claim::Duplicate(Existing::InFlight)
+            Claim::Duplicate(Existing::HeldInFlight),
+            "a claimed held copy is told apart from a request's reservation"
         );
+        assert_eq!(
+            s.hold_at(&k(2), 6, LEASE, 6).unwrap(),
+            Claim::Duplicate(Existing::HeldInFlight)
+        );
+        assert!(s.release_at(&k(2), 5, 7), "its owner releases it");
+        assert_eq!(s.reserve_at(&k(2), 6, LEASE, 8).unwrap(), Claim::Acquired);
     }
 
     #[test]
@@ -590,6 +606,7 @@ mod tests {
     enum M {
         Held(u8, u64),
         Reserved(u8, u64),
+        HeldDelivering(u8, u64),
         Committed(u64),
     }
 
@@ -606,7 +623,7 @@ mod tests {
             let ttl = TTL.as_millis() as u64;
             for op in ops {
                 // Expire the model first, as the store does lazily.
-                model.retain(|_, m| match *m { M::Held(_, e) | M::Reserved(_, e) | M::Committed(e) => e > now });
+                model.retain(|_, m| match *m { M::Held(_, e) | M::Reserved(_, e) | M::HeldDelivering(_, e) | M::Committed(e) => e > now });
                 match op {
                     Op::Advance(d) => now += d as u64,
                     Op::Reserve(i, o) => {
@@ -615,6 +632,7 @@ mod tests {
                             None => Claim::Acquired,
                             Some(M::Held(..)) => Claim::Preempted,
                             Some(M::Reserved(..)) => Claim::Duplicate(Existing::InFlight),
+                            Some(M::HeldDelivering(..)) => Claim::Duplicate(Existing::HeldInFlight),
                             Some(M::Committed(_)) => Claim::Duplicate(Existing::Delivered),
                         };
                         prop_assert_eq!(r, expected);
@@ -633,12 +651,12 @@ mod tests {
                         let ok = s.claim_held_at(&k(i), o as u64, LEASE, now);
                         prop_assert_eq!(ok, matches!(model.get(&i), Some(M::Held(p, _)) if *p == o));
                         if ok {
-                            model.insert(i, M::Reserved(o, now + lease));
+                            model.insert(i, M::HeldDelivering(o, now + lease));
                         }
                     }
                     Op::Commit(i, o) => {
                         let ok = s.commit_at(&k(i), o as u64, TTL, now);
-                        let owned = matches!(model.get(&i), Some(M::Held(p, _) | M::Reserved(p, _)) if *p == o);
+                        let owned = matches!(model.get(&i), Some(M::Held(p, _) | M::Reserved(p, _) | M::HeldDelivering(p, _)) if *p == o);
                         prop_assert_eq!(ok, owned, "commit succeeds exactly for the live owner");
                         if ok {
                             model.insert(i, M::Committed(now + ttl));
@@ -646,19 +664,20 @@ mod tests {
                     }
                     Op::Release(i, o) => {
                         let ok = s.release_at(&k(i), o as u64, now);
-                        let owned = matches!(model.get(&i), Some(M::Held(p, _) | M::Reserved(p, _)) if *p == o);
+                        let owned = matches!(model.get(&i), Some(M::Held(p, _) | M::Reserved(p, _) | M::HeldDelivering(p, _)) if *p == o);
                         prop_assert_eq!(ok, owned, "release succeeds exactly for the live owner");
                         if ok {
                             model.remove(&i);
                         }
                     }
                 }
-                model.retain(|_, m| match *m { M::Held(_, e) | M::Reserved(_, e) | M::Committed(e) => e > now });
+                model.retain(|_, m| match *m { M::Held(_, e) | M::Reserved(_, e) | M::HeldDelivering(_, e) | M::Committed(e) => e > now });
                 // The store and the model agree on every identity's state.
                 for i in 0..3u8 {
                     let want = model.get(&i).map(|m| match m {
                         M::Held(..) => Existing::Held,
                         M::Reserved(..) => Existing::InFlight,
+                        M::HeldDelivering(..) => Existing::HeldInFlight,
                         M::Committed(_) => Existing::Delivered,
                     });
                     prop_assert_eq!(s.state_at(&k(i), now), want);

@@ -1,17 +1,25 @@
 //! Dedup: the store of identities, with the two-phase marking of contract §7.
 //!
 //! # Semantics (what the property tests in `memory.rs` and the conformance suite check)
-//! An identity is in one of four states: *absent*, *held* (a PENDING-marked copy waits out its grace),
-//! *reserved* (a copy is being delivered by its owner) or *committed* (delivered; remembered until
-//! the TTL). Every entry carries an owner token and an expiry; an expired entry counts as absent.
+//! An identity is in one of five states: *absent*, *held* (a PENDING-marked copy waits out its
+//! grace), *reserved* (a copy is being delivered by its owner), *held-delivering* (a held copy whose
+//! grace is over is being delivered) or *committed* (delivered; remembered until the TTL). Every
+//! entry carries an owner token and an expiry; an expired entry counts as absent.
 //!
-//! | operation | absent | held by other | reserved / committed |
+//! | operation | absent | held by other | reserved / held-delivering / committed |
 //! |---|---|---|---|
 //! | `reserve` (clean copy) | → reserved, `Acquired` | → reserved by caller, `Preempted` | `Duplicate` |
 //! | `hold` (marked copy) | → held, `Acquired` | `Duplicate` | `Duplicate` |
-//! | `claim_held` (grace over) | false | true only if the caller still holds it (→ reserved) | false |
+//! | `claim_held` (grace over) | false | true only if the caller still holds it (→ held-delivering) | false |
 //! | `commit` (OSCAR said 2xx) | | → committed for the TTL, only if the caller owns it | |
 //! | `release` (delivery failed) | | → absent, only if the caller owns it | |
+//!
+//! Why *held-delivering* is not simply *reserved*: a copy that meets a reservation is told
+//! `duplicate` because somebody still answers for the original — in sync mode the MinIO request
+//! that made the reservation, which gets 503 and is retried if the delivery fails. A held copy's
+//! delivery after its grace has no such request (the held copy was answered long ago), so in sync
+//! mode a copy that meets it must not be acknowledged as a duplicate: the pipeline waits for the
+//! outcome instead (see [`crate::pipeline`]). In spool mode both are durable and both are duplicates.
 //!
 //! Invariants: at most one owner per identity at any time; a committed identity is never handed out
 //! again before its TTL ends; a held copy never blocks a clean copy (the clean one preempts it, so
@@ -53,6 +61,8 @@ pub enum Claim {
 pub enum Existing {
     Held,
     InFlight,
+    /// A held copy's delivery after its grace (no inbound request answers for it).
+    HeldInFlight,
     Delivered,
 }
 
@@ -61,6 +71,7 @@ impl Existing {
         match self {
             Existing::Held => "held-copy-exists",
             Existing::InFlight => "in-flight",
+            Existing::HeldInFlight => "held-copy-in-flight",
             Existing::Delivered => "already-delivered",
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! # Why this shape
 //! Each identity is one Redis string key, `{key_prefix}{32 hex digits of the digest}`, whose value
-//! is its state and owner — `H:<owner>` (held), `R:<owner>` (reserved), `C` (committed) — and whose
+//! is its state and owner — `H:<owner>` (held), `R:<owner>` (reserved), `D:<owner>` (a held copy
+//! being delivered after its grace), `C` (committed) — and whose
 //! expiry is the lease or the TTL, set with `PX` so that Redis itself forgets expired entries: there
 //! is no sweeper, and a reservation whose owner died (crash, network partition) simply expires
 //! after its lease. Every operation of the semantics table in [`super`] is one Lua script, so the
@@ -54,8 +55,10 @@ const PREEMPTED: i64 = 1;
 const DUP_IN_FLIGHT: i64 = 2;
 const DUP_DELIVERED: i64 = 3;
 const DUP_HELD: i64 = 4;
+const DUP_HELD_IN_FLIGHT: i64 = 5;
 
-/// `reserve`: absent → `R:owner`; held → `R:owner` (preempted); reserved/committed → duplicate.
+/// `reserve`: absent → `R:owner`; held → `R:owner` (preempted); reserved/held-delivering/committed
+/// → duplicate.
 const RESERVE: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -68,6 +71,8 @@ if t == 'H' then
   return 1
 elseif t == 'R' then
   return 2
+elseif t == 'D' then
+  return 5
 end
 return 3
 ";
@@ -84,33 +89,36 @@ if t == 'H' then
   return 4
 elseif t == 'R' then
   return 2
+elseif t == 'D' then
+  return 5
 end
 return 3
 ";
 
-/// `claim_held`: `H:owner` → `R:owner` with a fresh lease; 1 if claimed.
+/// `claim_held`: `H:owner` → `D:owner` with a fresh lease; 1 if claimed.
 const CLAIM_HELD: &str = r"
 if redis.call('GET', KEYS[1]) == 'H:' .. ARGV[1] then
-  redis.call('SET', KEYS[1], 'R:' .. ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], 'D:' .. ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
 ";
 
-/// `commit`: owned (held or reserved) by the caller → `C` for the TTL; 1 if committed.
+/// `commit`: owned (held, reserved or held-delivering) by the caller → `C` for the TTL; 1 if
+/// committed.
 const COMMIT: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] then
+if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] or v == 'D:' .. ARGV[1] then
   redis.call('SET', KEYS[1], 'C', 'PX', ARGV[2])
   return 1
 end
 return 0
 ";
 
-/// `release`: owned (held or reserved) by the caller → absent; 1 if released.
+/// `release`: owned (held, reserved or held-delivering) by the caller → absent; 1 if released.
 const RELEASE: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] then
+if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] or v == 'D:' .. ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -311,6 +319,7 @@ impl RedisStore {
             Ok(DUP_IN_FLIGHT) => Ok(Claim::Duplicate(Existing::InFlight)),
             Ok(DUP_DELIVERED) => Ok(Claim::Duplicate(Existing::Delivered)),
             Ok(DUP_HELD) => Ok(Claim::Duplicate(Existing::Held)),
+            Ok(DUP_HELD_IN_FLIGHT) => Ok(Claim::Duplicate(Existing::HeldInFlight)),
             Ok(other) => {
                 self.repair(k, owner, Repair::Release);
                 Err(StoreError::Unavailable(format!(
@@ -423,7 +432,7 @@ impl DedupStore for RedisStore {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         // No repair: whether or not an unanswered claim ran, the caller still owns the entry
-        // (`H:owner` or `R:owner`) and retries the claim or releases the entry itself.
+        // (`H:owner` or `D:owner`) and retries the claim or releases the entry itself.
         let k = self.redis_key(key);
         self.run(CLAIM_HELD, &k, owner, px(lease))
             .await

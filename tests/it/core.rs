@@ -1,6 +1,6 @@
 //! Issue 2: the gateway end to end in sync mode.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use dedup_gateway::config::PendingPolicy;
 use serde_json::Value;
@@ -649,17 +649,70 @@ async fn a_redelivery_at_the_store_bound_is_still_a_duplicate() {
 /// after its grace must not be acknowledged unless the event is then certain to reach OSCAR.
 /// A request's own in-flight delivery justifies a 200 `duplicate` for a concurrent copy because
 /// that request answers 503 to its sender on failure and MinIO sends it again; a held copy's
-/// delivery has no such sender (the held copy was acknowledged long ago). Here the held copy's
-/// delivery fails and it is given up (retry limit), while the clean copy got 200: nothing is
-/// ever forwarded.
+/// delivery has no such sender (the held copy was acknowledged long ago). So the clean copy waits
+/// for that delivery's outcome: delivered → `duplicate`; given up (503 past the retry limit, or a
+/// permanent 404) → the clean copy is forwarded itself. Exactly one 2xx from OSCAR either way.
 #[tokio::test]
-#[ignore = "bug: a clean copy meeting a held copy's in-flight delivery gets 200 duplicate; if that delivery then fails for good the event is lost"]
 async fn a_clean_copy_met_during_the_held_copys_delivery_is_not_lost() {
-    let oscar = crate::hardening::GateOscar::start().await;
-    oscar.set_status(503);
+    for (held_answer, clean_verdict) in [(503, "forwarded"), (404, "forwarded"), (201, "duplicate")]
+    {
+        let oscar = crate::hardening::GateOscar::start().await;
+        let mut cfg = test_config(&oscar.url());
+        cfg.policy.pending_grace = Duration::from_millis(100);
+        cfg.delivery.max_attempts = 1;
+        let gw = TestGateway::start(cfg).await;
+        let held = fixture("rustfs-put-replicated-bucket.json");
+        let clean = fixture("rustfs-replication-completed-stale-pending.json");
+        assert_eq!(
+            verdicts(&gw.post("svc", Some(TOKEN), held).await.1),
+            ["held"]
+        );
+        // After the grace the held copy's delivery reaches OSCAR, which keeps it waiting.
+        assert!(eventually(Duration::from_secs(5), || oscar.arrived() == 1).await);
+        let gw = Arc::new(gw);
+        let clean_post = {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.post("svc", Some(TOKEN), clean).await })
+        };
+        // The clean copy is not answered while the held copy's delivery is open.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !clean_post.is_finished(),
+            "answered before the held copy's outcome"
+        );
+        oscar.set_status(held_answer);
+        oscar.open_one();
+        assert!(eventually(Duration::from_secs(5), || oscar.answered().len() == 1).await);
+        oscar.set_status(201);
+        oscar.open();
+        let (status, answer) = tokio::time::timeout(Duration::from_secs(10), clean_post)
+            .await
+            .expect("the clean copy is answered once the held copy's delivery ends")
+            .expect("post task");
+        assert_eq!(status, 200, "held copy answered {held_answer}: {answer}");
+        assert_eq!(
+            verdicts(&answer),
+            [clean_verdict],
+            "held copy answered {held_answer}: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            oscar.answered().iter().filter(|s| **s == 201).count(),
+            1,
+            "delivered exactly once (held copy answered {held_answer})"
+        );
+        Arc::into_inner(gw).expect("one owner").stop().await;
+    }
+}
+
+/// The clean copy that preempted a held copy fails to reach OSCAR (503 to MinIO): when the held
+/// copy's grace ends the identity is free again, so the held copy — acknowledged long ago — is
+/// delivered after all instead of being dropped as superseded. Exactly one delivery.
+#[tokio::test]
+async fn a_held_copy_is_delivered_when_the_copy_that_preempted_it_failed() {
+    let oscar = FakeOscar::start().await;
     let mut cfg = test_config(&oscar.url());
-    cfg.policy.pending_grace = Duration::from_millis(100);
-    cfg.delivery.max_attempts = 1;
+    cfg.policy.pending_grace = Duration::from_millis(300);
     let gw = TestGateway::start(cfg).await;
     let held = fixture("rustfs-put-replicated-bucket.json");
     let clean = fixture("rustfs-replication-completed-stale-pending.json");
@@ -667,38 +720,16 @@ async fn a_clean_copy_met_during_the_held_copys_delivery_is_not_lost() {
         verdicts(&gw.post("svc", Some(TOKEN), held).await.1),
         ["held"]
     );
-    // After the grace the held copy's delivery reaches OSCAR, which keeps it waiting.
-    assert!(eventually(Duration::from_secs(5), || oscar.arrived() == 1).await);
-    let (status, answer) = gw.post("svc", Some(TOKEN), clean.clone()).await;
-    // OSCAR answers the held copy 503: with no attempt left it is given up. Then OSCAR recovers.
-    oscar.open_one();
-    assert!(eventually(Duration::from_secs(5), || oscar.answered().len() == 1).await);
+    oscar.set_status(503);
+    let (status, answer) = gw.post("svc", Some(TOKEN), clean).await;
+    assert_eq!(status, 503, "{answer}");
     oscar.set_status(201);
-    oscar.open();
-    if (200..300).contains(&status) {
-        // MinIO will never send this copy again: the gateway must deliver the event itself.
-        assert!(
-            eventually(Duration::from_secs(5), || oscar.answered().contains(&201)).await,
-            "the clean copy was answered {status} {answer} but the event never reached OSCAR"
-        );
-    } else {
-        // A non-2xx makes MinIO send the clean copy again; that copy must then be forwarded.
-        let mut forwarded = false;
-        for _ in 0..100 {
-            let (_, a) = gw.post("svc", Some(TOKEN), clean.clone()).await;
-            if verdicts(&a) == ["forwarded"] {
-                forwarded = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(forwarded, "the retried clean copy was never forwarded");
-    }
-    assert_eq!(
-        oscar.answered().iter().filter(|s| **s == 201).count(),
-        1,
-        "delivered exactly once"
+    assert!(
+        eventually(Duration::from_secs(5), || oscar.accepted().len() == 1).await,
+        "the held copy was dropped although nothing was delivered"
     );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(oscar.accepted().len(), 1);
     gw.stop().await;
 }
 

@@ -26,6 +26,7 @@ const SHORT: Duration = Duration::from_millis(1_200);
 const IN_FLIGHT: Claim = Claim::Duplicate(Existing::InFlight);
 const DELIVERED: Claim = Claim::Duplicate(Existing::Delivered);
 const HELD: Claim = Claim::Duplicate(Existing::Held);
+const HELD_IN_FLIGHT: Claim = Claim::Duplicate(Existing::HeldInFlight);
 
 fn key() -> DedupKey {
     DedupKey(rand::random())
@@ -126,13 +127,16 @@ async fn claim_held_row<S: DedupStore>(s: S) {
     );
     assert!(
         !s.claim_held(&k, 1, LEASE).await.unwrap(),
-        "a second claim: it is reserved now"
+        "a second claim: it is being delivered now"
     );
     assert_eq!(
         s.reserve(&k, 3, LEASE).await.unwrap(),
-        IN_FLIGHT,
-        "claimed → reserved"
+        HELD_IN_FLIGHT,
+        "claimed → held-delivering, told apart from a request's reservation"
     );
+    assert_eq!(s.hold(&k, 3, LEASE).await.unwrap(), HELD_IN_FLIGHT);
+    assert!(!s.commit(&k, 3, TTL).await.unwrap(), "not the owner");
+    assert!(!s.release(&k, 3).await.unwrap(), "not the owner");
     assert!(s.commit(&k, 1, TTL).await.unwrap());
     assert!(!s.claim_held(&k, 1, LEASE).await.unwrap(), "committed");
 
@@ -145,6 +149,13 @@ async fn claim_held_row<S: DedupStore>(s: S) {
         !s.claim_held(&k, 5, LEASE).await.unwrap(),
         "a reservation is not a hold"
     );
+
+    // A held copy being delivered is released by its owner when the delivery fails for good.
+    let k = key();
+    assert_eq!(s.hold(&k, 6, LEASE).await.unwrap(), Claim::Acquired);
+    assert!(s.claim_held(&k, 6, LEASE).await.unwrap());
+    assert!(s.release(&k, 6).await.unwrap());
+    assert_eq!(s.reserve(&k, 7, LEASE).await.unwrap(), Claim::Acquired);
 }
 
 /// Row `commit`: only the live owner (holding or reserving) commits; a commit is final.
