@@ -288,7 +288,7 @@ impl Spool {
         let horizon = i.settings.horizon();
         for entry in events {
             let id = entry.id;
-            let owner = new_owner();
+            let mut owner = new_owner();
             let wait = Duration::from_millis(entry.not_before_ms.saturating_sub(now));
             let claim = if entry.held {
                 i.store.hold(&entry.key, owner, wait + horizon).await
@@ -309,6 +309,10 @@ impl Spool {
                 Ok(_) => {}
                 Err(e) => {
                     // Deliver anyway: losing an acknowledged event is worse than a possible repeat.
+                    // Not as `owner`: the store may undo that token's unanswered reserve or hold
+                    // in the background (see `DedupStore`), so using it again (claim, commit)
+                    // could have its entry deleted under it.
+                    owner = new_owner();
                     i.metrics.store_error();
                     tracing::warn!(dedup_key = %entry.key, error = %e, "cannot reserve a restored event; delivering it unchecked");
                 }

@@ -202,9 +202,21 @@ impl Inner {
         match outcome {
             Outcome::Delivered { status } => {
                 let s = &self.settings;
-                if let Err(e) = self.store.commit(&entry.key, owner, s.ttl).await {
-                    self.metrics.store_error();
-                    tracing::warn!(dedup_key = %entry.key, error = %e, "delivered but the store commit failed");
+                match self.store.commit(&entry.key, owner, s.ttl).await {
+                    Ok(true) => {}
+                    // Not (or no longer) ours: delivered unchecked after a store error at restore,
+                    // or the reservation lapsed. OSCAR has the event all the same, so the identity
+                    // is delivered: mark it, or a later copy would be forwarded again.
+                    Ok(false) => {
+                        if let Err(e) = self.store.insert_committed(&entry.key, s.ttl).await {
+                            self.metrics.store_error();
+                            tracing::warn!(dedup_key = %entry.key, error = %e, "delivered but the identity could not be marked delivered");
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.store_error();
+                        tracing::warn!(dedup_key = %entry.key, error = %e, "delivered but the store commit failed");
+                    }
                 }
                 let expires_ms =
                     now.saturating_add(u64::try_from(s.ttl.as_millis()).unwrap_or(u64::MAX));

@@ -26,7 +26,7 @@ pub fn put_event(version: &str) -> Vec<u8> {
 }
 
 /// A PENDING-marked put (held), and its clean copy (same identity, status COMPLETED).
-fn pending_event(version: &str, clean: bool) -> Vec<u8> {
+pub(crate) fn pending_event(version: &str, clean: bool) -> Vec<u8> {
     let text = String::from_utf8(fixture("put-replication-pending.json")).unwrap();
     let mut out = text.replace("6a1d8f4b-0c3e-4b72-9d5a-e8f1b2c3d4a5", version);
     if clean {
@@ -36,7 +36,7 @@ fn pending_event(version: &str, clean: bool) -> Vec<u8> {
 }
 
 /// Spool mode with short retries, an admin token, and the fake as upstream.
-fn spool_config(upstream: &str) -> Config {
+pub(crate) fn spool_config(upstream: &str) -> Config {
     let mut cfg = test_config(upstream);
     cfg.mode = Mode::Spool;
     cfg.admin.token = ADMIN.into();
@@ -47,7 +47,7 @@ fn spool_config(upstream: &str) -> Config {
 }
 
 /// A gateway in spool mode on a data directory the test keeps, so it can be restarted on it.
-struct SpoolGw {
+pub(crate) struct SpoolGw {
     addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -55,7 +55,7 @@ struct SpoolGw {
 }
 
 impl SpoolGw {
-    async fn start(dir: &Path, mut cfg: Config, faults: Option<FaultSwitch>) -> Self {
+    pub(crate) async fn start(dir: &Path, mut cfg: Config, faults: Option<FaultSwitch>) -> Self {
         cfg.data_dir = dir.to_path_buf();
         let hooks = Hooks {
             spool_faults: faults,
@@ -75,7 +75,7 @@ impl SpoolGw {
     }
 
     /// POSTs a body as MinIO does; status, `Retry-After`, JSON answer.
-    async fn post(&self, body: Vec<u8>) -> (u16, Option<String>, Value) {
+    pub(crate) async fn post(&self, body: Vec<u8>) -> (u16, Option<String>, Value) {
         let resp = self
             .client
             .post(self.url("/job/svc"))
@@ -93,7 +93,7 @@ impl SpoolGw {
         (status, ra, resp.json().await.unwrap_or(Value::Null))
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, String) {
+    pub(crate) async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, String) {
         let resp = self
             .client
             .request(method, self.url(path))
@@ -114,7 +114,7 @@ impl SpoolGw {
             .as_u16()
     }
 
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         scrape_metrics(&self.client, &self.url("")).await
     }
 
@@ -128,7 +128,7 @@ impl SpoolGw {
     }
 
     /// Polls `/metrics` (at most 150 times, 50 ms apart) until `name` satisfies `f`.
-    async fn metric_until(&self, name: &str, f: impl Fn(f64) -> bool) -> bool {
+    pub(crate) async fn metric_until(&self, name: &str, f: impl Fn(f64) -> bool) -> bool {
         for _ in 0..150 {
             if f(metric(&self.metrics().await, name)) {
                 return true;
@@ -138,7 +138,7 @@ impl SpoolGw {
         false
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(15), self.task)
             .await
@@ -153,7 +153,7 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 /// 2xx deliveries per dedup key.
-fn deliveries(oscar: &FakeOscar) -> HashMap<String, usize> {
+pub(crate) fn deliveries(oscar: &FakeOscar) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in oscar.accepted() {
         let k = r
