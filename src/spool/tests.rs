@@ -27,6 +27,7 @@ fn entry(i: u8) -> Vec<u8> {
         attempts_made: 0,
         attempts: Vec::new(),
         dead: None,
+        owner: 0,
     }
     .encode()
 }

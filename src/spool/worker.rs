@@ -188,6 +188,30 @@ impl Inner {
                 }
             }
         }
+        if owner != entry.owner {
+            // The identity is now owned under a token the record does not name (a held copy that
+            // had to reserve anew, a record restored without one): put it on disk before the
+            // delivery, so that a restart releases this entry instead of taking it for another
+            // copy and dropping the event.
+            entry.owner = owner;
+            let r = self
+                .submit(Op::Update {
+                    id: due.id,
+                    entry: entry.encode(),
+                })
+                .await;
+            if let Err(e) = r {
+                if due.claim {
+                    // Claimed here: give it back; the next try claims again.
+                    let _ = self.store.release(&entry.key, owner).await;
+                }
+                if !matches!(e, SpoolError::NotFound) {
+                    tracing::warn!(spool_id = due.id, error = %e, "cannot record the owner of a spooled event; will try again");
+                    self.later(due, self.settings.backoff.delay(1, None));
+                }
+                return;
+            }
+        }
         let delivery = Delivery {
             service: entry.service.clone(),
             authorization: entry

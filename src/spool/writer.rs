@@ -147,6 +147,8 @@ pub(crate) struct Restored {
     pub key: DedupKey,
     pub held: bool,
     pub not_before_ms: u64,
+    /// The owner token of its reservation before the restart; 0 when the record has none.
+    pub owner: u64,
 }
 
 fn write_err(e: impl std::fmt::Display) -> SpoolError {
@@ -221,6 +223,7 @@ pub(crate) fn open(path: &std::path::Path, faults: &FaultSwitch) -> Result<Opene
                     key: e.key,
                     held: e.held,
                     not_before_ms: e.not_before_ms,
+                    owner: e.owner,
                 });
             }
             // A record this version cannot read is left on disk for an operator, not dropped.

@@ -104,7 +104,7 @@ impl SpoolGw {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
-    async fn status_of(&self, path: &str) -> u16 {
+    pub(crate) async fn status_of(&self, path: &str) -> u16 {
         self.client
             .get(self.url(path))
             .send()

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use dedup_gateway::config::{Config, StoreBackend};
+use dedup_gateway::{
+    config::{Config, StoreBackend},
+    spool::FaultSwitch,
+};
 use serde_json::Value;
 
 use super::server::RedisServer;
@@ -40,7 +43,6 @@ async fn post_until_2xx(gw: &SpoolGw, body: Vec<u8>) -> (u16, Value) {
 /// reservations from before the stop are still in Redis (the lease is the whole retry horizon);
 /// the restore must not mistake them for another copy and drop the acknowledged events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: restore finds its own pre-restart reservation in Redis and drops the events"]
 async fn spooled_events_survive_a_restart_on_redis() {
     let redis = RedisServer::start().await;
     let oscar = FakeOscar::start().await;
@@ -115,5 +117,57 @@ async fn event_restored_while_redis_is_down_is_committed_once_delivered() {
         "a repeat of a delivered event: {a}"
     );
     assert_eq!(oscar.accepted().len(), 1, "delivered once");
+    gw.stop().await;
+}
+
+/// A held copy whose clean copy preempted it and then failed to be stored (503, released) must
+/// reserve its identity anew after its grace, under a new owner token. Still undelivered at a
+/// restart, it must be delivered after it: the restore must know that token, or it takes the
+/// copy's own reservation for another copy and drops the acknowledged event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_copy_that_reserved_anew_survives_a_restart_on_redis() {
+    let redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = redis_spool_config(&oscar.url(), &redis);
+    let faults = FaultSwitch::new();
+    let gw = SpoolGw::start(dir.path(), cfg.clone(), Some(faults.clone())).await;
+    let (status, a) = post_until_2xx(&gw, pending_event("reheld", false)).await;
+    assert_eq!((status, verdicts(&a)), (202, vec!["held".into()]), "{a}");
+    // The clean copy preempts the held one, but cannot be stored: 503, its identity released.
+    faults.fail_writes(true);
+    let (status, _, a) = gw.post(pending_event("reheld", true)).await;
+    assert_eq!(status, 503, "{a}");
+    faults.fail_writes(false);
+    let mut ready = false;
+    for _ in 0..100 {
+        if gw.status_of("/readyz").await == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the spool takes writes again");
+    // After its grace the held copy finds the identity free, reserves it and is attempted.
+    assert!(
+        eventually(Duration::from_secs(15), || !oscar.received().is_empty()).await,
+        "the held copy is attempted"
+    );
+    gw.stop().await;
+    assert!(oscar.accepted().is_empty());
+
+    oscar.set_status(201);
+    let gw = SpoolGw::start(dir.path(), cfg, None).await;
+    assert!(
+        eventually(Duration::from_secs(15), || oscar.accepted().len() == 1).await,
+        "the held copy is delivered after the restart"
+    );
+    assert!(
+        gw.metric_until("dedup_gateway_spool_depth", |v| v == 0.0)
+            .await,
+        "spool drained"
+    );
+    assert_eq!(oscar.accepted().len(), 1, "once");
     gw.stop().await;
 }
