@@ -162,6 +162,10 @@ impl Inner {
             Err(SpoolError::NotFound) => return,
             Err(e) => {
                 tracing::warn!(spool_id = due.id, error = %e, "cannot read spooled event; will try again");
+                // After a disk error only the writer reopens the database, on its next job; with
+                // no other traffic that job never comes, so ask for one (it fails fast while the
+                // disk still fails).
+                let _ = self.submit(Op::Probe).await;
                 self.later(
                     due,
                     self.settings

@@ -665,3 +665,30 @@ async fn concurrent_requests_share_a_commit() {
     assert!(commits < ops, "some commits carried several operations");
     Arc::try_unwrap(gw).ok().expect("sole owner").stop().await;
 }
+
+/// After a disk error only the writer reopens the database. Once the disk recovers, an event
+/// already spooled must still be delivered when nothing else writes: no new request, no
+/// `/readyz` probe (which would reopen it as a side effect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_event_is_delivered_after_a_disk_error_without_new_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let faults = FaultSwitch::new();
+    let gw = SpoolGw::start(dir.path(), spool_config(&oscar.url()), Some(faults.clone())).await;
+    let (status, _, a) = gw.post(put_event("quiet-1")).await;
+    assert_eq!(status, 202, "{a}");
+    faults.fail_writes(true);
+    let (status, _, a) = gw.post(put_event("quiet-2")).await;
+    assert_eq!(status, 503, "{a}");
+    faults.fail_writes(false);
+    oscar.set_status(201);
+    wait(
+        "the spooled event delivered once the disk recovered",
+        Duration::from_secs(10),
+        || oscar.accepted().len() == 1,
+    )
+    .await;
+    gw.assert_drained().await;
+    gw.stop().await;
+}
