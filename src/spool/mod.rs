@@ -454,15 +454,10 @@ impl Spool {
     pub async fn dlq_page(&self, after: Option<u64>, limit: usize) -> Result<DlqPage, SpoolError> {
         let shared = self.inner.shared.clone();
         let limit = limit.clamp(1, 1000);
-        let (entries, total) =
+        let (entries, total, next) =
             tokio::task::spawn_blocking(move || writer::dlq_page(&shared, after, limit))
                 .await
                 .map_err(|e| SpoolError::Read(e.to_string()))??;
-        let next = if entries.len() == limit {
-            entries.last().map(|(id, _)| *id)
-        } else {
-            None
-        };
         Ok(DlqPage {
             entries,
             next,

@@ -692,3 +692,63 @@ async fn spooled_event_is_delivered_after_a_disk_error_without_new_traffic() {
     gw.assert_drained().await;
     gw.stop().await;
 }
+
+/// A dead-letter entry this version cannot decode is skipped in a listing, but must not end the
+/// paging: the entries after it are still listed (via `next`) and replayed by `replay all`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_dlq_entry_does_not_hide_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(404);
+    let gw = SpoolGw::start(dir.path(), spool_config(&oscar.url()), None).await;
+    for i in 0..3 {
+        let (status, _, a) = gw.post(put_event(&format!("dlq-page-{i}"))).await;
+        assert_eq!(status, 202, "{a}");
+    }
+    assert!(
+        gw.metric_until("dedup_gateway_dlq_entries", |v| v == 3.0)
+            .await,
+        "three dead-lettered"
+    );
+    gw.stop().await;
+    // Damage the first entry, as a newer version's record or a bad sector would look.
+    {
+        const DLQ: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("dlq");
+        let db = redb::Database::open(dir.path().join("spool.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(DLQ).unwrap();
+            let first = redb::ReadableTable::first(&t).unwrap().unwrap().0.value();
+            t.insert(first, &b"\x09garbage"[..]).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let gw = SpoolGw::start(dir.path(), spool_config(&oscar.url()), None).await;
+    let mut listed = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10 {
+        let (s, text) = gw
+            .admin(reqwest::Method::GET, &format!("/admin/dlq?limit=2{after}"))
+            .await;
+        assert_eq!(s, 200, "{text}");
+        let page: Value = serde_json::from_str(&text).unwrap();
+        listed.extend(
+            page["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].clone()),
+        );
+        match page["next"].as_u64() {
+            Some(n) => after = format!("&after={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 2, "both decodable entries listed: {listed:?}");
+    oscar.set_status(201);
+    let (s, text) = gw.admin(reqwest::Method::POST, "/admin/dlq/replay").await;
+    assert_eq!(s, 200, "{text}");
+    let counts: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(counts["replayed"], 2, "{counts}");
+    gw.stop().await;
+}
