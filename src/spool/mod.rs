@@ -40,6 +40,9 @@
 //! live ones go into the dedup store with `insert_committed` and their remaining TTL, so a MinIO
 //! redelivery of a delivered event is a `duplicate` after a restart; every spooled event reserves
 //! (or, if held, holds) its identity again and is queued — held ones at their not-before time.
+//! Each record names the owner token of its reservation, so that with a store that outlived the
+//! process (Redis) the restore first releases that very entry: left there, it would look like
+//! another copy in flight and the acknowledged event would be dropped as a duplicate.
 //! Committed identities are restored first, so an event that was delivered and recorded can never
 //! be delivered again from a stale spool record.
 //!
@@ -288,12 +291,20 @@ impl Spool {
         let horizon = i.settings.horizon();
         for entry in events {
             let id = entry.id;
-            let owner = new_owner();
             let wait = Duration::from_millis(entry.not_before_ms.saturating_sub(now));
-            let claim = if entry.held {
-                i.store.hold(&entry.key, owner, wait + horizon).await
-            } else {
-                i.store.reserve(&entry.key, owner, horizon).await
+            // A shared store (Redis) outlives the process, and the record's own reservation (or
+            // hold) from before the restart lasts the whole retry horizon: it would be taken for
+            // another copy, and the acknowledged event dropped. So it is released first (owner-
+            // checked: nobody else's entry is touched) and claimed again under the same token,
+            // which stays the one on disk. A record without a token (older version) gets a new one.
+            let (mut owner, released) = match entry.owner {
+                0 => (new_owner(), Ok(())),
+                stored => (stored, i.store.release(&entry.key, stored).await.map(drop)),
+            };
+            let claim = match released {
+                Ok(()) if entry.held => i.store.hold(&entry.key, owner, wait + horizon).await,
+                Ok(()) => i.store.reserve(&entry.key, owner, horizon).await,
+                Err(e) => Err(e),
             };
             match claim {
                 Ok(Claim::Duplicate(existing)) => {
@@ -309,6 +320,10 @@ impl Spool {
                 Ok(_) => {}
                 Err(e) => {
                     // Deliver anyway: losing an acknowledged event is worse than a possible repeat.
+                    // Not as `owner`: the store may undo that token's unanswered reserve or hold
+                    // in the background (see `DedupStore`), so using it again (claim, commit)
+                    // could have its entry deleted under it.
+                    owner = new_owner();
                     i.metrics.store_error();
                     tracing::warn!(dedup_key = %entry.key, error = %e, "cannot reserve a restored event; delivering it unchecked");
                 }
@@ -369,6 +384,7 @@ impl Spool {
             attempts_made: 0,
             attempts: Vec::new(),
             dead: None,
+            owner,
         };
         let id = match i.submit(Op::Append(entry.encode())).await {
             Ok(id) => id,
@@ -438,15 +454,10 @@ impl Spool {
     pub async fn dlq_page(&self, after: Option<u64>, limit: usize) -> Result<DlqPage, SpoolError> {
         let shared = self.inner.shared.clone();
         let limit = limit.clamp(1, 1000);
-        let (entries, total) =
+        let (entries, total, next) =
             tokio::task::spawn_blocking(move || writer::dlq_page(&shared, after, limit))
                 .await
                 .map_err(|e| SpoolError::Read(e.to_string()))??;
-        let next = if entries.len() == limit {
-            entries.last().map(|(id, _)| *id)
-        } else {
-            None
-        };
         Ok(DlqPage {
             entries,
             next,
@@ -482,6 +493,7 @@ impl Spool {
         entry.attempts_made = 0;
         entry.attempts.clear();
         entry.dead = None;
+        entry.owner = owner;
         if let Err(e) = i
             .submit(Op::Revive {
                 id,

@@ -5,12 +5,15 @@
 //! Layout (all integers big-endian):
 //!
 //! ```text
-//! u8 version (1) | u8 flags (1 held, 2 has-authorization, 4 dead)
+//! u8 version (1) | u8 flags (1 held, 2 has-authorization, 4 dead, 8 has-owner)
 //! u64 accepted_ms | u64 not_before_ms | [16] dedup key
 //! u16 len, service | (u32 len, authorization)? | u32 len, body
 //! u32 attempts made | u16 n, n × (u64 at_ms | u16 status, 0 = none | u16 len, outcome)
-//! (u64 dead_ms | u16 len, reason)?
+//! (u64 dead_ms | u16 len, reason)? | (u64 owner)?
 //! ```
+//!
+//! The owner comes last, so a record written without it (older versions) still decodes, and
+//! a reader that does not know the flag ignores it.
 //!
 //! Times are Unix milliseconds (wall clock), because they must mean the same after a restart.
 //! The attempt list keeps the last [`MAX_ATTEMPTS_KEPT`] attempts, so a record stays small even with a
@@ -24,6 +27,7 @@ const VERSION: u8 = 1;
 const HELD: u8 = 1;
 const HAS_AUTH: u8 = 2;
 const DEAD: u8 = 4;
+const HAS_OWNER: u8 = 8;
 
 /// Attempts kept per record; older ones are dropped from the front.
 pub const MAX_ATTEMPTS_KEPT: usize = 100;
@@ -62,6 +66,11 @@ pub struct Entry {
     pub attempts_made: u32,
     pub attempts: Vec<Attempt>,
     pub dead: Option<Dead>,
+    /// The dedup-store owner token under which the identity is reserved (or held) for this
+    /// event; 0 when unknown (records written by older versions). A shared store (Redis)
+    /// outlives the process: the restore removes this token's entry before reserving again, so
+    /// it does not take its own reservation for another copy.
+    pub owner: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -105,6 +114,9 @@ impl Entry {
         if self.dead.is_some() {
             flags |= DEAD;
         }
+        if self.owner != 0 {
+            flags |= HAS_OWNER;
+        }
         out.push(VERSION);
         out.push(flags);
         out.extend_from_slice(&self.accepted_ms.to_be_bytes());
@@ -126,6 +138,9 @@ impl Entry {
         if let Some(d) = &self.dead {
             out.extend_from_slice(&d.at_ms.to_be_bytes());
             put_short(&mut out, d.reason.as_bytes());
+        }
+        if self.owner != 0 {
+            out.extend_from_slice(&self.owner.to_be_bytes());
         }
         out
     }
@@ -170,6 +185,7 @@ impl Entry {
         } else {
             None
         };
+        let owner = if flags & HAS_OWNER != 0 { c.u64()? } else { 0 };
         Ok(Self {
             key: DedupKey(key),
             service,
@@ -181,6 +197,7 @@ impl Entry {
             attempts_made,
             attempts,
             dead,
+            owner,
         })
     }
 }
@@ -271,6 +288,7 @@ mod tests {
                 at_ms: 3,
                 reason: "upstream-401".into(),
             }),
+            owner: 0x1234_5678_9abc_def1,
         }
     }
 
@@ -285,6 +303,7 @@ mod tests {
             attempts_made: 0,
             attempts: vec![],
             dead: None,
+            owner: 0,
             ..sample()
         };
         assert_eq!(Entry::decode(&plain.encode()).unwrap(), plain);

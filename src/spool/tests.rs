@@ -27,6 +27,7 @@ fn entry(i: u8) -> Vec<u8> {
         attempts_made: 0,
         attempts: Vec::new(),
         dead: None,
+        owner: 0,
     }
     .encode()
 }
@@ -227,7 +228,7 @@ async fn reopen_finds_committed_identities_and_undelivered_events() {
         opened.next_id > expired,
         "ids are never reused while entries exist"
     );
-    let (page, total) = writer::dlq_page(&h.shared, None, 10).unwrap();
+    let (page, total, _) = writer::dlq_page(&h.shared, None, 10).unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(total, 1);
     assert_eq!(page[0].0, dead);

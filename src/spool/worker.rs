@@ -162,6 +162,10 @@ impl Inner {
             Err(SpoolError::NotFound) => return,
             Err(e) => {
                 tracing::warn!(spool_id = due.id, error = %e, "cannot read spooled event; will try again");
+                // After a disk error only the writer reopens the database, on its next job; with
+                // no other traffic that job never comes, so ask for one (it fails fast while the
+                // disk still fails).
+                let _ = self.submit(Op::Probe).await;
                 self.later(
                     due,
                     self.settings
@@ -188,6 +192,30 @@ impl Inner {
                 }
             }
         }
+        if owner != entry.owner {
+            // The identity is now owned under a token the record does not name (a held copy that
+            // had to reserve anew, a record restored without one): put it on disk before the
+            // delivery, so that a restart releases this entry instead of taking it for another
+            // copy and dropping the event.
+            entry.owner = owner;
+            let r = self
+                .submit(Op::Update {
+                    id: due.id,
+                    entry: entry.encode(),
+                })
+                .await;
+            if let Err(e) = r {
+                if due.claim {
+                    // Claimed here: give it back; the next try claims again.
+                    let _ = self.store.release(&entry.key, owner).await;
+                }
+                if !matches!(e, SpoolError::NotFound) {
+                    tracing::warn!(spool_id = due.id, error = %e, "cannot record the owner of a spooled event; will try again");
+                    self.later(due, self.settings.backoff.delay(1, None));
+                }
+                return;
+            }
+        }
         let delivery = Delivery {
             service: entry.service.clone(),
             authorization: entry
@@ -202,9 +230,21 @@ impl Inner {
         match outcome {
             Outcome::Delivered { status } => {
                 let s = &self.settings;
-                if let Err(e) = self.store.commit(&entry.key, owner, s.ttl).await {
-                    self.metrics.store_error();
-                    tracing::warn!(dedup_key = %entry.key, error = %e, "delivered but the store commit failed");
+                match self.store.commit(&entry.key, owner, s.ttl).await {
+                    Ok(true) => {}
+                    // Not (or no longer) ours: delivered unchecked after a store error at restore,
+                    // or the reservation lapsed. OSCAR has the event all the same, so the identity
+                    // is delivered: mark it, or a later copy would be forwarded again.
+                    Ok(false) => {
+                        if let Err(e) = self.store.insert_committed(&entry.key, s.ttl).await {
+                            self.metrics.store_error();
+                            tracing::warn!(dedup_key = %entry.key, error = %e, "delivered but the identity could not be marked delivered");
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.store_error();
+                        tracing::warn!(dedup_key = %entry.key, error = %e, "delivered but the store commit failed");
+                    }
                 }
                 let expires_ms =
                     now.saturating_add(u64::try_from(s.ttl.as_millis()).unwrap_or(u64::MAX));

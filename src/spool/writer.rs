@@ -147,6 +147,8 @@ pub(crate) struct Restored {
     pub key: DedupKey,
     pub held: bool,
     pub not_before_ms: u64,
+    /// The owner token of its reservation before the restart; 0 when the record has none.
+    pub owner: u64,
 }
 
 fn write_err(e: impl std::fmt::Display) -> SpoolError {
@@ -221,6 +223,7 @@ pub(crate) fn open(path: &std::path::Path, faults: &FaultSwitch) -> Result<Opene
                     key: e.key,
                     held: e.held,
                     not_before_ms: e.not_before_ms,
+                    owner: e.owner,
                 });
             }
             // A record this version cannot read is left on disk for an operator, not dropped.
@@ -561,22 +564,30 @@ pub(crate) fn load(shared: &Shared, dlq: bool, id: u64) -> Result<Entry, SpoolEr
     Ok(Entry::decode(v.value())?)
 }
 
-/// A page of the dead-letter queue: up to `limit` entries with ids above `after`, and the queue's
-/// length, both read from the same snapshot. (The `Shared.dlq` counter is updated after a commit,
-/// so reading it separately could report an entry the page does not hold yet.)
+/// What [`dlq_page`] read: the entries, the queue's length, the `after` of the next page.
+pub(crate) type RawDlqPage = (Vec<(u64, Entry)>, u64, Option<u64>);
+
+/// A page of the dead-letter queue: up to `limit` entries with ids above `after`, the queue's
+/// length, both read from the same snapshot, and the `after` of the next page when `limit` rows
+/// were scanned. (The `Shared.dlq` counter is updated after a commit, so reading it separately
+/// could report an entry the page does not hold yet; and an undecodable row is skipped, so the
+/// page's length alone cannot tell whether more rows follow.)
 pub(crate) fn dlq_page(
     shared: &Shared,
     after: Option<u64>,
     limit: usize,
-) -> Result<(Vec<(u64, Entry)>, u64), SpoolError> {
+) -> Result<RawDlqPage, SpoolError> {
     let db = shared.db()?;
     let txn = db.begin_read().map_err(read_err)?;
     let t = txn.open_table(DLQ).map_err(read_err)?;
     let total = t.len().map_err(read_err)?;
     let start = after.map_or(0, |a| a.saturating_add(1));
     let mut out = Vec::new();
+    let (mut scanned, mut last) = (0usize, None);
     for row in t.range(start..).map_err(read_err)?.take(limit) {
         let (k, v) = row.map_err(read_err)?;
+        scanned += 1;
+        last = Some(k.value());
         match Entry::decode(v.value()) {
             Ok(e) => out.push((k.value(), e)),
             Err(e) => {
@@ -584,5 +595,6 @@ pub(crate) fn dlq_page(
             }
         }
     }
-    Ok((out, total))
+    let next = if scanned == limit { last } else { None };
+    Ok((out, total, next))
 }

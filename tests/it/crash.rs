@@ -26,7 +26,7 @@ const EVENTS: usize = 1500;
 const KILLS: usize = 22;
 const CLIENTS: usize = 16;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -53,7 +53,7 @@ fn spawn_gateway(dir: &std::path::Path, upstream: &str, port: u16) -> Child {
 }
 
 /// Waits (bounded) until the gateway on `port` answers `/healthz`.
-async fn wait_up(client: &reqwest::Client, port: u16) -> bool {
+pub(crate) async fn wait_up(client: &reqwest::Client, port: u16) -> bool {
     for _ in 0..400 {
         if client
             .get(format!("http://127.0.0.1:{port}/healthz"))

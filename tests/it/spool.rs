@@ -26,7 +26,7 @@ pub fn put_event(version: &str) -> Vec<u8> {
 }
 
 /// A PENDING-marked put (held), and its clean copy (same identity, status COMPLETED).
-fn pending_event(version: &str, clean: bool) -> Vec<u8> {
+pub(crate) fn pending_event(version: &str, clean: bool) -> Vec<u8> {
     let text = String::from_utf8(fixture("put-replication-pending.json")).unwrap();
     let mut out = text.replace("6a1d8f4b-0c3e-4b72-9d5a-e8f1b2c3d4a5", version);
     if clean {
@@ -36,7 +36,7 @@ fn pending_event(version: &str, clean: bool) -> Vec<u8> {
 }
 
 /// Spool mode with short retries, an admin token, and the fake as upstream.
-fn spool_config(upstream: &str) -> Config {
+pub(crate) fn spool_config(upstream: &str) -> Config {
     let mut cfg = test_config(upstream);
     cfg.mode = Mode::Spool;
     cfg.admin.token = ADMIN.into();
@@ -47,7 +47,7 @@ fn spool_config(upstream: &str) -> Config {
 }
 
 /// A gateway in spool mode on a data directory the test keeps, so it can be restarted on it.
-struct SpoolGw {
+pub(crate) struct SpoolGw {
     addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -55,7 +55,7 @@ struct SpoolGw {
 }
 
 impl SpoolGw {
-    async fn start(dir: &Path, mut cfg: Config, faults: Option<FaultSwitch>) -> Self {
+    pub(crate) async fn start(dir: &Path, mut cfg: Config, faults: Option<FaultSwitch>) -> Self {
         cfg.data_dir = dir.to_path_buf();
         let hooks = Hooks {
             spool_faults: faults,
@@ -75,7 +75,7 @@ impl SpoolGw {
     }
 
     /// POSTs a body as MinIO does; status, `Retry-After`, JSON answer.
-    async fn post(&self, body: Vec<u8>) -> (u16, Option<String>, Value) {
+    pub(crate) async fn post(&self, body: Vec<u8>) -> (u16, Option<String>, Value) {
         let resp = self
             .client
             .post(self.url("/job/svc"))
@@ -93,7 +93,7 @@ impl SpoolGw {
         (status, ra, resp.json().await.unwrap_or(Value::Null))
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, String) {
+    pub(crate) async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, String) {
         let resp = self
             .client
             .request(method, self.url(path))
@@ -104,7 +104,7 @@ impl SpoolGw {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
-    async fn status_of(&self, path: &str) -> u16 {
+    pub(crate) async fn status_of(&self, path: &str) -> u16 {
         self.client
             .get(self.url(path))
             .send()
@@ -114,7 +114,7 @@ impl SpoolGw {
             .as_u16()
     }
 
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         scrape_metrics(&self.client, &self.url("")).await
     }
 
@@ -128,7 +128,7 @@ impl SpoolGw {
     }
 
     /// Polls `/metrics` (at most 150 times, 50 ms apart) until `name` satisfies `f`.
-    async fn metric_until(&self, name: &str, f: impl Fn(f64) -> bool) -> bool {
+    pub(crate) async fn metric_until(&self, name: &str, f: impl Fn(f64) -> bool) -> bool {
         for _ in 0..150 {
             if f(metric(&self.metrics().await, name)) {
                 return true;
@@ -138,7 +138,7 @@ impl SpoolGw {
         false
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(15), self.task)
             .await
@@ -153,7 +153,7 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 /// 2xx deliveries per dedup key.
-fn deliveries(oscar: &FakeOscar) -> HashMap<String, usize> {
+pub(crate) fn deliveries(oscar: &FakeOscar) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in oscar.accepted() {
         let k = r
@@ -664,4 +664,91 @@ async fn concurrent_requests_share_a_commit() {
     assert!(commits > 0.0 && ops >= 200.0, "{m}");
     assert!(commits < ops, "some commits carried several operations");
     Arc::try_unwrap(gw).ok().expect("sole owner").stop().await;
+}
+
+/// After a disk error only the writer reopens the database. Once the disk recovers, an event
+/// already spooled must still be delivered when nothing else writes: no new request, no
+/// `/readyz` probe (which would reopen it as a side effect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_event_is_delivered_after_a_disk_error_without_new_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let faults = FaultSwitch::new();
+    let gw = SpoolGw::start(dir.path(), spool_config(&oscar.url()), Some(faults.clone())).await;
+    let (status, _, a) = gw.post(put_event("quiet-1")).await;
+    assert_eq!(status, 202, "{a}");
+    faults.fail_writes(true);
+    let (status, _, a) = gw.post(put_event("quiet-2")).await;
+    assert_eq!(status, 503, "{a}");
+    faults.fail_writes(false);
+    oscar.set_status(201);
+    wait(
+        "the spooled event delivered once the disk recovered",
+        Duration::from_secs(10),
+        || oscar.accepted().len() == 1,
+    )
+    .await;
+    gw.assert_drained().await;
+    gw.stop().await;
+}
+
+/// A dead-letter entry this version cannot decode is skipped in a listing, but must not end the
+/// paging: the entries after it are still listed (via `next`) and replayed by `replay all`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_dlq_entry_does_not_hide_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(404);
+    let gw = SpoolGw::start(dir.path(), spool_config(&oscar.url()), None).await;
+    for i in 0..3 {
+        let (status, _, a) = gw.post(put_event(&format!("dlq-page-{i}"))).await;
+        assert_eq!(status, 202, "{a}");
+    }
+    assert!(
+        gw.metric_until("dedup_gateway_dlq_entries", |v| v == 3.0)
+            .await,
+        "three dead-lettered"
+    );
+    gw.stop().await;
+    // Damage the first entry, as a newer version's record or a bad sector would look.
+    {
+        const DLQ: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("dlq");
+        let db = redb::Database::open(dir.path().join("spool.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(DLQ).unwrap();
+            let first = redb::ReadableTable::first(&t).unwrap().unwrap().0.value();
+            t.insert(first, &b"\x09garbage"[..]).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let gw = SpoolGw::start(dir.path(), spool_config(&oscar.url()), None).await;
+    let mut listed = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10 {
+        let (s, text) = gw
+            .admin(reqwest::Method::GET, &format!("/admin/dlq?limit=2{after}"))
+            .await;
+        assert_eq!(s, 200, "{text}");
+        let page: Value = serde_json::from_str(&text).unwrap();
+        listed.extend(
+            page["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].clone()),
+        );
+        match page["next"].as_u64() {
+            Some(n) => after = format!("&after={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 2, "both decodable entries listed: {listed:?}");
+    oscar.set_status(201);
+    let (s, text) = gw.admin(reqwest::Method::POST, "/admin/dlq/replay").await;
+    assert_eq!(s, 200, "{text}");
+    let counts: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(counts["replayed"], 2, "{counts}");
+    gw.stop().await;
 }

@@ -4,3 +4,4 @@
 mod conformance;
 mod gateway;
 mod server;
+mod spool;
