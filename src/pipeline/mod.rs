@@ -18,6 +18,11 @@
 //!   judged again (forwarded, or preempts the re-held one); still in flight at the bound → 503, so
 //!   MinIO sends it again. The contract (§7) names only a request's own in-flight original; this is
 //!   the safe reading for the held case.
+//! - With the Redis store the same wait applies to *every* in-flight original: its owner may be
+//!   another replica (or this process before a crash) that died mid-delivery, and its reservation
+//!   then stands for nothing until its lease (`dedup.lease`) ends. A `duplicate` answer there
+//!   would lose the event; waiting turns a crashed owner into a delay (503 until the lease ends,
+//!   then the copy is forwarded).
 //! - A PENDING-marked record is `held` (2xx) and forwarded by [`crate::deliver::held`] after the
 //!   grace, unless a clean copy of the same identity arrives first; that copy is forwarded at once
 //!   and the held copy is dropped. Exactly one of them reaches OSCAR.
@@ -431,7 +436,7 @@ impl Gateway {
         if matches!(claim, Ok(Claim::Duplicate(e)) if self.waits_for(e)) {
             match self.after_held_delivery(&key, owner, hold).await {
                 Some(c) => claim = c,
-                None => return result(Verdict::Failed, Existing::HeldInFlight.reason(), key),
+                None => return result(Verdict::Failed, "original-still-in-flight", key),
             }
         }
         let preempted = match claim {
@@ -454,14 +459,23 @@ impl Gateway {
         self.send(delivery, owner, preempted).await
     }
 
-    /// Whether a copy that met `existing` waits for its outcome instead of being a `duplicate`:
-    /// a held copy's delivery in sync mode (see the module doc).
+    /// Whether a copy that met `existing` waits for its outcome instead of being a `duplicate`
+    /// (sync mode; see the module doc): a held copy's delivery, which no request answers for; and,
+    /// with a shared store (Redis), any delivery in flight — its owner may be another process,
+    /// which can die without a word, and its reservation would then answer for nothing until
+    /// the lease ends. (With the memory store the owner is this process: if it dies, so does
+    /// the reservation.)
     fn waits_for(&self, existing: Existing) -> bool {
-        existing == Existing::HeldInFlight && self.inner.cfg.mode == Mode::Sync
+        self.inner.cfg.mode == Mode::Sync
+            && match existing {
+                Existing::HeldInFlight => true,
+                Existing::InFlight => matches!(self.inner.store, Store::Redis(_)),
+                Existing::Held | Existing::Delivered => false,
+            }
     }
 
-    /// Sync mode: claims `key` again until the held copy's delivery it met has an outcome, or
-    /// gives up (`None`) after the longest one delivery attempt can take. Polls the store, which
+    /// Sync mode: claims `key` again until the delivery it met (see [`Self::waits_for`]) has an
+    /// outcome, or gives up (`None`) after the longest one delivery attempt can take. Polls the store, which
     /// works the same for every backend and every replica sharing one.
     async fn after_held_delivery(
         &self,
@@ -470,12 +484,13 @@ impl Gateway {
         hold: bool,
     ) -> Option<Result<Claim, StoreError>> {
         let d = &self.inner.cfg.delivery;
-        let deadline =
-            tokio::time::Instant::now() + d.connect_timeout + d.request_timeout + HELD_POLL;
-        tracing::debug!(dedup_key = %key, "a held copy is being delivered; waiting for its outcome");
+        // One delivery attempt at most; never past the lease, after which the entry is gone.
+        let bound = (d.connect_timeout + d.request_timeout).min(self.inner.cfg.dedup.lease);
+        let deadline = tokio::time::Instant::now() + bound + HELD_POLL;
+        tracing::debug!(dedup_key = %key, "the original is being delivered; waiting for its outcome");
         loop {
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(dedup_key = %key, "a held copy is still being delivered; answering 503 so the copy is sent again");
+                tracing::warn!(dedup_key = %key, "the original is still being delivered; answering 503 so the copy is sent again");
                 return None;
             }
             tokio::time::sleep(HELD_POLL).await;

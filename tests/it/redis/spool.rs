@@ -172,8 +172,8 @@ async fn held_copy_that_reserved_anew_survives_a_restart_on_redis() {
     gw.stop().await;
 }
 
-/// The real binary in spool mode on Redis, with a long group-commit delay so that a request
-/// waits between its reservation (in Redis) and its spool write.
+/// The real binary on Redis in spool mode, with a group-commit delay (a long one makes a request
+/// wait between its reservation in Redis and its spool write).
 fn spawn_binary(
     dir: &std::path::Path,
     upstream: &str,
@@ -181,11 +181,31 @@ fn spawn_binary(
     port: u16,
     delay: &str,
 ) -> std::process::Child {
+    spawn_binary_with(
+        dir,
+        upstream,
+        redis,
+        port,
+        &[
+            ("DEDUP_GATEWAY_MODE", "spool"),
+            ("DEDUP_GATEWAY_SPOOL__GROUP_COMMIT_DELAY", delay),
+        ],
+    )
+}
+
+/// The real binary on Redis with extra settings (`DEDUP_GATEWAY_*` variables).
+fn spawn_binary_with(
+    dir: &std::path::Path,
+    upstream: &str,
+    redis: &RedisServer,
+    port: u16,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_dedup-gateway"))
         .arg("serve")
+        .envs(env.iter().copied())
         .env("DEDUP_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("DEDUP_GATEWAY_UPSTREAM", upstream)
-        .env("DEDUP_GATEWAY_MODE", "spool")
         .env("DEDUP_GATEWAY_DATA_DIR", dir)
         .env("DEDUP_GATEWAY_DEDUP__BACKEND", "redis")
         .env("DEDUP_GATEWAY_DEDUP__REDIS__URL", redis.url())
@@ -194,7 +214,6 @@ fn spawn_binary(
             "DEDUP_GATEWAY_DEDUP__HASH_SECRET",
             "replicas-share-this-secret-0123456789",
         )
-        .env("DEDUP_GATEWAY_SPOOL__GROUP_COMMIT_DELAY", delay)
         .env("RUST_LOG", "error")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -279,5 +298,90 @@ async fn crash_between_reservation_and_spool_write_loses_no_event() {
     assert!(
         delivered,
         "the event MinIO was told about ({answer}) reaches OSCAR"
+    );
+}
+
+/// Sync mode on Redis: kill -9 while a delivery is in flight (OSCAR has not answered; it then
+/// refuses it). The dead process's reservation stays in Redis until its lease ends. MinIO's
+/// retry, answered by the restarted gateway, must not be a 2xx `duplicate` of that dead
+/// delivery: it waits for the reservation (503 while it stands) and is then forwarded itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_crash_mid_delivery_loses_no_event() {
+    use crate::crash::{free_port, wait_up};
+    let redis = RedisServer::start().await;
+    let oscar = crate::hardening::GateOscar::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let env = [
+        ("DEDUP_GATEWAY_MODE", "sync"),
+        ("DEDUP_GATEWAY_DEDUP__LEASE", "3s"),
+        ("DEDUP_GATEWAY_DELIVERY__REQUEST_TIMEOUT", "2s"),
+    ];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let post = |port: u16, body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .post(format!("http://127.0.0.1:{port}/job/svc"))
+                .header("content-type", "application/json")
+                .header("authorization", GOOD_TOKEN)
+                .body(body)
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            Ok::<_, reqwest::Error>((status, r.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    let port = free_port();
+    let mut child = spawn_binary_with(&dir, &oscar.url(), &redis, port, &env);
+    assert!(wait_up(&client, port).await, "gateway up");
+    let body = put_event("sync-crash");
+    let first = tokio::spawn(post(port, body.clone()));
+    assert!(
+        eventually(Duration::from_secs(10), || oscar.arrived() == 1).await,
+        "the delivery reached OSCAR"
+    );
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    assert!(
+        first.await.unwrap().is_err(),
+        "the killed request got no answer"
+    );
+    // OSCAR refuses the delivery the dead process had in flight (if its handler still runs
+    // once the connection is gone), then accepts what comes next.
+    oscar.set_status(503);
+    oscar.open();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!oscar.answered().contains(&201));
+    oscar.set_status(201);
+
+    let port = free_port();
+    let mut child = spawn_binary_with(&dir, &oscar.url(), &redis, port, &env);
+    assert!(wait_up(&client, port).await, "gateway back");
+    // MinIO (queue_dir) retries until it gets a 2xx.
+    let mut last = (0, Value::Null);
+    for _ in 0..40 {
+        last = post(port, body.clone()).await.unwrap();
+        if (200..300).contains(&last.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (status, answer) = last;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["results"][0]["verdict"], "forwarded",
+        "the retry is forwarded, not a duplicate of the dead delivery: {answer}"
+    );
+    assert_eq!(
+        oscar.answered().iter().filter(|s| **s == 201).count(),
+        1,
+        "delivered exactly once: {:?}",
+        oscar.answered()
     );
 }
