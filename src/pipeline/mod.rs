@@ -41,6 +41,8 @@
 //! reserved (or held) for the whole retry horizon, the record is fsync'd (group commit), and only
 //! then is it `accepted` / `held` with 202. A refused or failed write releases the identity and
 //! answers 503. Delivery, retries, the dead-letter queue and crash recovery are the spool's.
+//! With the Redis store the order is reversed — write, then claim — so that no reservation can
+//! outlive a crash without a record behind it (`Gateway::spool_write_first`).
 
 pub mod check;
 pub mod key;
@@ -429,6 +431,9 @@ impl Gateway {
         claim: Option<Result<Claim, StoreError>>,
     ) -> RecordResult {
         let key = delivery.key;
+        if let (Some(spool), Store::Redis(_)) = (self.spool(), &self.inner.store) {
+            return self.spool_write_first(spool, delivery, owner, hold).await;
+        }
         let mut claim = match claim {
             Some(claim) => claim,
             None => self.claim(&key, owner, hold).await,
@@ -552,6 +557,58 @@ impl Gateway {
             _ => {
                 tracing::warn!(dedup_key = %key, error = %e, "dedup store failed; answering 503 (fail-closed)");
                 result(Verdict::Failed, "dedup-store-unavailable", key)
+            }
+        }
+    }
+
+    /// Spool mode on a store that outlives the process (Redis): the record is written *before*
+    /// its identity is claimed, so that a crash can never leave a reservation without a durable
+    /// record behind it. (The other order, kept for the memory store, would leave an orphan
+    /// reservation in Redis for the whole retry horizon after a crash between the two, and
+    /// MinIO's retry would be answered `duplicate` for an event nobody has: a lost event.) Thus
+    /// every live entry in the store stands for a record on some gateway's disk, and a copy that
+    /// meets one is safely a `duplicate` — which a read-only peek finds without writing anything,
+    /// so repeats (the common case) cost no disk write. Otherwise: write, claim, then queue the
+    /// record (claimed) or remove it (a duplicate after all, or the store failed).
+    async fn spool_write_first(
+        &self,
+        spool: &Spool,
+        delivery: &Delivery,
+        owner: Owner,
+        hold: bool,
+    ) -> RecordResult {
+        let key = delivery.key;
+        match self.inner.store.peek(&key).await {
+            // A clean copy takes a held identity over; anything else live is a duplicate.
+            Ok(Some(existing)) if hold || existing != Existing::Held => {
+                return result(Verdict::Duplicate, existing.reason(), key);
+            }
+            Ok(_) => {}
+            Err(e) => return self.on_store_error(e, delivery).await,
+        }
+        let id = match spool.write(delivery, owner, hold).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(dedup_key = %key, error = %e, "event not stored; answering 503");
+                return result(Verdict::Failed, e.reason(), key);
+            }
+        };
+        match self.claim(&key, owner, hold).await {
+            Ok(claim @ (Claim::Acquired | Claim::Preempted)) => {
+                spool.enqueue(id, owner, hold);
+                match claim {
+                    _ if hold => result(Verdict::Held, "replication-pending", key),
+                    Claim::Preempted => result(Verdict::Accepted, "clean-copy-preempted-held", key),
+                    _ => result(Verdict::Accepted, "spooled", key),
+                }
+            }
+            Ok(Claim::Duplicate(existing)) => {
+                spool.discard(id).await;
+                result(Verdict::Duplicate, existing.reason(), key)
+            }
+            Err(e) => {
+                spool.discard(id).await;
+                self.on_store_error(e, delivery).await
             }
         }
     }

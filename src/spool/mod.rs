@@ -363,6 +363,20 @@ impl Spool {
         owner: Owner,
         held: bool,
     ) -> Result<(), SpoolError> {
+        let id = self.write(delivery, owner, held).await?;
+        self.enqueue(id, owner, held);
+        Ok(())
+    }
+
+    /// Stores `delivery` durably (fsync'd, group-committed) without queueing it; returns its spool
+    /// id for [`Self::enqueue`] or [`Self::discard`]. A record left behind by a crash before either
+    /// is claimed and queued (or dropped as a duplicate) by the restore.
+    pub async fn write(
+        &self,
+        delivery: &Delivery,
+        owner: Owner,
+        held: bool,
+    ) -> Result<u64, SpoolError> {
         let i = &self.inner;
         let now = unix_ms();
         let not_before = if held {
@@ -386,27 +400,36 @@ impl Spool {
             dead: None,
             owner,
         };
-        let id = match i.submit(Op::Append(entry.encode())).await {
-            Ok(id) => id,
-            Err(e) => {
-                if matches!(e, SpoolError::Full) {
-                    i.spool_metrics.rejected_full.inc();
-                }
-                return Err(e);
+        i.submit(Op::Append(entry.encode())).await.inspect_err(|e| {
+            if matches!(e, SpoolError::Full) {
+                i.spool_metrics.rejected_full.inc();
             }
-        };
+        })
+    }
+
+    /// Queues a written record for delivery (after its grace when `held`); the caller owns its
+    /// identity as `owner`.
+    pub fn enqueue(&self, id: u64, owner: Owner, held: bool) {
         let wait = if held {
-            i.settings.grace
+            self.inner.settings.grace
         } else {
             Duration::ZERO
         };
-        i.queue.push(Due {
+        self.inner.queue.push(Due {
             at: tokio::time::Instant::now() + wait,
             id,
             owner,
             claim: held,
         });
-        Ok(())
+    }
+
+    /// Removes a written record that turned out not to be needed (its identity was a duplicate, or
+    /// could not be claimed). Best effort: a record left behind is dropped as a duplicate by the
+    /// next restore, or delivered if its identity is free by then.
+    pub async fn discard(&self, id: u64) {
+        if let Err(e) = self.inner.submit(Op::Remove { id }).await {
+            tracing::warn!(spool_id = id, error = %e, "could not remove an unneeded spool record; the next restore will");
+        }
     }
 
     /// `Ok` when the spool takes writes and has room; the reason otherwise (for `/readyz`). After a

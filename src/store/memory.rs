@@ -400,6 +400,9 @@ impl DedupStore for MemoryStore {
     async fn release(&self, key: &DedupKey, owner: Owner) -> Result<bool, StoreError> {
         Ok(self.release_at(key, owner, self.now()))
     }
+    async fn peek(&self, key: &DedupKey) -> Result<Option<Existing>, StoreError> {
+        Ok(self.state_at(key, self.now()))
+    }
     async fn insert_committed(&self, key: &DedupKey, ttl: Duration) -> Result<(), StoreError> {
         self.insert_committed_at(key, ttl, self.now())
     }

@@ -127,6 +127,13 @@ pub trait DedupStore: Send + Sync {
         owner: Owner,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// The live state of an identity, changing nothing (`None`: absent). A hint only — the state
+    /// may change before the caller's next operation, whose own answer then rules.
+    fn peek(
+        &self,
+        key: &DedupKey,
+    ) -> impl Future<Output = Result<Option<Existing>, StoreError>> + Send;
+
     /// Marks an identity delivered without a reservation (restoring durable state at start).
     fn insert_committed(
         &self,
@@ -189,6 +196,9 @@ impl DedupStore for Store {
     }
     async fn release(&self, key: &DedupKey, owner: Owner) -> Result<bool, StoreError> {
         dispatch!(self, s => s.release(key, owner).await)
+    }
+    async fn peek(&self, key: &DedupKey) -> Result<Option<Existing>, StoreError> {
+        dispatch!(self, s => s.peek(key).await)
     }
     async fn insert_committed(&self, key: &DedupKey, ttl: Duration) -> Result<(), StoreError> {
         dispatch!(self, s => s.insert_committed(key, ttl).await)

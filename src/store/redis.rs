@@ -453,6 +453,23 @@ impl DedupStore for RedisStore {
         self.owned(RELEASE, key, owner, 1, Repair::Release).await
     }
 
+    async fn peek(&self, key: &DedupKey) -> Result<Option<Existing>, StoreError> {
+        let k = self.redis_key(key);
+        let mut conn = self.inner.conn.clone();
+        let cmd = ::redis::cmd("GET").arg(&k).to_owned();
+        let v = self
+            .call(cmd.query_async::<Option<Vec<u8>>>(&mut conn))
+            .await?;
+        Ok(v.and_then(|v| match v.first() {
+            Some(b'H') => Some(Existing::Held),
+            Some(b'R') => Some(Existing::InFlight),
+            Some(b'D') => Some(Existing::HeldInFlight),
+            Some(b'C') => Some(Existing::Delivered),
+            // Not a value this gateway writes: let the scripts decide.
+            _ => None,
+        }))
+    }
+
     async fn insert_committed(&self, key: &DedupKey, ttl: Duration) -> Result<(), StoreError> {
         let k = self.redis_key(key);
         let mut conn = self.inner.conn.clone();

@@ -119,7 +119,7 @@ impl SpoolGw {
     }
 
     /// Waits (bounded, see `metric_until`) until the spool holds no undelivered event.
-    async fn assert_drained(&self) {
+    pub(crate) async fn assert_drained(&self) {
         assert!(
             self.metric_until("dedup_gateway_spool_depth", |v| v == 0.0)
                 .await,

@@ -158,6 +158,31 @@ async fn claim_held_row<S: DedupStore>(s: S) {
     assert_eq!(s.reserve(&k, 7, LEASE).await.unwrap(), Claim::Acquired);
 }
 
+/// `peek`: reports each state without changing it.
+async fn peek_row<S: DedupStore>(s: S) {
+    let k = key();
+    assert_eq!(s.peek(&k).await.unwrap(), None, "absent");
+    assert_eq!(s.hold(&k, 1, LEASE).await.unwrap(), Claim::Acquired);
+    assert_eq!(s.peek(&k).await.unwrap(), Some(Existing::Held));
+    assert!(s.claim_held(&k, 1, LEASE).await.unwrap());
+    assert_eq!(s.peek(&k).await.unwrap(), Some(Existing::HeldInFlight));
+    assert!(s.commit(&k, 1, TTL).await.unwrap());
+    assert_eq!(s.peek(&k).await.unwrap(), Some(Existing::Delivered));
+    let k = key();
+    assert_eq!(s.reserve(&k, 2, LEASE).await.unwrap(), Claim::Acquired);
+    assert_eq!(s.peek(&k).await.unwrap(), Some(Existing::InFlight));
+    assert_eq!(
+        s.peek(&k).await.unwrap(),
+        Some(Existing::InFlight),
+        "unchanged"
+    );
+    assert!(
+        s.release(&k, 2).await.unwrap(),
+        "still owned after the peeks"
+    );
+    assert_eq!(s.peek(&k).await.unwrap(), None);
+}
+
 /// Row `commit`: only the live owner (holding or reserving) commits; a commit is final.
 async fn commit_row<S: DedupStore>(s: S) {
     let k = key();
@@ -359,6 +384,7 @@ conformance!(
     reserve_row,
     hold_row,
     claim_held_row,
+    peek_row,
     commit_row,
     release_row,
     insert_committed_row,

@@ -74,6 +74,67 @@ async fn spooled_events_survive_a_restart_on_redis() {
     gw.stop().await;
 }
 
+/// Two spool-mode replicas on one Redis, each event sent as four concurrent copies spread over
+/// both: every event is delivered once, every other copy is a `duplicate` (found by the peek, or
+/// by the claim after the record was written — that record is removed again), and both spools
+/// drain: no record is left behind by a copy that lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_redis_write_first_and_deliver_each_event_once() {
+    let redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = redis_spool_config(&oscar.url(), &redis);
+    let a = std::sync::Arc::new(SpoolGw::start(d1.path(), cfg.clone(), None).await);
+    let b = std::sync::Arc::new(SpoolGw::start(d2.path(), cfg, None).await);
+    // The store connects lazily: one event through each first.
+    post_until_2xx(&a, put_event("warm-a")).await;
+    post_until_2xx(&b, put_event("warm-b")).await;
+    let mut tasks = Vec::new();
+    for e in 0..20 {
+        for copy in 0..4 {
+            let gw = if copy % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                gw.post(put_event(&format!("wf-{e}"))).await
+            }));
+        }
+    }
+    let mut verdict_counts = std::collections::HashMap::<String, usize>::new();
+    for t in tasks {
+        let (status, _, answer) = t.await.unwrap();
+        assert!(status == 200 || status == 202, "{status} {answer}");
+        for v in verdicts(&answer) {
+            *verdict_counts.entry(v).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        verdict_counts.get("accepted"),
+        Some(&20),
+        "{verdict_counts:?}"
+    );
+    assert_eq!(
+        verdict_counts.get("duplicate"),
+        Some(&60),
+        "{verdict_counts:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || oscar.accepted().len() == 22).await,
+        "{} delivered",
+        oscar.accepted().len()
+    );
+    a.assert_drained().await;
+    b.assert_drained().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = deliveries(&oscar);
+    assert_eq!(d.len(), 22);
+    assert!(d.values().all(|n| *n == 1), "{d:?}");
+    for gw in [a, b] {
+        std::sync::Arc::into_inner(gw)
+            .expect("one owner")
+            .stop()
+            .await;
+    }
+}
+
 /// The restore meets a Redis that is down, so it delivers the spooled event unchecked. Once Redis
 /// is back and OSCAR has taken the event, the identity must be known as delivered: a repeat of
 /// it is a `duplicate`, not a second delivery.
@@ -221,12 +282,12 @@ fn spawn_binary_with(
         .expect("spawn gateway")
 }
 
-/// kill -9 after the reservation reached Redis but before the spool write: the request got no
-/// answer, so MinIO retries it. The retry must not be answered `duplicate` (2xx) against the
-/// dead process's reservation — that event is neither delivered nor stored (contract §5: "2xx
-/// is never sent for an event that is neither delivered nor durably stored").
+/// kill -9 while a request waits for its spool write (a long group-commit delay): the request got
+/// no answer, so MinIO retries it. Nothing of it may be left in Redis — a reservation there
+/// without a durable record behind it would have the retry answered `duplicate` (2xx) for an
+/// event that is neither delivered nor stored (contract §5). So with Redis the record is written
+/// before the identity is claimed, and the retry is accepted and delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a crash between the Redis reservation and the spool write leaves an orphan reservation; MinIO's retry is answered duplicate and the event is lost"]
 async fn crash_between_reservation_and_spool_write_loses_no_event() {
     use crate::crash::{free_port, wait_up};
     let redis = RedisServer::start().await;
@@ -253,16 +314,14 @@ async fn crash_between_reservation_and_spool_write_loses_no_event() {
                 .await
         })
     };
-    // The reservation is in Redis; the spool write waits out the group-commit delay.
-    let mut reserved = false;
-    for _ in 0..250 {
-        if !redis.cli(&["KEYS", "it:*"]).trim().is_empty() {
-            reserved = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(reserved, "the reservation reached Redis");
+    // The request is parked in the group-commit delay by now (the writer waits 10 s).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!post.is_finished(), "the request waits for its spool write");
+    assert_eq!(
+        redis.cli(&["KEYS", "it:*"]).trim(),
+        "",
+        "no reservation before the record is on disk"
+    );
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
     let first = post.await.unwrap();
