@@ -569,7 +569,10 @@ impl Gateway {
     /// every live entry in the store stands for a record on some gateway's disk, and a copy that
     /// meets one is safely a `duplicate` — which a read-only peek finds without writing anything,
     /// so repeats (the common case) cost no disk write. Otherwise: write, claim, then queue the
-    /// record (claimed) or remove it (a duplicate after all, or the store failed).
+    /// record (claimed) or remove it (a duplicate after all). If the claim fails on a store
+    /// error (fail-closed), the record is kept and claimed later by the spool: the failed claim
+    /// may have taken effect unseen, and removing the record would leave that entry standing
+    /// for nothing.
     async fn spool_write_first(
         &self,
         spool: &Spool,
@@ -606,7 +609,14 @@ impl Gateway {
                 spool.discard(id).await;
                 result(Verdict::Duplicate, existing.reason(), key)
             }
+            Err(e) if self.inner.cfg.dedup.on_store_error == OnStoreError::FailClosed => {
+                // The record stays: the spool claims it once the store answers again (never
+                // removing it on this error), and MinIO's retry of the 503 meets that claim.
+                spool.enqueue_unclaimed(id, owner, hold);
+                self.on_store_error(e, delivery).await
+            }
             Err(e) => {
+                // Fail-open forwards now, unchecked; a queued copy would be a second delivery.
                 spool.discard(id).await;
                 self.on_store_error(e, delivery).await
             }

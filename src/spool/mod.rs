@@ -333,6 +333,7 @@ impl Spool {
                 id,
                 owner,
                 claim: entry.held,
+                release_first: false,
             });
             queued += 1;
         }
@@ -420,6 +421,27 @@ impl Spool {
             id,
             owner,
             claim: held,
+            release_first: false,
+        });
+    }
+
+    /// Queues a written record whose claim failed on a store error: the worker clears whatever
+    /// that claim may have left under `owner`, then claims the identity afresh (or drops the
+    /// record if another copy holds it), once the store answers again. Thus a record is never
+    /// removed on a store error; it can only be delivered or found a duplicate.
+    pub fn enqueue_unclaimed(&self, id: u64, owner: Owner, held: bool) {
+        let s = &self.inner.settings;
+        let wait = if held {
+            s.grace
+        } else {
+            s.backoff.delay(1, None)
+        };
+        self.inner.queue.push(Due {
+            at: tokio::time::Instant::now() + wait,
+            id,
+            owner,
+            claim: true,
+            release_first: true,
         });
     }
 
@@ -533,6 +555,7 @@ impl Spool {
             id,
             owner,
             claim: false,
+            release_first: false,
         });
         Ok(Replayed::Accepted)
     }

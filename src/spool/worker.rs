@@ -57,8 +57,13 @@ pub(crate) struct Due {
     pub at: Instant,
     pub id: u64,
     pub owner: Owner,
-    /// A held record that has yet to claim its identity.
+    /// A record that has yet to claim its identity: a held one after its grace, or one whose
+    /// claim failed on a store error when it was accepted.
     pub claim: bool,
+    /// Release `owner`'s entry before claiming: the claim at acceptance failed on a store error
+    /// and may have taken effect unseen (see `DedupStore`). Sent after that failed command on the
+    /// same connection, the release cannot be overtaken by it.
+    pub release_first: bool,
 }
 
 /// The time-ordered queue. The std mutex is held only to push or pop, never across an await.
@@ -177,6 +182,14 @@ impl Inner {
             }
         };
         let mut owner = due.owner;
+        if due.release_first
+            && let Err(e) = self.store.release(&entry.key, owner).await
+        {
+            self.metrics.store_error();
+            tracing::warn!(dedup_key = %entry.key, error = %e, "cannot clear a failed claim; will retry");
+            self.later(due, self.settings.backoff.delay(1, None));
+            return;
+        }
         if due.claim {
             match self.claim(&entry, owner).await {
                 ClaimResult::Deliver(o) => owner = o,
@@ -308,6 +321,7 @@ impl Inner {
                     Due {
                         owner,
                         claim: false,
+                        release_first: false,
                         ..due
                     },
                     delay,
@@ -316,7 +330,8 @@ impl Inner {
         }
     }
 
-    /// Claims a held record's identity once its grace is over (see the module doc).
+    /// Claims a record's identity: a held one once its grace is over (see the module doc), or
+    /// one whose claim at acceptance failed (`claim_held` then finds nothing, and it reserves).
     async fn claim(&self, entry: &Entry, owner: Owner) -> ClaimResult {
         let lease = self.settings.horizon();
         match self.store.claim_held(&entry.key, owner, lease).await {

@@ -135,6 +135,41 @@ async fn replicas_on_redis_write_first_and_deliver_each_event_once() {
     }
 }
 
+/// The claim after the spool write times out (Redis pauses writes: the peek, a read, still gets
+/// through, and the paused script runs once the pause ends — a claim that took effect unseen).
+/// Fail-closed answers 503, but the written record is kept: the spool clears that stray entry,
+/// claims the identity afresh and delivers the event without waiting for MinIO's retry, which
+/// then is a `duplicate`. Exactly one delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_lost_to_a_redis_stall_keeps_the_written_record() {
+    let redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = redis_spool_config(&oscar.url(), &redis);
+    cfg.dedup.redis.command_timeout = Duration::from_millis(300);
+    let gw = SpoolGw::start(dir.path(), cfg, None).await;
+    post_until_2xx(&gw, put_event("stall-warm")).await;
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]), "OK");
+    let (status, _, answer) = gw.post(put_event("stall-claim")).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(verdicts(&answer), ["failed"], "{answer}");
+    assert!(
+        eventually(Duration::from_secs(15), || oscar.accepted().len() == 2).await,
+        "the kept record is delivered without a retry from MinIO"
+    );
+    let (status, _, answer) = gw.post(put_event("stall-claim")).await;
+    assert_eq!(
+        (status, verdicts(&answer)),
+        (200, vec!["duplicate".into()]),
+        "{answer}"
+    );
+    gw.assert_drained().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = deliveries(&oscar);
+    assert!(d.len() == 2 && d.values().all(|n| *n == 1), "{d:?}");
+    gw.stop().await;
+}
+
 /// The restore meets a Redis that is down, so it delivers the spooled event unchecked. Once Redis
 /// is back and OSCAR has taken the event, the identity must be known as delivered: a repeat of
 /// it is a `duplicate`, not a second delivery.
