@@ -148,6 +148,7 @@ pub async fn run_with_hooks(
             backoff,
             max_attempts: cfg.delivery.max_attempts,
             max_age: cfg.delivery.max_age,
+            concurrency: cfg.delivery.concurrency,
         },
         store.clone(),
         forwarder.clone(),

@@ -5,6 +5,8 @@
 //! twice?"). Nothing is sent anywhere: a record that would be forwarded is taken as delivered at
 //! once, and held records stay held (the grace never ends offline), so a later clean copy of the
 //! same version shows as the one forwarded. All records share one dedup store, in input order.
+//! Keys are derived with the gateway's own secret (`dedup.hash_secret`, or the one kept in
+//! `data_dir`), so they match its logs; with neither, a random one (keys then differ per run).
 
 use std::{io::Write, path::PathBuf, time::Duration};
 
@@ -49,7 +51,13 @@ pub fn replay(
     out: &mut dyn Write,
 ) -> Result<usize, String> {
     let policy = Policy::new(&cfg.policy.forward, cfg.policy.pending)?;
-    let keys = KeyDeriver::random();
+    // The gateway's own secret when there is one (configured, or kept in `data_dir`), so that
+    // the printed keys are the ones in the gateway's logs and `/admin/verdicts`.
+    let keys = if cfg.dedup.hash_secret.is_empty() {
+        KeyDeriver::load(&cfg.data_dir).unwrap_or_else(KeyDeriver::random)
+    } else {
+        KeyDeriver::new(cfg.dedup.hash_secret.as_bytes())
+    };
     let store = MemoryStore::new(usize::MAX / 2);
     let scope = keys.scope(service, authorization.map(str::as_bytes));
     let available_on = cfg.service(service).available_on;

@@ -39,6 +39,8 @@ pub struct HeldSettings {
     pub backoff: Backoff,
     pub max_attempts: u32,
     pub max_age: Duration,
+    /// Deliveries of held copies at once (`delivery.concurrency`).
+    pub concurrency: usize,
 }
 
 /// Spawns and tracks the held-copy tasks; cheap to clone.
@@ -56,6 +58,9 @@ struct Inner {
     /// Cancelled at shutdown: waiting copies stop waiting and are delivered at once.
     flush: CancellationToken,
     tasks: TaskTracker,
+    /// Bounds the deliveries in flight, so a burst of held copies whose grace ends together (or a
+    /// shutdown flush) does not open one upstream request each at once.
+    permits: tokio::sync::Semaphore,
     /// Where late deliveries are recorded for `/admin/verdicts`; set once at start.
     history: std::sync::OnceLock<crate::history::History>,
 }
@@ -69,6 +74,7 @@ impl HeldQueue {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                permits: tokio::sync::Semaphore::new(settings.concurrency.max(1)),
                 settings,
                 store,
                 forwarder,
@@ -133,6 +139,11 @@ impl Inner {
         // loop is bounded all the same.
         let mut takeovers = 0u32;
         loop {
+            // Taken before the claim, so the wait for it does not eat into the claimed lease.
+            // Given back before any backoff wait.
+            let Ok(permit) = self.permits.acquire().await else {
+                return;
+            };
             match self.store.claim_held(&key, owner, s.lease).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -154,6 +165,7 @@ impl Inner {
                             self.metrics.store_error();
                             tracing::warn!(dedup_key = %key, error = %e, "cannot re-hold superseded held copy; will retry");
                             owner = next;
+                            drop(permit);
                             if !self
                                 .rehold_after_failure(
                                     &delivery,
@@ -177,6 +189,7 @@ impl Inner {
                     // Unknown state: try again later rather than deliver unchecked.
                     self.metrics.store_error();
                     tracing::warn!(dedup_key = %key, error = %e, "cannot claim held copy; will retry");
+                    drop(permit);
                     if !self
                         .rehold_after_failure(&delivery, &mut owner, &mut attempt, started, None)
                         .await
@@ -210,6 +223,7 @@ impl Inner {
                 } => {
                     tracing::warn!(dedup_key = %key, service = %delivery.service, reason, attempt, "held copy delivery failed; retrying");
                     let ra = *retry_after;
+                    drop(permit);
                     if !self
                         .rehold_after_failure(&delivery, &mut owner, &mut attempt, started, ra)
                         .await

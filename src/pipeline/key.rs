@@ -105,6 +105,14 @@ impl KeyDeriver {
     }
 
     /// Reads `{dir}/dedup-secret`, creating it with a random secret (mode 0600) when missing.
+    /// The secret kept in `dir` by [`Self::load_or_create`], if there is one; creates nothing.
+    pub fn load(dir: &Path) -> Option<Self> {
+        std::fs::read(dir.join("dedup-secret"))
+            .ok()
+            .filter(|bytes| bytes.len() >= 16)
+            .map(|bytes| Self::new(&bytes))
+    }
+
     pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
         let path = dir.join("dedup-secret");
         match std::fs::read(&path) {

@@ -294,7 +294,14 @@ impl MemoryStore {
                     .remove_if(&key.0, |_, v| Slot::unpack(*v).owned_by(owner))
                     .is_some();
                 if removed {
-                    self.inner.len.fetch_sub(1, Ordering::Relaxed);
+                    // Saturating: a sweep may have stored a count that already lacks this
+                    // entry, and a wrapped count would send every insert into `make_room`.
+                    let _ =
+                        self.inner
+                            .len
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                Some(n.saturating_sub(1))
+                            });
                 }
                 removed
             }

@@ -132,7 +132,9 @@ const UNHEALTHY: u8 = 2;
 
 /// How many repairs may wait at once; beyond it a failed operation is left to its lease.
 const MAX_REPAIRS: usize = 10_000;
-/// How long a repair keeps trying: past the longest lease the gateway hands out by default.
+/// How long a repair keeps trying: past sync mode's default lease (`dedup.lease`, 120 s). Spool
+/// mode's leases are far longer (the retry horizon) but do not rely on repairs: there a failed
+/// claim keeps its record and the spool clears the entry itself (`Gateway::spool_write_first`).
 const REPAIR_WINDOW: Duration = Duration::from_secs(180);
 /// Health probe interval while healthy, and the bounds of its backoff while not.
 const PROBE_HEALTHY: Duration = Duration::from_secs(1);

@@ -67,6 +67,39 @@ fn check_config_validates_and_masks() {
     );
 }
 
+/// Replay derives keys with the gateway's own secret: the same configured secret gives the key a
+/// running gateway logs and answers (checked against a gateway in-process), run after run.
+#[tokio::test]
+async fn replay_keys_match_the_gateway_keys() {
+    let secret = "replay-shares-this-secret-0123456789";
+    let fixture = fixtures_dir().join("put-versioned.json");
+    let replay_key = || {
+        let out = bin()
+            .args(["replay", "--service", "svc"])
+            .env("DEDUP_GATEWAY_DEDUP__HASH_SECRET", secret)
+            .arg(&fixture)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: serde_json::Value =
+            serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+        line["key"].as_str().unwrap().to_string()
+    };
+    let first = replay_key();
+    assert_eq!(first, replay_key(), "the same key run after run");
+    let oscar = FakeOscar::start().await;
+    let mut cfg = test_config(&oscar.url());
+    cfg.dedup.hash_secret = secret.into();
+    let gw = TestGateway::start(cfg).await;
+    let (_, answer) = gw.post("svc", None, std::fs::read(&fixture).unwrap()).await;
+    assert_eq!(answer["results"][0]["key"], first.as_str(), "{answer}");
+    gw.stop().await;
+}
+
 #[test]
 fn replay_prints_one_verdict_per_record() {
     let f = fixtures_dir();

@@ -733,6 +733,34 @@ async fn a_held_copy_is_delivered_when_the_copy_that_preempted_it_failed() {
     gw.stop().await;
 }
 
+/// Held copies whose grace ends together are delivered at most `delivery.concurrency` at a time
+/// (as the setting documents), and all of them in the end.
+#[tokio::test]
+async fn held_copies_are_delivered_within_the_concurrency_bound() {
+    let oscar = crate::hardening::GateOscar::start().await;
+    let mut cfg = test_config(&oscar.url());
+    cfg.policy.pending_grace = Duration::from_millis(100);
+    cfg.delivery.concurrency = 2;
+    let gw = TestGateway::start(cfg).await;
+    for i in 0..6 {
+        let body = crate::spool::pending_event(&format!("bound-{i}"), false);
+        assert_eq!(
+            verdicts(&gw.post("svc", Some(TOKEN), body).await.1),
+            ["held"]
+        );
+    }
+    assert!(eventually(Duration::from_secs(5), || oscar.arrived() == 2).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(oscar.arrived(), 2, "no more than the bound in flight");
+    oscar.open();
+    assert!(
+        eventually(Duration::from_secs(10), || oscar.answered().len() == 6).await,
+        "all delivered: {:?}",
+        oscar.answered()
+    );
+    gw.stop().await;
+}
+
 /// Graceful shutdown in sync mode delivers a held copy at once instead of dropping it with the
 /// process (it was acknowledged 2xx and lives in memory only).
 #[tokio::test]
