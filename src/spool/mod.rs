@@ -135,6 +135,9 @@ pub struct SpoolSettings {
     pub grace: Duration,
     /// `dedup.lease`: the margin added to the retry horizon.
     pub lease_margin: Duration,
+    /// `dedup.on_store_error = "fail-open"`: events restored while the store fails are delivered
+    /// unchecked rather than waiting for the store.
+    pub fail_open: bool,
     pub faults: FaultSwitch,
 }
 
@@ -152,6 +155,7 @@ impl SpoolSettings {
             ttl: cfg.dedup.ttl,
             grace: cfg.policy.pending_grace,
             lease_margin: cfg.dedup.lease,
+            fail_open: cfg.dedup.on_store_error == crate::config::OnStoreError::FailOpen,
             faults,
         }
     }
@@ -274,16 +278,29 @@ impl Spool {
         let i = &self.inner;
         let now = unix_ms();
         let mut restored_keys = 0usize;
+        // After the first store error the store is not asked again during the restore: with
+        // Redis down every call costs a command timeout, and the restore precedes serving, so
+        // asking per record would keep the gateway from starting for N timeouts. What is skipped:
+        // delivered identities (a shared store usually still has them) and event claims, which
+        // the workers make once the store answers again (or skip, fail-open).
+        let mut store_down = false;
+        let mut skipped_keys = 0usize;
         for (key, expires) in &committed {
             let ttl = Duration::from_millis(expires.saturating_sub(now));
             if ttl.is_zero() {
+                continue;
+            }
+            if store_down {
+                skipped_keys += 1;
                 continue;
             }
             match i.store.insert_committed(key, ttl).await {
                 Ok(()) => restored_keys += 1,
                 Err(e) => {
                     i.metrics.store_error();
-                    tracing::warn!(dedup_key = %key, error = %e, "cannot restore a delivered identity");
+                    store_down = true;
+                    skipped_keys += 1;
+                    tracing::warn!(dedup_key = %key, error = %e, "cannot restore delivered identities; the dedup store fails");
                 }
             }
         }
@@ -297,7 +314,12 @@ impl Spool {
             // another copy, and the acknowledged event dropped. So it is released first (owner-
             // checked: nobody else's entry is touched) and claimed again under the same token,
             // which stays the one on disk. A record without a token (older version) gets a new one.
-            let (mut owner, released) = match entry.owner {
+            if store_down {
+                self.defer_claim(&entry, wait);
+                queued += 1;
+                continue;
+            }
+            let (owner, released) = match entry.owner {
                 0 => (new_owner(), Ok(())),
                 stored => (stored, i.store.release(&entry.key, stored).await.map(drop)),
             };
@@ -319,13 +341,12 @@ impl Spool {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    // Deliver anyway: losing an acknowledged event is worse than a possible repeat.
-                    // Not as `owner`: the store may undo that token's unanswered reserve or hold
-                    // in the background (see `DedupStore`), so using it again (claim, commit)
-                    // could have its entry deleted under it.
-                    owner = new_owner();
                     i.metrics.store_error();
-                    tracing::warn!(dedup_key = %entry.key, error = %e, "cannot reserve a restored event; delivering it unchecked");
+                    store_down = true;
+                    tracing::warn!(dedup_key = %entry.key, error = %e, "cannot claim restored events; the dedup store fails");
+                    self.defer_claim(&entry, wait);
+                    queued += 1;
+                    continue;
                 }
             }
             i.queue.push(Due {
@@ -337,6 +358,12 @@ impl Spool {
             });
             queued += 1;
         }
+        if store_down {
+            tracing::warn!(
+                skipped_keys,
+                "restore skipped the dedup store after its first error; spooled events claim their identities when it answers again"
+            );
+        }
         tracing::info!(
             restored_keys,
             queued,
@@ -344,6 +371,25 @@ impl Spool {
             dlq = i.shared.dlq.load(Ordering::Relaxed),
             "spool restored"
         );
+    }
+
+    /// Queues a restored event without having claimed its identity (the store failed).
+    /// Fail-closed: the worker releases the record's own entry and claims afresh once the store
+    /// answers (as a request would wait for it). Fail-open: delivered unchecked — not as the
+    /// stored owner, whose entry may still be in the store — and marked delivered afterwards.
+    fn defer_claim(&self, entry: &writer::Restored, wait: Duration) {
+        let (owner, claim, release_first) = if self.inner.settings.fail_open {
+            (new_owner(), entry.held, false)
+        } else {
+            (entry.owner, true, entry.owner != 0)
+        };
+        self.inner.queue.push(Due {
+            at: tokio::time::Instant::now() + wait,
+            id: entry.id,
+            owner,
+            claim,
+            release_first,
+        });
     }
 
     /// The reservation lease of an accepted event.

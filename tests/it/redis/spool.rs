@@ -216,6 +216,45 @@ async fn event_restored_while_redis_is_down_is_committed_once_delivered() {
     gw.stop().await;
 }
 
+/// A restart while Redis is down: the restore asks the store once, not once per record (each
+/// call costs a command timeout, and the restore precedes serving), and every spooled event is
+/// still delivered, once, when Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_with_redis_down_asks_the_store_once() {
+    let mut redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = redis_spool_config(&oscar.url(), &redis);
+    cfg.dedup.redis.command_timeout = Duration::from_secs(2);
+    let gw = SpoolGw::start(dir.path(), cfg.clone(), None).await;
+    for i in 0..5 {
+        let (status, a) = post_until_2xx(&gw, put_event(&format!("down-{i}"))).await;
+        assert_eq!(status, 202, "{a}");
+    }
+    gw.stop().await;
+
+    redis.stop();
+    let gw = SpoolGw::start(dir.path(), cfg, None).await;
+    // Serving now; the workers' own claims each wait a command timeout, so by this scrape only
+    // the restore's errors can have been counted.
+    let errors =
+        metric_value(&gw.metrics().await, "dedup_gateway_store_errors_total").unwrap_or(0.0);
+    assert_eq!(errors, 1.0, "the restore asked the failing store once");
+    redis.restart().await;
+    oscar.set_status(201);
+    assert!(
+        eventually(Duration::from_secs(20), || oscar.accepted().len() == 5).await,
+        "{} of 5 delivered once Redis is back",
+        oscar.accepted().len()
+    );
+    gw.assert_drained().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = deliveries(&oscar);
+    assert!(d.len() == 5 && d.values().all(|n| *n == 1), "{d:?}");
+    gw.stop().await;
+}
+
 /// A held copy whose clean copy preempted it and then failed to be stored (503, released) must
 /// reserve its identity anew after its grace, under a new owner token. Still undelivered at a
 /// restart, it must be delivered after it: the restore must know that token, or it takes the
