@@ -44,7 +44,17 @@
 //! process (Redis) the restore first releases that very entry: left there, it would look like
 //! another copy in flight and the acknowledged event would be dropped as a duplicate.
 //! Committed identities are restored first, so an event that was delivered and recorded can never
-//! be delivered again from a stale spool record.
+//! be delivered again from a stale spool record. If the store fails during the restore, it is not
+//! asked again (each call would cost a command timeout before serving starts): the remaining
+//! events are queued unclaimed, and the workers claim them once the store answers (fail-closed)
+//! or deliver them unchecked (fail-open).
+//!
+//! # The order of write and claim
+//! With the memory store a request claims the identity, then writes the record: a crash between
+//! the two loses the claim with the process. With Redis the claim would outlive the crash and
+//! stand for a record that was never written, so there the record is written first and then
+//! claimed (`Gateway::spool_write_first` in [`crate::pipeline`]); every live Redis entry then has
+//! a record on some gateway's disk behind it.
 //!
 //! # Limits and failures
 //! `spool.max_entries` and `spool.max_bytes` bound the undelivered events; beyond them, and while
