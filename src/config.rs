@@ -74,6 +74,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// The longest duration any setting takes.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -456,6 +459,29 @@ impl Config {
         if self.http.max_records == 0 {
             return Err(invalid("http.max_records", "must be at least 1"));
         }
+        // Sums of these (grace + lease, now + timeout, the retry horizon) must not overflow.
+        let (h, d, r) = (&self.http, &self.delivery, &self.dedup.redis);
+        for (key, value) in [
+            ("http.header_timeout", h.header_timeout),
+            ("http.body_timeout", h.body_timeout),
+            ("http.shutdown_grace", h.shutdown_grace),
+            ("delivery.connect_timeout", d.connect_timeout),
+            ("delivery.request_timeout", d.request_timeout),
+            ("delivery.retry_initial", d.retry_initial),
+            ("delivery.retry_max", d.retry_max),
+            ("delivery.max_age", d.max_age),
+            ("dedup.ttl", self.dedup.ttl),
+            ("dedup.sweep_interval", self.dedup.sweep_interval),
+            ("dedup.lease", self.dedup.lease),
+            ("dedup.redis.command_timeout", r.command_timeout),
+            ("dedup.redis.connect_timeout", r.connect_timeout),
+            ("policy.pending_grace", self.policy.pending_grace),
+            ("spool.group_commit_delay", self.spool.group_commit_delay),
+        ] {
+            if value > MAX_DURATION {
+                return Err(invalid(key, "must be at most 10 years"));
+            }
+        }
         if self.http.header_timeout.is_zero() || self.http.body_timeout.is_zero() {
             return Err(invalid(
                 "http.header_timeout",
@@ -656,6 +682,17 @@ mod tests {
         assert!(err.to_string().contains("pending"), "{err}");
         let err = Config::from_toml("nonsense = 1").unwrap_err();
         assert!(err.to_string().contains("nonsense"), "{err}");
+        // Huge durations would overflow `grace + lease` or `now + timeout` later (a panic).
+        for (section, key) in [
+            ("policy", "pending_grace"),
+            ("dedup", "lease"),
+            ("delivery", "max_age"),
+        ] {
+            let err =
+                Config::from_toml(&format!("[{section}]\n{key} = \"100000000y\"")).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+            assert!(err.to_string().contains("10 years"), "{err}");
+        }
     }
 
     #[test]
