@@ -279,7 +279,12 @@ impl Spool {
         let spool = Self { inner };
         spool.restore(opened.committed, opened.events).await;
         spool.refresh_metrics();
-        tokio::spawn(worker::dispatch(spool.inner.clone()));
+        // Tracked like the deliveries it starts: shutdown's wait then also covers an item the
+        // dispatcher took just as the stop came, which it spawns before it returns.
+        spool
+            .inner
+            .tasks
+            .spawn(worker::dispatch(spool.inner.clone()));
         Ok(spool)
     }
 
