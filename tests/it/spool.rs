@@ -119,6 +119,17 @@ impl SpoolGw {
     }
 
     /// Waits (bounded, see `metric_until`) until the spool holds no undelivered event.
+    /// Polls `/readyz` (at most 100 times, 50 ms apart) until it answers 200.
+    pub(crate) async fn ready_within_5s(&self) -> bool {
+        for _ in 0..100 {
+            if self.status_of("/readyz").await == 200 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     pub(crate) async fn assert_drained(&self) {
         assert!(
             self.metric_until("dedup_gateway_spool_depth", |v| v == 0.0)
@@ -475,15 +486,10 @@ async fn disk_write_failure_answers_503_and_loses_nothing() {
     oscar.set_status(201);
     tokio::time::sleep(Duration::from_millis(300)).await;
     faults.fail_writes(false);
-    let mut ready = false;
-    for _ in 0..100 {
-        if gw.status_of("/readyz").await == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "ready again once the disk recovers");
+    assert!(
+        gw.ready_within_5s().await,
+        "ready again once the disk recovers"
+    );
     let (status, _, a) = gw.post(put_event("disk-3")).await;
     assert_eq!(
         status, 202,

@@ -275,15 +275,7 @@ async fn held_copy_that_reserved_anew_survives_a_restart_on_redis() {
     let (status, _, a) = gw.post(pending_event("reheld", true)).await;
     assert_eq!(status, 503, "{a}");
     faults.fail_writes(false);
-    let mut ready = false;
-    for _ in 0..100 {
-        if gw.status_of("/readyz").await == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the spool takes writes again");
+    assert!(gw.ready_within_5s().await, "the spool takes writes again");
     // After its grace the held copy finds the identity free, reserves it and is attempted.
     assert!(
         eventually(Duration::from_secs(15), || !oscar.received().is_empty()).await,
