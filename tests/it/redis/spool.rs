@@ -216,17 +216,18 @@ async fn event_restored_while_redis_is_down_is_committed_once_delivered() {
     gw.stop().await;
 }
 
-/// A restart while Redis is down: the restore asks the store once, not once per record (each
-/// call costs a command timeout, and the restore precedes serving), and every spooled event is
-/// still delivered, once, when Redis is back.
+/// A restart while Redis does not answer (paused: every command waits out its timeout): the
+/// restore asks the store once, not once per record (each call costs a command timeout, and the
+/// restore precedes serving), and every spooled event is still delivered, once, when Redis
+/// answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_with_redis_down_asks_the_store_once() {
-    let mut redis = RedisServer::start().await;
+    let redis = RedisServer::start().await;
     let oscar = FakeOscar::start().await;
     oscar.set_status(503);
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = redis_spool_config(&oscar.url(), &redis);
-    cfg.dedup.redis.command_timeout = Duration::from_secs(2);
+    cfg.dedup.redis.command_timeout = Duration::from_secs(3);
     let gw = SpoolGw::start(dir.path(), cfg.clone(), None).await;
     for i in 0..5 {
         let (status, a) = post_until_2xx(&gw, put_event(&format!("down-{i}"))).await;
@@ -234,18 +235,18 @@ async fn restore_with_redis_down_asks_the_store_once() {
     }
     gw.stop().await;
 
-    redis.stop();
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "60000", "WRITE"]), "OK");
     let gw = SpoolGw::start(dir.path(), cfg, None).await;
-    // Serving now; the workers' own claims each wait a command timeout, so by this scrape only
-    // the restore's errors can have been counted.
+    // Serving now. The restore's one call waited out its timeout; the workers' own calls,
+    // started after it, each wait a full timeout too, so none of them can have failed yet.
     let errors =
         metric_value(&gw.metrics().await, "dedup_gateway_store_errors_total").unwrap_or(0.0);
     assert_eq!(errors, 1.0, "the restore asked the failing store once");
-    redis.restart().await;
+    assert_eq!(redis.cli(&["CLIENT", "UNPAUSE"]), "OK");
     oscar.set_status(201);
     assert!(
         eventually(Duration::from_secs(20), || oscar.accepted().len() == 5).await,
-        "{} of 5 delivered once Redis is back",
+        "{} of 5 delivered once Redis answers",
         oscar.accepted().len()
     );
     gw.assert_drained().await;
