@@ -135,17 +135,27 @@ impl Inner {
         let key = delivery.key;
         self.wait(s.grace).await;
         let mut attempt = 0u32;
-        // Takeovers of a freed identity; each needs another copy to have come and gone, but the
-        // loop is bounded all the same.
+        // Takeovers of a freed identity in a row; each needs another copy to have come and gone
+        // (or the hold to have expired while waiting for a permit), but the loop is bounded all
+        // the same.
         let mut takeovers = 0u32;
+        // The permit kept across a takeover: queueing for it again could outlast the fresh
+        // hold's lease, which then looks like yet another takeover, until the copy is dropped.
+        let mut kept = None;
         loop {
             // Taken before the claim, so the wait for it does not eat into the claimed lease.
             // Given back before any backoff wait.
-            let Ok(permit) = self.permits.acquire().await else {
-                return;
+            let permit = match kept.take() {
+                Some(p) => p,
+                None => match self.permits.acquire().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
             };
             match self.store.claim_held(&key, owner, s.lease).await {
-                Ok(true) => {}
+                // Only takeovers in a row are bounded: a hold that expired while the copy
+                // waited for its turn also looks like one, once per delivery attempt.
+                Ok(true) => takeovers = 0,
                 Ok(false) => {
                     // Lost to a clean copy. If that copy's delivery failed, the identity is free.
                     let next = new_owner();
@@ -154,6 +164,7 @@ impl Inner {
                         Ok(Claim::Acquired) if takeovers <= MAX_TAKEOVERS => {
                             tracing::info!(dedup_key = %key, service = %delivery.service, "the copy that superseded this held copy was not delivered; delivering the held copy");
                             owner = next;
+                            kept = Some(permit);
                             continue;
                         }
                         Ok(Claim::Acquired) => {

@@ -200,6 +200,13 @@ impl Inner {
                     return;
                 }
                 ClaimResult::Retry => {
+                    // A failed `claim_held` may have taken effect unseen (the entry is then
+                    // held-delivering under `owner`, which the next claim would take for another
+                    // copy): clear it first, as after a failed claim at acceptance.
+                    let due = Due {
+                        release_first: true,
+                        ..due
+                    };
                     self.later(due, self.settings.backoff.delay(1, None));
                     return;
                 }

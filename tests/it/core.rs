@@ -807,3 +807,47 @@ async fn a_non_ascii_shape_error_is_answered_not_a_dropped_connection() {
     assert!(oscar.received().is_empty());
     gw.stop().await;
 }
+
+/// Held copies queued for a delivery permit longer than their lease (a slow OSCAR, more held
+/// copies than `delivery.concurrency`) find their hold expired when their turn comes: nothing
+/// superseded them, and each must still be delivered once OSCAR answers. (A copy that took its
+/// expired identity back gave its permit up and queued again, expired again; and each expiry
+/// counted as a takeover, so after a few rounds, or a few failed attempts, the copy was dropped
+/// as "superseded": an acknowledged event lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_copies_waiting_past_their_lease_for_a_permit_are_still_delivered() {
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    oscar.set_delay(Duration::from_millis(100));
+    let mut cfg = test_config(&oscar.url());
+    cfg.policy.pending_grace = Duration::from_millis(100);
+    cfg.delivery.concurrency = 1;
+    cfg.delivery.request_timeout = Duration::from_millis(300);
+    cfg.delivery.connect_timeout = Duration::from_millis(100);
+    cfg.delivery.max_attempts = 1000;
+    cfg.dedup.lease = Duration::from_millis(400);
+    let gw = TestGateway::start(cfg).await;
+    let n = 8;
+    for i in 0..n {
+        let body = crate::spool::pending_event(&format!("permit-wait-{i}"), false);
+        assert_eq!(
+            verdicts(&gw.post("svc", Some(TOKEN), body).await.1),
+            ["held"]
+        );
+    }
+    // OSCAR stays slow and failing for a while: the copies queue for the one permit.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    oscar.set_delay(Duration::ZERO);
+    oscar.set_status(201);
+    let all = eventually(Duration::from_secs(30), || {
+        crate::spool::deliveries(&oscar).len() == n
+    })
+    .await;
+    let superseded = metric_value(&gw.metrics().await, "dedup_gateway_held_superseded_total");
+    assert!(
+        all,
+        "every held copy delivered: {} of {n} (superseded: {superseded:?})",
+        crate::spool::deliveries(&oscar).len()
+    );
+    gw.stop().await;
+}

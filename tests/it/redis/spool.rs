@@ -511,3 +511,39 @@ async fn sync_mode_crash_mid_delivery_loses_no_event() {
         oscar.answered()
     );
 }
+
+/// A held copy's claim after its grace times out (Redis pauses writes) and runs once the pause
+/// ends: the identity is then *held-delivering* under the copy's own token, unseen. The retried
+/// claim must not take that entry for another copy (`claim_held` answers false, the fresh
+/// reservation meets `held-copy-in-flight`) and drop the acknowledged event as superseded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_claim_lost_to_a_redis_stall_still_delivers() {
+    let redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = redis_spool_config(&oscar.url(), &redis);
+    cfg.dedup.redis.command_timeout = Duration::from_millis(300);
+    cfg.policy.pending_grace = Duration::from_millis(500);
+    let gw = SpoolGw::start(dir.path(), cfg, None).await;
+    post_until_2xx(&gw, put_event("held-stall-warm")).await;
+    assert!(eventually(Duration::from_secs(15), || oscar.accepted().len() == 1).await);
+    let (status, a) = post_until_2xx(&gw, pending_event("held-stall", false)).await;
+    assert_eq!((status, verdicts(&a)), (202, vec!["held".into()]), "{a}");
+    // The grace ends inside the pause: the worker's claim waits out its timeout.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]), "OK");
+    assert!(
+        gw.metric_until("dedup_gateway_store_errors_total", |v| v >= 1.0)
+            .await,
+        "the claim met the stall"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || oscar.accepted().len() == 2).await,
+        "the acknowledged held copy is delivered: {} delivered",
+        oscar.accepted().len()
+    );
+    gw.assert_drained().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = deliveries(&oscar);
+    assert!(d.len() == 2 && d.values().all(|n| *n == 1), "{d:?}");
+    gw.stop().await;
+}
