@@ -104,7 +104,6 @@ impl KeyDeriver {
         Self::new(&rand::random::<[u8; 32]>())
     }
 
-    /// Reads `{dir}/dedup-secret`, creating it with a random secret (mode 0600) when missing.
     /// The secret kept in `dir` by [`Self::load_or_create`], if there is one; creates nothing.
     pub fn load(dir: &Path) -> Option<Self> {
         std::fs::read(dir.join("dedup-secret"))
@@ -113,6 +112,7 @@ impl KeyDeriver {
             .map(|bytes| Self::new(&bytes))
     }
 
+    /// Reads `{dir}/dedup-secret`, creating it with a random secret (mode 0600) when missing.
     pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
         let path = dir.join("dedup-secret");
         match std::fs::read(&path) {

@@ -142,7 +142,8 @@ pub(crate) async fn dispatch(inner: Arc<Inner>) {
 enum ClaimResult {
     Deliver(Owner),
     Superseded,
-    Retry,
+    /// Try again later, first releasing what this token may hold.
+    Retry(Owner),
 }
 
 impl Inner {
@@ -191,7 +192,7 @@ impl Inner {
             return;
         }
         if due.claim {
-            match self.claim(&entry, owner).await {
+            match self.claim(due.id, &mut entry, owner).await {
                 ClaimResult::Deliver(o) => owner = o,
                 ClaimResult::Superseded => {
                     self.metrics.held_superseded();
@@ -199,11 +200,12 @@ impl Inner {
                     let _ = self.write_until_ok(|| Op::Remove { id: due.id }).await;
                     return;
                 }
-                ClaimResult::Retry => {
-                    // A failed `claim_held` may have taken effect unseen (the entry is then
-                    // held-delivering under `owner`, which the next claim would take for another
-                    // copy): clear it first, as after a failed claim at acceptance.
+                ClaimResult::Retry(owner) => {
+                    // A failed `claim_held` or `reserve` may have taken effect unseen (the entry is
+                    // then held-delivering or reserved under `owner`, which the next claim would
+                    // take for another copy): clear it first, as after a failed claim at acceptance.
                     let due = Due {
+                        owner,
                         release_first: true,
                         ..due
                     };
@@ -339,7 +341,11 @@ impl Inner {
 
     /// Claims a record's identity: a held one once its grace is over (see the module doc), or
     /// one whose claim at acceptance failed (`claim_held` then finds nothing, and it reserves).
-    async fn claim(&self, entry: &Entry, owner: Owner) -> ClaimResult {
+    ///
+    /// A fresh token is written into the record *before* it is used to reserve: a crash between
+    /// the two must not leave a reservation that the record does not name (the restore releases
+    /// only the named one, and would take the other for a copy in flight and drop the event).
+    async fn claim(&self, id: u64, entry: &mut Entry, owner: Owner) -> ClaimResult {
         let lease = self.settings.horizon();
         match self.store.claim_held(&entry.key, owner, lease).await {
             Ok(true) => return ClaimResult::Deliver(owner),
@@ -347,17 +353,29 @@ impl Inner {
             Err(e) => {
                 self.metrics.store_error();
                 tracing::warn!(dedup_key = %entry.key, error = %e, "cannot claim held copy; will retry");
-                return ClaimResult::Retry;
+                return ClaimResult::Retry(owner);
             }
         }
         let fresh = new_owner();
+        let previous = std::mem::replace(&mut entry.owner, fresh);
+        if let Err(e) = self
+            .submit(Op::Update {
+                id,
+                entry: entry.encode(),
+            })
+            .await
+        {
+            entry.owner = previous;
+            tracing::warn!(spool_id = id, error = %e, "cannot record a new owner; will retry");
+            return ClaimResult::Retry(owner);
+        }
         match self.store.reserve(&entry.key, fresh, lease).await {
             Ok(Claim::Acquired | Claim::Preempted) => ClaimResult::Deliver(fresh),
             Ok(Claim::Duplicate(_)) => ClaimResult::Superseded,
             Err(e) => {
                 self.metrics.store_error();
                 tracing::warn!(dedup_key = %entry.key, error = %e, "cannot reserve held copy; will retry");
-                ClaimResult::Retry
+                ClaimResult::Retry(fresh)
             }
         }
     }
