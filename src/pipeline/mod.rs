@@ -66,11 +66,13 @@ use crate::{
     store::{Claim, DedupStore, Existing, Owner, Store, StoreError, new_owner},
 };
 
-/// How often a copy waiting for a held copy's delivery asks the store again.
-const HELD_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 use key::{DedupKey, KeyDeriver, RequestScope};
 use parse::{EnvelopeError, Record, RecordError, Records};
 use policy::{Decision, FinalVerdict, Policy};
+
+/// How often a copy waiting for its original's delivery (see `Gateway::waits_for`) asks the
+/// store again.
+const ORIGINAL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The verdict of one record (contract §4), plus `failed` for a record that could not be
 /// delivered or stored in this request (the request gets 503).
@@ -439,7 +441,7 @@ impl Gateway {
             None => self.claim(&key, owner, hold).await,
         };
         if matches!(claim, Ok(Claim::Duplicate(e)) if self.waits_for(e)) {
-            match self.after_held_delivery(&key, owner, hold).await {
+            match self.await_original(&key, owner, hold).await {
                 Some(c) => claim = c,
                 None => return result(Verdict::Failed, "original-still-in-flight", key),
             }
@@ -480,9 +482,9 @@ impl Gateway {
     }
 
     /// Sync mode: claims `key` again until the delivery it met (see [`Self::waits_for`]) has an
-    /// outcome, or gives up (`None`) after the longest one delivery attempt can take. Polls the store, which
-    /// works the same for every backend and every replica sharing one.
-    async fn after_held_delivery(
+    /// outcome, or gives up (`None`) after the longest one delivery attempt can take. Polls the
+    /// store, which works the same for every backend and every replica sharing one.
+    async fn await_original(
         &self,
         key: &DedupKey,
         owner: Owner,
@@ -491,14 +493,14 @@ impl Gateway {
         let d = &self.inner.cfg.delivery;
         // One delivery attempt at most; never past the lease, after which the entry is gone.
         let bound = (d.connect_timeout + d.request_timeout).min(self.inner.cfg.dedup.lease);
-        let deadline = tokio::time::Instant::now() + bound + HELD_POLL;
+        let deadline = tokio::time::Instant::now() + bound + ORIGINAL_POLL;
         tracing::debug!(dedup_key = %key, "the original is being delivered; waiting for its outcome");
         loop {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(dedup_key = %key, "the original is still being delivered; answering 503 so the copy is sent again");
                 return None;
             }
-            tokio::time::sleep(HELD_POLL).await;
+            tokio::time::sleep(ORIGINAL_POLL).await;
             // Reusing `owner` is safe: every earlier answer was a duplicate, which changed nothing.
             let claim = self.claim(key, owner, hold).await;
             if !matches!(claim, Ok(Claim::Duplicate(e)) if self.waits_for(e)) {
@@ -599,11 +601,7 @@ impl Gateway {
         match self.claim(&key, owner, hold).await {
             Ok(claim @ (Claim::Acquired | Claim::Preempted)) => {
                 spool.enqueue(id, owner, hold);
-                match claim {
-                    _ if hold => result(Verdict::Held, "replication-pending", key),
-                    Claim::Preempted => result(Verdict::Accepted, "clean-copy-preempted-held", key),
-                    _ => result(Verdict::Accepted, "spooled", key),
-                }
+                spooled(hold, claim == Claim::Preempted, key)
             }
             Ok(Claim::Duplicate(existing)) => {
                 spool.discard(id).await;
@@ -637,9 +635,7 @@ impl Gateway {
     ) -> RecordResult {
         let key = delivery.key;
         match spool.accept(delivery, owner, hold).await {
-            Ok(()) if hold => result(Verdict::Held, "replication-pending", key),
-            Ok(()) if preempted => result(Verdict::Accepted, "clean-copy-preempted-held", key),
-            Ok(()) => result(Verdict::Accepted, "spooled", key),
+            Ok(()) => spooled(hold, preempted, key),
             Err(e) => {
                 // A held copy this one preempted is still spooled; its worker finds the identity
                 // free again and delivers it, so the release cannot lose it.
@@ -651,6 +647,15 @@ impl Gateway {
                 result(Verdict::Failed, e.reason(), key)
             }
         }
+    }
+}
+
+/// The answer for a record that is on disk and claimed: `held`, or `accepted`.
+fn spooled(hold: bool, preempted: bool, key: DedupKey) -> RecordResult {
+    match (hold, preempted) {
+        (true, _) => result(Verdict::Held, "replication-pending", key),
+        (false, true) => result(Verdict::Accepted, "clean-copy-preempted-held", key),
+        (false, false) => result(Verdict::Accepted, "spooled", key),
     }
 }
 

@@ -215,10 +215,10 @@ impl Inner {
             }
         }
         if owner != entry.owner {
-            // The identity is now owned under a token the record does not name (a held copy that
-            // had to reserve anew, a record restored without one): put it on disk before the
-            // delivery, so that a restart releases this entry instead of taking it for another
-            // copy and dropping the event.
+            // The identity is now owned under a token the record does not name (a record
+            // restored without one; a fresh token from `claim` is already on disk): put it on
+            // disk before the delivery, so that a restart releases this entry instead of taking
+            // it for another copy and dropping the event.
             entry.owner = owner;
             let r = self
                 .submit(Op::Update {
