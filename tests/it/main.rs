@@ -1,10 +1,19 @@
 //! One integration binary: every test starts the real gateway on 127.0.0.1:0 against a fake OSCAR.
 
-mod binary;
-mod core;
+mod admin;
+mod cli;
 mod crash;
+mod dedup;
+mod deploy;
+mod dlq;
 mod hardening;
 mod helpers;
-mod ops;
+mod mc_setup;
+mod metrics;
+mod pending;
+mod receive;
 mod redis;
+mod restart;
+mod shadow;
+mod shutdown;
 mod spool;

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures_util::stream;
 
-use super::{body, error_reason, record};
 use crate::helpers::*;
 
 /// Where a case's reason is found: an envelope error (`error`) or the record results.
@@ -309,7 +308,7 @@ async fn oversized_headers_are_refused() {
         "POST /job/svc HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{many}\r\n{b}",
         b.len()
     );
-    let answer = super::raw_exchange(gw.addr, req.as_bytes(), Duration::from_secs(20)).await;
+    let answer = raw_exchange(gw.addr, req.as_bytes(), Duration::from_secs(20)).await;
     assert!(
         answer.starts_with("HTTP/1.1 431"),
         "{}",

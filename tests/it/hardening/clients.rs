@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use super::{GateOscar, body, error_reason, raw_exchange, read_until_close, record};
 use crate::helpers::*;
 
 /// A client that starts its headers and stops is disconnected after `http.header_timeout`, and

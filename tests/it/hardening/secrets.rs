@@ -15,7 +15,6 @@ use dedup_gateway::pipeline::{
     policy::Class,
 };
 
-use super::{body, error_reason, record};
 use crate::helpers::*;
 
 const WRONG_TOKEN: &str = "Bearer wrong-token-4f1e2d3c4b5a69788796a5b4c3d2e1f0";

@@ -19,7 +19,6 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use tokio::{io::AsyncReadExt, net::TcpListener};
 use tokio_util::sync::CancellationToken;
 
-use super::{body, record};
 use crate::helpers::*;
 
 /// A test CA and a server certificate it signed for 127.0.0.1 and localhost, as PEM files.

@@ -1,6 +1,7 @@
-//! A misbehaving OSCAR: one that hangs, one that streams an endless body, one that redirects,
-//! one that resets the connection mid-response. Each failure is retryable for MinIO (503), the
-//! identity is released so the retry is forwarded, and nothing is sent anywhere but OSCAR.
+//! A failing or misbehaving OSCAR in sync mode: one that refuses the token, answers 503, is
+//! down, hangs, streams an endless body, redirects, or resets the connection mid-response. Each
+//! failure is retryable for MinIO (503), the identity is released so the retry is forwarded, and
+//! nothing is sent anywhere but OSCAR.
 
 use std::{
     sync::{
@@ -24,8 +25,56 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{GateOscar, body, record};
 use crate::helpers::*;
+
+/// A wrong token (OSCAR 401) never shadows the real event: the right token is then forwarded once.
+#[tokio::test]
+async fn wrong_token_then_right_token_forwards_once() {
+    let oscar = FakeOscar::start().await;
+    oscar.require_token(true);
+    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let body = fixture("put-versioned.json");
+    gw.post_as("svc", Some("Bearer wrong"), body.clone())
+        .await
+        .assert(503, &["failed"]);
+    gw.post_event(body.clone())
+        .await
+        .assert(200, &["forwarded"]);
+    gw.post_event(body).await.assert_verdicts(&["duplicate"]);
+    assert_eq!(oscar.accepted().len(), 1);
+    gw.stop().await;
+}
+
+/// OSCAR 503 → MinIO 503 with Retry-After, the key released, the retry forwarded.
+#[tokio::test]
+async fn upstream_failure_releases_the_key() {
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let body = fixture("put-versioned.json");
+    let p = gw.post_event(body.clone()).await;
+    p.assert_status(503);
+    assert!(p.retry_after.is_some());
+    oscar.set_status(201);
+    gw.post_event(body).await.assert(200, &["forwarded"]);
+    assert_eq!(oscar.accepted().len(), 1);
+    assert_eq!(oscar.received().len(), 2);
+    gw.stop().await;
+}
+
+/// OSCAR unreachable (connection refused) → 503, nothing committed.
+#[tokio::test]
+async fn upstream_down_answers_503() {
+    let oscar = FakeOscar::start().await;
+    let url = oscar.url();
+    oscar.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let gw = TestGateway::start(test_config(&url)).await;
+    gw.post_event(fixture("put-versioned.json"))
+        .await
+        .assert_status(503);
+    gw.stop().await;
+}
 
 /// OSCAR never answers: the request times out (503 + Retry-After, verdict `failed`), the
 /// reservation is released, and once OSCAR answers again the retry is forwarded.
@@ -35,36 +84,15 @@ async fn a_hanging_oscar_times_out_and_releases_the_key() {
     let mut cfg = test_config(&oscar.url());
     cfg.delivery.request_timeout = Duration::from_millis(500);
     let gw = TestGateway::start(cfg).await;
-    let event = body(&[record("hang.txt", "v1")]);
+    let event = one_record("hang.txt", "v1");
 
-    let resp = gw
-        .client
-        .post(gw.url("/job/svc"))
-        .header("authorization", GOOD_TOKEN)
-        .header("content-type", "application/json")
-        .body(event.clone())
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 503);
-    assert!(resp.headers().get("retry-after").is_some());
-    let answer: serde_json::Value = resp.json().await.expect("json");
-    assert_eq!(verdicts(&answer), ["failed"]);
-    assert!(
-        answer["results"][0]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("timeout"),
-        "{answer}"
-    );
+    let p = gw.post_event(event.clone()).await;
+    p.assert(503, &["failed"]);
+    assert!(p.retry_after.is_some());
+    assert!(p.reason().contains("timeout"), "{}", p.answer);
 
     oscar.open();
-    let (status, answer) = gw.post("svc", Some(GOOD_TOKEN), event).await;
-    assert_eq!(
-        (status, verdicts(&answer)),
-        (200, vec!["forwarded".to_string()]),
-        "{answer}"
-    );
+    gw.post_event(event).await.assert(200, &["forwarded"]);
     gw.stop().await;
 }
 
@@ -97,18 +125,9 @@ async fn an_endless_response_body_is_not_read_past_the_cap() {
     cfg.dedup.lease = Duration::from_secs(120);
     let gw = TestGateway::start(cfg).await;
 
-    let (status, answer) = gw
-        .post(
-            "svc",
-            Some(GOOD_TOKEN),
-            body(&[record("endless.txt", "v1")]),
-        )
-        .await;
-    assert_eq!(
-        (status, verdicts(&answer)),
-        (200, vec!["forwarded".to_string()]),
-        "{answer}"
-    );
+    gw.post_event(one_record("endless.txt", "v1"))
+        .await
+        .assert(200, &["forwarded"]);
     // Had the body been read to the timeout, loopback would have carried gigabytes.
     let total = produced.load(Ordering::Relaxed);
     assert!(total < 64 * 1024 * 1024, "the fake produced {total} bytes");
@@ -143,15 +162,9 @@ async fn redirects_are_never_followed() {
     let gw = TestGateway::start(test_config(&format!("http://{addr}"))).await;
     for (i, code) in [301, 302, 303, 307, 308].into_iter().enumerate() {
         status.store(code, Ordering::SeqCst);
-        let (got, answer) = gw
-            .post(
-                "svc",
-                Some(GOOD_TOKEN),
-                body(&[record(&format!("r{i}.txt"), "v1")]),
-            )
-            .await;
-        assert_eq!(got, 503, "{code}: {answer}");
-        assert_eq!(verdicts(&answer), ["failed"], "{code}");
+        let p = gw.post_event(one_record(&format!("r{i}.txt"), "v1")).await;
+        assert_eq!(p.status, 503, "{code}: {}", p.answer);
+        assert_eq!(p.verdicts(), ["failed"], "{code}");
     }
     assert_eq!(hits.load(Ordering::SeqCst), 5);
     assert!(elsewhere.received().is_empty(), "a redirect was followed");
@@ -185,16 +198,9 @@ async fn a_reset_mid_response_is_retryable() {
         }
     });
     let gw = TestGateway::start(test_config(&format!("http://{addr}"))).await;
-    let event = body(&[record("reset.txt", "v1")]);
-    let (status, answer) = gw.post("svc", Some(GOOD_TOKEN), event.clone()).await;
-    assert_eq!(status, 503, "{answer}");
-    assert_eq!(verdicts(&answer), ["failed"]);
-    let (status, answer) = gw.post("svc", Some(GOOD_TOKEN), event).await;
-    assert_eq!(
-        (status, verdicts(&answer)),
-        (200, vec!["forwarded".to_string()]),
-        "{answer}"
-    );
+    let event = one_record("reset.txt", "v1");
+    gw.post_event(event.clone()).await.assert(503, &["failed"]);
+    gw.post_event(event).await.assert(200, &["forwarded"]);
     assert!(connections.load(Ordering::SeqCst) >= 2);
     gw.stop().await;
 }
@@ -228,13 +234,4 @@ async fn read_request(s: &mut TcpStream) -> bool {
         }
     }
     true
-}
-
-async fn serve(app: Router) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
 }

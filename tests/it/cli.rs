@@ -1,17 +1,13 @@
-//! The real binary: CLI exit codes, check-config, replay, and serve on embedded defaults.
+//! The real binary's commands: `check-config` (exit codes, masked secrets), `replay` (one
+//! verdict per record, the gateway's own keys), and `serve` on embedded defaults. (`mc-setup` is
+//! in `mc_setup`.)
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Stdio, time::Duration};
 
 use crate::helpers::*;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dedup-gateway"))
-}
-
+/// `check-config` prints a valid configuration with secrets masked; a bad value, a bad
+/// environment override, a bad flag and an unknown command exit 2 naming what is wrong.
 #[test]
 fn check_config_validates_and_masks() {
     let dir = tempfile::tempdir().unwrap();
@@ -22,11 +18,7 @@ fn check_config_validates_and_masks() {
         .arg(&good)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("***") && !text.contains("admin-token-0123456789"),
@@ -41,7 +33,7 @@ fn check_config_validates_and_masks() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dedup.max_entries"));
+    assert!(stderr_of(&out).contains("dedup.max_entries"));
 
     let out = bin()
         .args(["check-config"])
@@ -49,18 +41,14 @@ fn check_config_validates_and_masks() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("dedup.ttl"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(stderr_of(&out).contains("dedup.ttl"), "{}", stderr_of(&out));
 
     let out = bin()
         .args(["serve", "--mode", "sometimes"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mode"));
+    assert!(stderr_of(&out).contains("mode"));
     assert_eq!(
         bin().arg("frobnicate").output().unwrap().status.code(),
         Some(2)
@@ -80,11 +68,7 @@ async fn replay_keys_match_the_gateway_keys() {
             .arg(&fixture)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
         let line: serde_json::Value =
             serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
         line["key"].as_str().unwrap().to_string()
@@ -95,11 +79,14 @@ async fn replay_keys_match_the_gateway_keys() {
     let mut cfg = test_config(&oscar.url());
     cfg.dedup.hash_secret = secret.into();
     let gw = TestGateway::start(cfg).await;
-    let (_, answer) = gw.post("svc", None, std::fs::read(&fixture).unwrap()).await;
-    assert_eq!(answer["results"][0]["key"], first.as_str(), "{answer}");
+    let p = gw
+        .post_as("svc", None, std::fs::read(&fixture).unwrap())
+        .await;
+    assert_eq!(p.key(), first, "{}", p.answer);
     gw.stop().await;
 }
 
+/// `replay` prints one JSON line per record with the verdict the gateway would give, in order.
 #[test]
 fn replay_prints_one_verdict_per_record() {
     let f = fixtures_dir();
@@ -111,11 +98,7 @@ fn replay_prints_one_verdict_per_record() {
         .arg(f.join("synthetic-multi-record.json"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -154,12 +137,7 @@ async fn serve_in_sync_mode_forwards_once() {
 async fn serve_binary_forwards_once(mode: Option<&str>, first_verdict: &str) {
     let oscar = FakeOscar::start().await;
     let dir = tempfile::tempdir().unwrap();
-    // Pick a free port, then hand it to the child.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut cmd = bin();
     cmd.arg("serve")
         .current_dir(dir.path())
@@ -170,49 +148,31 @@ async fn serve_binary_forwards_once(mode: Option<&str>, first_verdict: &str) {
         cmd.env("DEDUP_GATEWAY_MODE", mode);
     }
     let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let logs = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
+    let logs = collect_lines(child.stderr.take().unwrap());
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/job/svc");
-    let mut up = false;
-    for _ in 0..100 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "gateway did not come up");
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        healthz_up(&client, &base, 100, Duration::from_millis(50)).await,
+        "gateway did not come up"
+    );
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let r = client
-            .post(&url)
-            .header("authorization", GOOD_TOKEN)
-            .header("content-type", "application/json")
-            .body(fixture("put-versioned.json"))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        seen.push(verdicts(&r.json().await.unwrap()).concat());
+        let p = post_webhook(
+            &client,
+            &format!("{base}/job/svc"),
+            Some(GOOD_TOKEN),
+            fixture("put-versioned.json"),
+        )
+        .await;
+        assert!((200..300).contains(&p.status), "{}", p.answer);
+        seen.push(p.verdicts().concat());
     }
     assert_eq!(seen, [first_verdict, "duplicate"]);
     assert!(eventually(Duration::from_secs(10), || oscar.received().len() == 1).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(oscar.received().len(), 1);
     // SIGTERM: graceful exit with status 0.
-    unsafe_kill_term(child.id());
-    let status = child.wait().unwrap();
+    let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");
     let logs = logs.join().unwrap().join("\n");
     assert!(
@@ -224,10 +184,4 @@ async fn serve_binary_forwards_once(mode: Option<&str>, first_verdict: &str) {
         "the token must never be logged"
     );
     assert!(dir.path().join("data/dedup-secret").exists());
-}
-
-fn unsafe_kill_term(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
 }
