@@ -75,10 +75,10 @@ async fn replay_keys_match_the_gateway_keys() {
     };
     let first = replay_key();
     assert_eq!(first, replay_key(), "the same key run after run");
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.dedup.hash_secret = secret.into();
-    let gw = TestGateway::start(cfg).await;
+    let (_oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.dedup.hash_secret = secret.into();
+    })
+    .await;
     let p = gw
         .post_as("svc", None, std::fs::read(&fixture).unwrap())
         .await;

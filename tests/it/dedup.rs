@@ -68,8 +68,7 @@ async fn post_concurrently(gw: &Arc<TestGateway>, bodies: impl Iterator<Item = V
 /// another; the same event to two services triggers each once.
 #[tokio::test]
 async fn identity_classes_and_services() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let put = fixture("replica-put.json");
     let completed = fixture("replication-completed.json");
     let delete = replaced(
@@ -100,8 +99,7 @@ async fn identity_classes_and_services() {
 /// A failed replication then the completed one of the same version: exactly one forward.
 #[tokio::test]
 async fn failed_then_completed_replication_forwards_once() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let failed = fixture("replication-failed.json");
     let completed = replaced(
         &failed,
@@ -130,10 +128,10 @@ async fn failed_then_completed_replication_forwards_once() {
 /// After the TTL the same event is forwarded again.
 #[tokio::test]
 async fn ttl_expiry_forwards_again() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.dedup.ttl = Duration::from_millis(300);
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.dedup.ttl = Duration::from_millis(300);
+    })
+    .await;
     let body = fixture("put-versioned.json");
     for verdict in ["forwarded", "duplicate"] {
         gw.post_event(body.clone())
@@ -150,10 +148,10 @@ async fn ttl_expiry_forwards_again() {
 /// bound makes room only for a new identity, so a copy of a remembered one must not evict it.
 #[tokio::test]
 async fn a_redelivery_at_the_store_bound_is_still_a_duplicate() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.dedup.max_entries = 16;
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.dedup.max_entries = 16;
+    })
+    .await;
     for i in 0..16 {
         gw.post_event(one_record(&format!("o{i}"), "v1"))
             .await

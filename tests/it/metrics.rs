@@ -11,8 +11,7 @@ use crate::helpers::*;
 /// HEAD probes, health, readiness and metrics.
 #[tokio::test]
 async fn probes_and_metrics() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (_oscar, gw) = oscar_and_gateway(|_| {}).await;
     let head = gw.client.head(gw.url("/job/svc")).send().await.unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(gw.status_of("/healthz").await, 200);

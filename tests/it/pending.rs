@@ -21,10 +21,10 @@ fn held_and_clean() -> (Vec<u8>, Vec<u8>) {
 /// once and is the only one forwarded.
 #[tokio::test]
 async fn pending_then_clean_copy_forwards_the_clean_one_at_once() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.policy.pending_grace = Duration::from_millis(800);
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.policy.pending_grace = Duration::from_millis(800);
+    })
+    .await;
     let (held, clean) = held_and_clean();
     for verdict in ["held", "duplicate"] {
         gw.post_event(held.clone())
@@ -45,10 +45,10 @@ async fn pending_then_clean_copy_forwards_the_clean_one_at_once() {
 /// A lone PENDING copy is forwarded once, and not before the grace ends.
 #[tokio::test]
 async fn lone_pending_copy_is_forwarded_after_the_grace() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.policy.pending_grace = Duration::from_millis(700);
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.policy.pending_grace = Duration::from_millis(700);
+    })
+    .await;
     let body = fixture("complete-multipart-upload.json");
     let sent = tokio::time::Instant::now();
     gw.post_event(body.clone()).await.assert_verdicts(&["held"]);
@@ -66,11 +66,11 @@ async fn lone_pending_copy_is_forwarded_after_the_grace() {
 /// `policy.pending = "drop"`: a marked record is never forwarded.
 #[tokio::test]
 async fn pending_drop_never_forwards() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.policy.pending = PendingPolicy::Drop;
-    cfg.policy.pending_grace = Duration::from_millis(200);
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.policy.pending = PendingPolicy::Drop;
+        cfg.policy.pending_grace = Duration::from_millis(200);
+    })
+    .await;
     gw.post_event(fixture("put-replication-pending.json"))
         .await
         .assert(200, &["pending"]);
@@ -82,8 +82,7 @@ async fn pending_drop_never_forwards() {
 /// The RustFS completed event with a stale public PENDING is forwarded at once (internal status wins).
 #[tokio::test]
 async fn stale_public_pending_is_forwarded_at_once() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let (_, clean) = held_and_clean();
     gw.post_event(clean).await.assert_verdicts(&["forwarded"]);
     assert_eq!(oscar.received().len(), 1);
@@ -151,10 +150,10 @@ async fn a_clean_copy_met_during_the_held_copys_delivery_is_not_lost() {
 /// delivered after all instead of being dropped as superseded. Exactly one delivery.
 #[tokio::test]
 async fn a_held_copy_is_delivered_when_the_copy_that_preempted_it_failed() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.policy.pending_grace = Duration::from_millis(300);
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.policy.pending_grace = Duration::from_millis(300);
+    })
+    .await;
     let (held, clean) = held_and_clean();
     gw.post_event(held).await.assert_verdicts(&["held"]);
     oscar.set_status(503);
@@ -203,17 +202,17 @@ async fn held_copies_are_delivered_within_the_concurrency_bound() {
 /// as "superseded": an acknowledged event lost.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_copies_waiting_past_their_lease_for_a_permit_are_still_delivered() {
-    let oscar = FakeOscar::start().await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.policy.pending_grace = Duration::from_millis(100);
+        cfg.delivery.concurrency = 1;
+        cfg.delivery.request_timeout = Duration::from_millis(300);
+        cfg.delivery.connect_timeout = Duration::from_millis(100);
+        cfg.delivery.max_attempts = 1000;
+        cfg.dedup.lease = Duration::from_millis(400);
+    })
+    .await;
     oscar.set_status(503);
     oscar.set_delay(Duration::from_millis(100));
-    let mut cfg = test_config(&oscar.url());
-    cfg.policy.pending_grace = Duration::from_millis(100);
-    cfg.delivery.concurrency = 1;
-    cfg.delivery.request_timeout = Duration::from_millis(300);
-    cfg.delivery.connect_timeout = Duration::from_millis(100);
-    cfg.delivery.max_attempts = 1000;
-    cfg.dedup.lease = Duration::from_millis(400);
-    let gw = TestGateway::start(cfg).await;
     let n = 8;
     for i in 0..n {
         gw.post_event(pending_event(&format!("permit-wait-{i}"), false))

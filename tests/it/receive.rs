@@ -40,8 +40,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
 /// service so identities never meet.
 #[tokio::test]
 async fn every_fixture_gets_its_verdict() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -80,8 +79,7 @@ async fn every_fixture_gets_its_verdict() {
 /// The forwarded request is MinIO's: same body bytes, same Authorization, JSON, plus X-Dedup-Key.
 #[tokio::test]
 async fn forwarded_request_is_byte_for_byte() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let body = fixture("put-key-special-chars.json");
     let p = gw
         .post_as("my-service", Some(GOOD_TOKEN), body.clone())
@@ -98,8 +96,7 @@ async fn forwarded_request_is_byte_for_byte() {
 /// A multi-record body is split: each record is forwarded alone in MinIO's top-level shape.
 #[tokio::test]
 async fn multi_record_body_is_split() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     gw.post_event(fixture("synthetic-multi-record.json"))
         .await
         .assert_status(200)
@@ -119,10 +116,10 @@ async fn multi_record_body_is_split() {
 /// Bad bodies get 400/413/415 with a JSON reason and nothing is forwarded.
 #[tokio::test]
 async fn bad_requests_are_rejected_with_reasons() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.http.body_limit = 4096;
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.http.body_limit = 4096;
+    })
+    .await;
     let post = |ct: Option<&'static str>, body: Vec<u8>| {
         let mut req = gw
             .client
@@ -181,8 +178,7 @@ async fn bad_requests_are_rejected_with_reasons() {
 /// but is invalid gets the same 400 either way; odd paths stay 404.
 #[tokio::test]
 async fn both_ways_into_the_webhook_agree() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let body = fixture("put-versioned.json");
     gw.post_as("%73vc", Some(GOOD_TOKEN), body.clone())
         .await
@@ -216,8 +212,7 @@ async fn both_ways_into_the_webhook_agree() {
 /// MinIO, with `queue_dir`, would resend forever at the head of its queue).
 #[tokio::test]
 async fn a_non_ascii_shape_error_is_answered_not_a_dropped_connection() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let long = format!("a{}", "é".repeat(150));
     let body = format!(r#"{{"Records":[{{"eventName":"s3:ObjectCreated:Put","s3":"{long}"}}]}}"#);
     let resp = webhook(&gw.client, &gw.url("/job/svc"), None)

@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
-use dedup_gateway::config::Mode;
+use dedup_gateway::config::{Config, Mode};
 
-use crate::helpers::*;
+use crate::helpers::{
+    internals::{verdict_named, would_drop},
+    *,
+};
 
 const VERDICTS: [&str; 9] = [
     "forwarded",
@@ -46,7 +49,7 @@ fn sequence() -> Vec<Vec<u8>> {
 }
 
 /// [`test_config`] in shadow mode.
-fn shadow_config(upstream: &str) -> dedup_gateway::config::Config {
+fn shadow_config(upstream: &str) -> Config {
     let mut cfg = test_config(upstream);
     cfg.mode = Mode::Shadow;
     cfg
@@ -92,7 +95,7 @@ async fn shadow_forwards_everything_and_counts_what_sync_would_drop() {
             &[("verdict", v)],
         );
         assert_eq!(would, normal, "verdict {v}");
-        if dedup_gateway::pipeline::shadow::would_drop(dedup_verdict(v)) {
+        if would_drop(verdict_named(v)) {
             dropped += normal;
         }
     }
@@ -112,15 +115,6 @@ async fn shadow_forwards_everything_and_counts_what_sync_would_drop() {
     );
     sync.stop().await;
     shadow.stop().await;
-}
-
-/// The crate's verdict named `name` (as the answers and metrics spell it).
-fn dedup_verdict(name: &str) -> dedup_gateway::pipeline::Verdict {
-    use dedup_gateway::pipeline::Verdict;
-    *Verdict::ALL
-        .iter()
-        .find(|v| v.as_str() == name)
-        .expect(name)
 }
 
 /// OSCAR's failure is passed through and releases the reservation, so MinIO's retry is judged

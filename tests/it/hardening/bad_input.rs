@@ -111,8 +111,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
 /// Every hostile body answers with its status and a short reason, and OSCAR receives nothing.
 #[tokio::test]
 async fn each_bad_body_gets_a_clear_error_and_forwards_nothing() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let mut wrong = Vec::new();
     for (i, (name, bytes, expect)) in cases().into_iter().enumerate() {
         let (status, answer) = gw.post(&format!("bad-{i}"), Some(GOOD_TOKEN), bytes).await;
@@ -141,14 +140,9 @@ async fn each_bad_body_gets_a_clear_error_and_forwards_nothing() {
         wrong.join("\n")
     );
     // Still serving, and a good event still goes through.
-    let (status, answer) = gw
-        .post("svc", Some(GOOD_TOKEN), body(&[record("after.txt", "v1")]))
-        .await;
-    assert_eq!(
-        (status, verdicts(&answer)),
-        (200, vec!["forwarded".to_string()]),
-        "{answer}"
-    );
+    gw.post_event(one_record("after.txt", "v1"))
+        .await
+        .assert(200, &["forwarded"]);
     assert_eq!(oscar.received().len(), 1);
     gw.stop().await;
 }
@@ -156,20 +150,15 @@ async fn each_bad_body_gets_a_clear_error_and_forwards_nothing() {
 /// A body with one good and one broken record forwards the good one and reports the other.
 #[tokio::test]
 async fn a_mixed_body_forwards_the_good_record_and_reports_the_broken_one() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let broken = r#"{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"in"},"object":{"key":"bad%zz","versionId":"v"}}}"#;
-    let (status, answer) = gw
-        .post(
-            "svc",
-            Some(GOOD_TOKEN),
-            body(&[record("good.txt", "v1"), broken.into()]),
-        )
+    let p = gw
+        .post_event(body(&[record("good.txt", "v1"), broken.into()]))
         .await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(verdicts(&answer), ["forwarded", "invalid"]);
+    p.assert_status(200)
+        .assert_verdicts(&["forwarded", "invalid"]);
     assert!(
-        answer["results"][1]["reason"]
+        p.answer["results"][1]["reason"]
             .as_str()
             .unwrap_or_default()
             .contains("bad escape")
@@ -187,14 +176,14 @@ async fn a_mixed_body_forwards_the_good_record_and_reports_the_broken_one() {
 /// without a result per record; nothing is forwarded, valid-looking or not.
 #[tokio::test]
 async fn a_hundred_thousand_records_are_refused_whole() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.http.body_limit = 32 * 1024 * 1024;
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.http.body_limit = 32 * 1024 * 1024;
+    })
+    .await;
     let tiny = format!(r#"{{"Records":[{}]}}"#, vec!["{}"; 100_000].join(","));
     let valid = body(&vec![record("same.txt", "v1"); 100_000]);
     for (name, b) in [("tiny", tiny), ("valid", valid)] {
-        let (status, answer) = gw.post("svc", Some(GOOD_TOKEN), b).await;
+        let Posted { status, answer, .. } = gw.post_event(b).await;
         assert_eq!(status, 413, "{name}: {answer}");
         let reason = error_reason(&answer);
         assert!(
@@ -213,26 +202,22 @@ async fn a_hundred_thousand_records_are_refused_whole() {
 /// Over the body limit: declared (Content-Length) or streamed (chunked), 413 either way.
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_declared_or_chunked() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.http.body_limit = 4096;
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.http.body_limit = 4096;
+    })
+    .await;
     let big = body(&[record(&"x".repeat(8000), "v1")]);
 
-    let (status, answer) = gw.post("svc", Some(GOOD_TOKEN), big.clone()).await;
-    assert_eq!(status, 413, "{answer}");
-    assert!(error_reason(&answer).contains("4096"));
+    let p = gw.post_event(big.clone()).await;
+    p.assert_status(413);
+    assert!(error_reason(&p.answer).contains("4096"));
 
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
         .as_bytes()
         .chunks(1000)
         .map(|c| Ok(c.to_vec()))
         .collect();
-    let resp = gw
-        .client
-        .post(gw.url("/job/svc"))
-        .header("content-type", "application/json")
-        .header("authorization", GOOD_TOKEN)
+    let resp = webhook(&gw.client, &gw.url("/job/svc"), Some(GOOD_TOKEN))
         .body(reqwest::Body::wrap_stream(stream::iter(chunks)))
         .send()
         .await
@@ -247,9 +232,8 @@ async fn bodies_over_the_limit_get_413_declared_or_chunked() {
 /// A Content-Type that is not JSON gets 415, and so does a compressed body.
 #[tokio::test]
 async fn wrong_content_type_and_encoding_get_415() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
-    let good = body(&[record("k", "v1")]);
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
+    let good = one_record("k", "v1");
     for (header, value, fragment) in [
         ("content-type", "text/plain", "content type"),
         (
@@ -300,9 +284,8 @@ async fn wrong_content_type_and_encoding_get_415() {
 /// handler runs.
 #[tokio::test]
 async fn oversized_headers_are_refused() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
-    let b = body(&[record("head.txt", "v1")]);
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
+    let b = one_record("head.txt", "v1");
     let many: String = (0..500).map(|i| format!("X-Filler-{i}: x\r\n")).collect();
     let req = format!(
         "POST /job/svc HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{many}\r\n{b}",

@@ -12,11 +12,11 @@ use crate::helpers::*;
 /// one that sends headers but only part of its body gets 408 after `http.body_timeout`.
 #[tokio::test]
 async fn slow_headers_are_cut_and_slow_bodies_get_408() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.http.header_timeout = Duration::from_millis(500);
-    cfg.http.body_timeout = Duration::from_millis(500);
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.http.header_timeout = Duration::from_millis(500);
+        cfg.http.body_timeout = Duration::from_millis(500);
+    })
+    .await;
 
     // Slow headers: the connection is closed with no request handled (bounded wait, not a timing claim).
     let mut s = TcpStream::connect(gw.addr).await.expect("connect");
@@ -30,7 +30,7 @@ async fn slow_headers_are_cut_and_slow_bodies_get_408() {
     );
 
     // Slow body, declared length: 408 with a JSON reason.
-    let b = body(&[record("slow.txt", "v1")]);
+    let b = one_record("slow.txt", "v1");
     let head = format!(
         "POST /job/svc HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nAuthorization: {GOOD_TOKEN}\r\nContent-Length: {}\r\n\r\n",
         b.len()
@@ -63,10 +63,9 @@ async fn slow_headers_are_cut_and_slow_bodies_get_408() {
 
     assert!(oscar.received().is_empty());
     // The server is fine afterwards.
-    let (status, _) = gw
-        .post("svc", Some(GOOD_TOKEN), body(&[record("fast.txt", "v1")]))
-        .await;
-    assert_eq!(status, 200);
+    gw.post_event(one_record("fast.txt", "v1"))
+        .await
+        .assert_status(200);
     gw.stop().await;
 }
 
@@ -101,12 +100,9 @@ async fn a_webhook_flood_is_shed_while_healthz_answers() {
     for i in 0..2 {
         let client = gw.client.clone();
         let url = gw.url("/job/svc");
-        let b = body(&[record(&format!("held-{i}.txt"), "v1")]);
+        let b = one_record(&format!("held-{i}.txt"), "v1");
         held.push(tokio::spawn(async move {
-            let r = client
-                .post(url)
-                .header("authorization", GOOD_TOKEN)
-                .header("content-type", "application/json")
+            let r = webhook(&client, &url, Some(GOOD_TOKEN))
                 .body(b)
                 .send()
                 .await;
@@ -120,26 +116,17 @@ async fn a_webhook_flood_is_shed_while_healthz_answers() {
 
     // Everything beyond is shed at once.
     for i in 0..5 {
-        let resp = gw
-            .client
-            .post(gw.url("/job/svc"))
-            .header("authorization", GOOD_TOKEN)
-            .header("content-type", "application/json")
-            .body(body(&[record(&format!("shed-{i}.txt"), "v1")]))
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(resp.status(), 503);
-        assert!(resp.headers().get("retry-after").is_some());
-        let answer: serde_json::Value = resp.json().await.expect("json");
-        assert!(error_reason(&answer).contains("overloaded"), "{answer}");
-        let health = gw
-            .client
-            .get(gw.url("/healthz"))
-            .send()
-            .await
-            .expect("healthz");
-        assert_eq!(health.status(), 200);
+        let p = gw
+            .post_event(one_record(&format!("shed-{i}.txt"), "v1"))
+            .await;
+        p.assert_status(503);
+        assert!(p.retry_after.is_some());
+        assert!(
+            error_reason(&p.answer).contains("overloaded"),
+            "{}",
+            p.answer
+        );
+        assert_eq!(gw.status_of("/healthz").await, 200);
     }
     let metrics = gw.metrics().await;
     assert!(
@@ -159,14 +146,9 @@ async fn a_webhook_flood_is_shed_while_healthz_answers() {
     for h in held {
         assert_eq!(h.await.expect("join"), 200);
     }
-    let (status, answer) = gw
-        .post("svc", Some(GOOD_TOKEN), body(&[record("shed-0.txt", "v1")]))
-        .await;
-    assert_eq!(
-        (status, verdicts(&answer)),
-        (200, vec!["forwarded".to_string()]),
-        "{answer}"
-    );
+    gw.post_event(one_record("shed-0.txt", "v1"))
+        .await
+        .assert(200, &["forwarded"]);
     gw.stop().await;
 }
 
@@ -174,12 +156,12 @@ async fn a_webhook_flood_is_shed_while_healthz_answers() {
 /// slots are cut by the header timeout, after which `/healthz` answers again.
 #[tokio::test]
 async fn idle_connections_beyond_the_cap_are_shed_and_then_expire() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.http.max_connections = 3;
-    cfg.http.max_inflight = 2;
-    cfg.http.header_timeout = Duration::from_secs(1);
-    let gw = TestGateway::start(cfg).await;
+    let (_oscar, gw) = oscar_and_gateway(|cfg| {
+        cfg.http.max_connections = 3;
+        cfg.http.max_inflight = 2;
+        cfg.http.header_timeout = Duration::from_secs(1);
+    })
+    .await;
 
     let mut idle = Vec::new();
     for _ in 0..3 {
@@ -203,18 +185,8 @@ async fn idle_connections_beyond_the_cap_are_shed_and_then_expire() {
     for s in &mut idle {
         read_until_close(s, Duration::from_secs(20)).await;
     }
-    let mut healthy = false;
-    for _ in 0..100 {
-        if let Ok(r) = gw.client.get(gw.url("/healthz")).send().await
-            && r.status() == 200
-        {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        healthy,
+        healthz_up(&gw.client, &gw.url(""), 100, Duration::from_millis(100)).await,
         "healthz answers once the slow connections are gone"
     );
     let metrics = gw.metrics().await;
@@ -235,7 +207,7 @@ async fn a_client_hang_up_does_not_cancel_a_delivery() {
     cfg.dedup.lease = Duration::from_secs(60);
     let gw = TestGateway::start(cfg).await;
 
-    let b = body(&[record("hang-up.txt", "v1")]);
+    let b = one_record("hang-up.txt", "v1");
     let req = format!(
         "POST /job/svc HTTP/1.1\r\nhost: gw\r\nauthorization: {GOOD_TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
         b.len()
@@ -250,25 +222,19 @@ async fn a_client_hang_up_does_not_cancel_a_delivery() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     oscar.open();
 
-    let mut last = serde_json::Value::Null;
-    for _ in 0..50 {
-        let (status, answer) = gw
-            .post(
-                "svc",
-                Some(GOOD_TOKEN),
-                body(&[record("hang-up.txt", "v1")]),
-            )
-            .await;
-        assert_eq!(status, 200, "{answer}");
-        if answer["results"][0]["reason"] == "already-delivered" {
-            last = answer;
-            break;
-        }
-        last = answer;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(verdicts(&last), vec!["duplicate".to_string()], "{last}");
-    assert_eq!(last["results"][0]["reason"], "already-delivered", "{last}");
+    let last = retry(
+        50,
+        Duration::from_millis(100),
+        async || {
+            let p = gw.post_event(one_record("hang-up.txt", "v1")).await;
+            p.assert_status(200);
+            p
+        },
+        |p| p.reason() == "already-delivered",
+    )
+    .await;
+    last.assert_verdicts(&["duplicate"])
+        .assert_reason("already-delivered");
     assert_eq!(oscar.arrived(), 1, "OSCAR saw the event once");
     gw.stop().await;
 }

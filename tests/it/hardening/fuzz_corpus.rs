@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use dedup_gateway::pipeline::check::check_body;
+use crate::helpers::internals::check_body;
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -2,20 +2,12 @@
 //! full run of the real binary whose every output (debug logs, metrics, admin listings,
 //! `check-config`) is searched for the tokens it handled.
 
-use std::{
-    borrow::Cow,
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{borrow::Cow, process::Stdio, time::Duration};
 
-use dedup_gateway::pipeline::{
-    key::KeyDeriver,
-    parse::{Marking, Record, VersionSource},
-    policy::Class,
+use crate::helpers::{
+    internals::{Class, KeyDeriver, Marking, Record, VersionSource},
+    *,
 };
-
-use crate::helpers::*;
 
 const WRONG_TOKEN: &str = "Bearer wrong-token-4f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const ADMIN_TOKEN: &str = "admin-token-7c6b5a4938271605f4e3d2c1";
@@ -25,17 +17,15 @@ const HASH_SECRET: &str = "hash-secret-0a1b2c3d4e5f60718293a4b5";
 /// anything is stored: the later request with the right token is forwarded, not a duplicate.
 #[tokio::test]
 async fn the_inbound_allowlist_refuses_before_anything_is_stored() {
-    let oscar = FakeOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.services.insert(
-        "svc".into(),
-        dedup_gateway::config::ServiceConfig {
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        let guarded = dedup_gateway::config::ServiceConfig {
             inbound_tokens: vec![GOOD_TOKEN.into()],
             ..Default::default()
-        },
-    );
-    let gw = TestGateway::start(cfg).await;
-    let event = body(&[record("guarded.txt", "v1")]);
+        };
+        cfg.services.insert("svc".into(), guarded);
+    })
+    .await;
+    let event = one_record("guarded.txt", "v1");
     let prefix = &GOOD_TOKEN[..GOOD_TOKEN.len() - 1];
     let longer = format!("{GOOD_TOKEN}0");
     for auth in [
@@ -45,20 +35,16 @@ async fn the_inbound_allowlist_refuses_before_anything_is_stored() {
         Some(longer.as_str()),
         Some("Bearer "),
     ] {
-        let (status, answer) = gw.post("svc", auth, event.clone()).await;
-        assert_eq!(status, 401, "{auth:?}: {answer}");
-        assert!(error_reason(&answer).contains("token"));
+        let p = gw.post_as("svc", auth, event.clone()).await;
+        assert_eq!(p.status, 401, "{auth:?}: {}", p.answer);
+        assert!(error_reason(&p.answer).contains("token"));
     }
     assert!(oscar.received().is_empty());
     // Other services are not guarded.
-    let (status, _) = gw.post("open", None, event.clone()).await;
-    assert_eq!(status, 200);
-    let (status, answer) = gw.post("svc", Some(GOOD_TOKEN), event).await;
-    assert_eq!(
-        (status, verdicts(&answer)),
-        (200, vec!["forwarded".to_string()]),
-        "{answer}"
-    );
+    gw.post_as("open", None, event.clone())
+        .await
+        .assert_status(200);
+    gw.post_event(event).await.assert(200, &["forwarded"]);
     assert_eq!(oscar.received().len(), 2);
     gw.stop().await;
 }
@@ -67,8 +53,7 @@ async fn the_inbound_allowlist_refuses_before_anything_is_stored() {
 /// extended token; 200 for the right one.
 #[tokio::test]
 async fn the_admin_token_guards_the_admin_routes() {
-    let oscar = FakeOscar::start().await;
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let r = gw
         .client
         .get(gw.url("/admin/verdicts?bucket=b&object=o"))
@@ -224,11 +209,7 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("gateway.toml");
     std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     std::fs::write(
         &config,
         format!(
@@ -242,20 +223,16 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
     )
     .expect("write config");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_dedup-gateway"))
+    let out = bin()
         .args(["check-config", "--config"])
         .arg(&config)
         .output()
         .expect("check-config");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_clean("check-config stdout", &String::from_utf8_lossy(&out.stdout));
-    assert_clean("check-config stderr", &String::from_utf8_lossy(&out.stderr));
+    assert_clean("check-config stderr", &stderr_of(&out));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dedup-gateway"))
+    let mut child = bin()
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "debug")
@@ -263,32 +240,12 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let stdout = child.stdout.take().expect("stdout");
-    let logs = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
-    let printed = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
+    let logs = collect_lines(child.stderr.take().expect("stderr"));
+    let printed = collect_lines(child.stdout.take().expect("stdout"));
 
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..200 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if !up {
+    if !healthz_up(&client, &base, 200, Duration::from_millis(50)).await {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
@@ -296,70 +253,47 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
             logs.join().expect("logs").join("\n")
         );
     }
-    let post = |auth: &'static str, b: String| {
-        client
-            .post(format!("{base}/job/svc"))
-            .header("authorization", auth)
-            .header("content-type", "application/json")
-            .body(b)
-            .send()
-    };
-    let r = post(GOOD_TOKEN, body(&[record("delivered.txt", "v1")]))
+    let job = format!("{base}/job/svc");
+    let post = |auth: &'static str, b: String| post_webhook(&client, &job, Some(auth), b);
+    post(GOOD_TOKEN, one_record("delivered.txt", "v1"))
         .await
-        .expect("post");
-    assert_eq!(r.status(), 202);
+        .assert_status(202);
     assert!(eventually(Duration::from_secs(20), || oscar.accepted().len() == 1).await);
     // An object key with an encoded newline must not forge a log line.
-    let r = post(
+    post(
         GOOD_TOKEN,
-        body(&[record("x%0Aforged+verdict%3Dforwarded", "v1")]),
+        one_record("x%0Aforged+verdict%3Dforwarded", "v1"),
     )
     .await
-    .expect("post");
-    assert_eq!(r.status(), 202);
-    let r = post(WRONG_TOKEN, body(&[record("refused.txt", "v1")]))
+    .assert_status(202);
+    post(WRONG_TOKEN, one_record("refused.txt", "v1"))
         .await
-        .expect("post");
-    assert_eq!(r.status(), 401);
+        .assert_status(401);
     // OSCAR refuses this token for good (401): dead-lettered with its headers kept for replay.
-    let r = post(
+    post(
         "Bearer other-token-for-svc-0001",
-        body(&[record("dead.txt", "v1")]),
+        one_record("dead.txt", "v1"),
     )
     .await
-    .expect("post");
-    assert_eq!(r.status(), 202);
+    .assert_status(202);
     let dlq_url = format!("{base}/admin/dlq");
-    let mut listing = String::new();
-    for _ in 0..200 {
-        listing = client
-            .get(&dlq_url)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("dlq")
-            .text()
-            .await
-            .expect("text");
-        if listing.contains("dead.txt") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let listing = retry(
+        200,
+        Duration::from_millis(50),
+        async || {
+            let resp = client.get(&dlq_url).bearer_auth(ADMIN_TOKEN).send();
+            resp.await.expect("dlq").text().await.expect("text")
+        },
+        |l| l.contains("dead.txt"),
+    )
+    .await;
     assert!(listing.contains("dead.txt"), "{listing}");
     assert!(
         !listing.contains("other-token-for-svc-0001"),
         "the DLQ listing shows a token"
     );
     assert_clean("DLQ listing", &listing);
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape_metrics(&client, &base).await;
     assert_clean("metrics", &metrics);
     assert!(!metrics.contains("other-token-for-svc-0001"));
     let verdicts = client
@@ -373,10 +307,7 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
     assert_eq!(verdicts.status(), 200);
     assert_clean("verdicts", &verdicts.text().await.expect("text"));
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().expect("wait");
+    let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");
     let logs = logs.join().expect("logs").join("\n");
     let printed = printed.join().expect("stdout").join("\n");

@@ -68,6 +68,22 @@ impl Pki {
             .build()
             .expect("client")
     }
+
+    /// POSTs an event for `object` to `url` with a client trusting the test CA until the server
+    /// answers (at most `tries` times, 50 ms apart); the status, or `None` if it never did.
+    async fn post_until_answered(&self, url: &str, tries: usize, object: &str) -> Option<u16> {
+        let client = self.client();
+        retry(
+            tries,
+            Duration::from_millis(50),
+            async || {
+                let req = webhook(&client, url, Some(GOOD_TOKEN)).body(one_record(object, "v1"));
+                req.send().await.ok().map(|r| r.status().as_u16())
+            },
+            Option::is_some,
+        )
+        .await
+    }
 }
 
 /// MinIO with an `https://` endpoint: a client trusting the test CA posts over HTTPS and the
@@ -85,24 +101,8 @@ async fn the_listener_serves_https() {
     let gw = TestGateway::start_on_workers(cfg, 2).await;
     let url = format!("https://127.0.0.1:{}/job/svc", gw.addr.port());
 
-    let mut ok = None;
-    for _ in 0..100 {
-        let r = pki
-            .client()
-            .post(&url)
-            .header("authorization", GOOD_TOKEN)
-            .header("content-type", "application/json")
-            .body(body(&[record("tls.txt", "v1")]))
-            .send()
-            .await;
-        if let Ok(r) = r {
-            ok = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let resp = ok.expect("HTTPS post");
-    assert_eq!(resp.status(), 200);
+    let status = pki.post_until_answered(&url, 100, "tls.txt").await;
+    assert_eq!(status.expect("HTTPS post"), 200);
     assert_eq!(oscar.received().len(), 1);
 
     let untrusted = reqwest::Client::new()
@@ -195,14 +195,12 @@ async fn the_forwarder_speaks_https_with_a_configured_ca() {
     let upstream = format!("https://127.0.0.1:{port}");
 
     let gw = TestGateway::start(test_config(&upstream)).await;
-    let (status, answer) = gw
-        .post(
-            "svc",
-            Some(GOOD_TOKEN),
-            body(&[record("untrusted.txt", "v1")]),
-        )
-        .await;
-    assert_eq!(status, 503, "an unknown CA must not be trusted: {answer}");
+    let p = gw.post_event(one_record("untrusted.txt", "v1")).await;
+    assert_eq!(
+        p.status, 503,
+        "an unknown CA must not be trusted: {}",
+        p.answer
+    );
     gw.stop().await;
     assert!(seen.lock().expect("lock").is_empty());
 
@@ -210,18 +208,9 @@ async fn the_forwarder_speaks_https_with_a_configured_ca() {
     cfg.delivery.ca_file = Some(pki.ca.clone());
     // Each worker has its own upstream client; every one must carry the CA.
     let gw = TestGateway::start_on_workers(cfg, 2).await;
-    let (status, answer) = gw
-        .post(
-            "svc",
-            Some(GOOD_TOKEN),
-            body(&[record("trusted.txt", "v1")]),
-        )
-        .await;
-    assert_eq!(
-        (status, verdicts(&answer)),
-        (200, vec!["forwarded".to_string()]),
-        "{answer}"
-    );
+    gw.post_event(one_record("trusted.txt", "v1"))
+        .await
+        .assert(200, &["forwarded"]);
     let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(
@@ -248,10 +237,6 @@ async fn a_bad_ca_file_is_a_configuration_error() {
     assert!(err.to_string().contains("delivery.ca_file"), "{err}");
 }
 
-fn bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_dedup-gateway"))
-}
-
 /// The real binary: `serve --tls-cert/--tls-key` serves HTTPS; the same settings come from
 /// `DEDUP_GATEWAY_TLS_CERT`/`_KEY`; one without the other is a usage or configuration error (2).
 #[tokio::test]
@@ -263,11 +248,7 @@ async fn the_binary_takes_tls_from_flags_and_environment() {
         .env("DEDUP_GATEWAY_TLS_KEY", &pki.key)
         .output()
         .expect("check-config");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains(&pki.cert.display().to_string()), "{shown}");
     let out = bin()
@@ -276,7 +257,7 @@ async fn the_binary_takes_tls_from_flags_and_environment() {
         .output()
         .expect("check-config");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tls_key"));
+    assert!(stderr_of(&out).contains("tls_key"));
     let out = bin()
         .args(["serve", "--tls-cert"])
         .arg(&pki.cert)
@@ -286,11 +267,7 @@ async fn the_binary_takes_tls_from_flags_and_environment() {
 
     let oscar = FakeOscar::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let mut child = bin()
         .args([
             "serve",
@@ -310,22 +287,8 @@ async fn the_binary_takes_tls_from_flags_and_environment() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let client = pki.client();
-    let mut status = None;
-    for _ in 0..200 {
-        let r = client
-            .post(format!("https://127.0.0.1:{port}/job/svc"))
-            .header("authorization", GOOD_TOKEN)
-            .header("content-type", "application/json")
-            .body(body(&[record("bin-tls.txt", "v1")]))
-            .send()
-            .await;
-        if let Ok(r) = r {
-            status = Some(r.status().as_u16());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = format!("https://127.0.0.1:{port}/job/svc");
+    let status = pki.post_until_answered(&url, 200, "bin-tls.txt").await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(status, Some(200));

@@ -30,9 +30,8 @@ use crate::helpers::*;
 /// A wrong token (OSCAR 401) never shadows the real event: the right token is then forwarded once.
 #[tokio::test]
 async fn wrong_token_then_right_token_forwards_once() {
-    let oscar = FakeOscar::start().await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     oscar.require_token(true);
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
     let body = fixture("put-versioned.json");
     gw.post_as("svc", Some("Bearer wrong"), body.clone())
         .await
@@ -48,9 +47,8 @@ async fn wrong_token_then_right_token_forwards_once() {
 /// OSCAR 503 → MinIO 503 with Retry-After, the key released, the retry forwarded.
 #[tokio::test]
 async fn upstream_failure_releases_the_key() {
-    let oscar = FakeOscar::start().await;
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     oscar.set_status(503);
-    let gw = TestGateway::start(test_config(&oscar.url())).await;
     let body = fixture("put-versioned.json");
     let p = gw.post_event(body.clone()).await;
     p.assert_status(503);

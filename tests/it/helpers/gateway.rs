@@ -11,7 +11,7 @@ use dedup_gateway::{
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::{GOOD_TOKEN, Posted};
+use super::{FakeOscar, GOOD_TOKEN, Posted};
 
 /// A running gateway.
 #[derive(Debug)]
@@ -191,4 +191,14 @@ pub async fn scrape_metrics(client: &reqwest::Client, base: &str) -> String {
         .text()
         .await
         .expect("metrics text")
+}
+
+/// A fresh [`FakeOscar`] and a [`TestGateway`] in front of it, on [`test_config`] as `tune`
+/// changes it: the start of most sync-mode tests.
+pub async fn oscar_and_gateway(tune: impl FnOnce(&mut Config)) -> (FakeOscar, TestGateway) {
+    let oscar = FakeOscar::start().await;
+    let mut cfg = test_config(&oscar.url());
+    tune(&mut cfg);
+    let gw = TestGateway::start(cfg).await;
+    (oscar, gw)
 }

@@ -12,11 +12,13 @@
 //! - [`events`]: the MinIO fixtures and builders for events with their own identity.
 //! - [`process`]: the real binary as a child process, raw TCP exchanges, readiness polls.
 //! - [`wait`]: bounded polls (every loop a test runs is bounded in count and time).
+//! - [`internals`]: the few crate internals tests use, imported in this one place.
 
 mod answer;
 mod events;
 mod gate;
 mod gateway;
+pub mod internals;
 mod oscar;
 mod process;
 mod spool_gw;
