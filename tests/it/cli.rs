@@ -2,9 +2,21 @@
 //! verdict per record, the gateway's own keys), and `serve` on embedded defaults. (`mc-setup` is
 //! in `mc_setup`.)
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    process::{Output, Stdio},
+    time::Duration,
+};
 
 use crate::helpers::*;
+
+/// `dedup-gateway check-config --config path`, run to its end.
+fn check_config(path: &std::path::Path) -> Output {
+    bin()
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
 
 /// `check-config` prints a valid configuration with secrets masked; a bad value, a bad
 /// environment override, a bad flag and an unknown command exit 2 naming what is wrong.
@@ -13,11 +25,7 @@ fn check_config_validates_and_masks() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[admin]\ntoken = \"admin-token-0123456789\"\n").unwrap();
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = check_config(&good);
     assert_success(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -27,11 +35,7 @@ fn check_config_validates_and_masks() {
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[dedup]\nmax_entries = 1\n").unwrap();
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = check_config(&bad);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("dedup.max_entries"));
 
@@ -75,10 +79,7 @@ async fn replay_keys_match_the_gateway_keys() {
     };
     let first = replay_key();
     assert_eq!(first, replay_key(), "the same key run after run");
-    let (_oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.dedup.hash_secret = secret.into();
-    })
-    .await;
+    let (_oscar, gw) = oscar_and_gateway(|cfg| cfg.dedup.hash_secret = secret.into()).await;
     let p = gw
         .post_as("svc", None, std::fs::read(&fixture).unwrap())
         .await;

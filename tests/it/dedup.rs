@@ -128,10 +128,7 @@ async fn failed_then_completed_replication_forwards_once() {
 /// After the TTL the same event is forwarded again.
 #[tokio::test]
 async fn ttl_expiry_forwards_again() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.dedup.ttl = Duration::from_millis(300);
-    })
-    .await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| cfg.dedup.ttl = Duration::from_millis(300)).await;
     let body = fixture("put-versioned.json");
     for verdict in ["forwarded", "duplicate"] {
         gw.post_event(body.clone())
@@ -148,10 +145,7 @@ async fn ttl_expiry_forwards_again() {
 /// bound makes room only for a new identity, so a copy of a remembered one must not evict it.
 #[tokio::test]
 async fn a_redelivery_at_the_store_bound_is_still_a_duplicate() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.dedup.max_entries = 16;
-    })
-    .await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| cfg.dedup.max_entries = 16).await;
     for i in 0..16 {
         gw.post_event(one_record(&format!("o{i}"), "v1"))
             .await

@@ -21,10 +21,8 @@ fn held_and_clean() -> (Vec<u8>, Vec<u8>) {
 /// once and is the only one forwarded.
 #[tokio::test]
 async fn pending_then_clean_copy_forwards_the_clean_one_at_once() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.policy.pending_grace = Duration::from_millis(800);
-    })
-    .await;
+    let (oscar, gw) =
+        oscar_and_gateway(|cfg| cfg.policy.pending_grace = Duration::from_millis(800)).await;
     let (held, clean) = held_and_clean();
     for verdict in ["held", "duplicate"] {
         gw.post_event(held.clone())
@@ -45,10 +43,8 @@ async fn pending_then_clean_copy_forwards_the_clean_one_at_once() {
 /// A lone PENDING copy is forwarded once, and not before the grace ends.
 #[tokio::test]
 async fn lone_pending_copy_is_forwarded_after_the_grace() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.policy.pending_grace = Duration::from_millis(700);
-    })
-    .await;
+    let (oscar, gw) =
+        oscar_and_gateway(|cfg| cfg.policy.pending_grace = Duration::from_millis(700)).await;
     let body = fixture("complete-multipart-upload.json");
     let sent = tokio::time::Instant::now();
     gw.post_event(body.clone()).await.assert_verdicts(&["held"]);
@@ -100,11 +96,12 @@ async fn stale_public_pending_is_forwarded_at_once() {
 async fn a_clean_copy_met_during_the_held_copys_delivery_is_not_lost() {
     for (held_answer, clean_verdict) in [(503, "forwarded"), (404, "forwarded"), (201, "duplicate")]
     {
-        let oscar = GateOscar::start().await;
-        let mut cfg = test_config(&oscar.url());
-        cfg.policy.pending_grace = Duration::from_millis(100);
-        cfg.delivery.max_attempts = 1;
-        let gw = Arc::new(TestGateway::start(cfg).await);
+        let (oscar, gw) = gate_and_gateway(|cfg| {
+            cfg.policy.pending_grace = Duration::from_millis(100);
+            cfg.delivery.max_attempts = 1;
+        })
+        .await;
+        let gw = Arc::new(gw);
         let (held, clean) = held_and_clean();
         gw.post_event(held).await.assert_verdicts(&["held"]);
         // After the grace the held copy's delivery reaches OSCAR, which keeps it waiting.
@@ -150,10 +147,8 @@ async fn a_clean_copy_met_during_the_held_copys_delivery_is_not_lost() {
 /// delivered after all instead of being dropped as superseded. Exactly one delivery.
 #[tokio::test]
 async fn a_held_copy_is_delivered_when_the_copy_that_preempted_it_failed() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.policy.pending_grace = Duration::from_millis(300);
-    })
-    .await;
+    let (oscar, gw) =
+        oscar_and_gateway(|cfg| cfg.policy.pending_grace = Duration::from_millis(300)).await;
     let (held, clean) = held_and_clean();
     gw.post_event(held).await.assert_verdicts(&["held"]);
     oscar.set_status(503);
@@ -172,11 +167,11 @@ async fn a_held_copy_is_delivered_when_the_copy_that_preempted_it_failed() {
 /// (as the setting documents), and all of them in the end.
 #[tokio::test]
 async fn held_copies_are_delivered_within_the_concurrency_bound() {
-    let oscar = GateOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.policy.pending_grace = Duration::from_millis(100);
-    cfg.delivery.concurrency = 2;
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = gate_and_gateway(|cfg| {
+        cfg.policy.pending_grace = Duration::from_millis(100);
+        cfg.delivery.concurrency = 2;
+    })
+    .await;
     for i in 0..6 {
         gw.post_event(pending_event(&format!("bound-{i}"), false))
             .await

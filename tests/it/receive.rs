@@ -116,10 +116,7 @@ async fn multi_record_body_is_split() {
 /// Bad bodies get 400/413/415 with a JSON reason and nothing is forwarded.
 #[tokio::test]
 async fn bad_requests_are_rejected_with_reasons() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.http.body_limit = 4096;
-    })
-    .await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| cfg.http.body_limit = 4096).await;
     let post = |ct: Option<&'static str>, body: Vec<u8>| {
         let mut req = gw
             .client

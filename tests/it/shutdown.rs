@@ -23,10 +23,8 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 /// process (it was acknowledged 2xx and lives in memory only).
 #[tokio::test]
 async fn graceful_shutdown_delivers_held_copies_at_once() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.policy.pending_grace = Duration::from_secs(3600);
-    })
-    .await;
+    let (oscar, gw) =
+        oscar_and_gateway(|cfg| cfg.policy.pending_grace = Duration::from_secs(3600)).await;
     let body = fixture("complete-multipart-upload.json");
     gw.post_event(body.clone()).await.assert_verdicts(&["held"]);
     assert!(oscar.received().is_empty());

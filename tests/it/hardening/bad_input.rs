@@ -176,10 +176,7 @@ async fn a_mixed_body_forwards_the_good_record_and_reports_the_broken_one() {
 /// without a result per record; nothing is forwarded, valid-looking or not.
 #[tokio::test]
 async fn a_hundred_thousand_records_are_refused_whole() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.http.body_limit = 32 * 1024 * 1024;
-    })
-    .await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| cfg.http.body_limit = 32 * 1024 * 1024).await;
     let tiny = format!(r#"{{"Records":[{}]}}"#, vec!["{}"; 100_000].join(","));
     let valid = body(&vec![record("same.txt", "v1"); 100_000]);
     for (name, b) in [("tiny", tiny), ("valid", valid)] {
@@ -202,10 +199,7 @@ async fn a_hundred_thousand_records_are_refused_whole() {
 /// Over the body limit: declared (Content-Length) or streamed (chunked), 413 either way.
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_declared_or_chunked() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        cfg.http.body_limit = 4096;
-    })
-    .await;
+    let (oscar, gw) = oscar_and_gateway(|cfg| cfg.http.body_limit = 4096).await;
     let big = body(&[record(&"x".repeat(8000), "v1")]);
 
     let p = gw.post_event(big.clone()).await;

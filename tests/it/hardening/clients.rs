@@ -87,13 +87,13 @@ async fn gw_answered(s: &mut TcpStream, into: &mut String) -> bool {
 /// forwarded once OSCAR recovers.
 #[tokio::test]
 async fn a_webhook_flood_is_shed_while_healthz_answers() {
-    let oscar = GateOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.http.max_inflight = 2;
-    cfg.http.max_connections = 64;
-    cfg.delivery.request_timeout = Duration::from_secs(30);
-    cfg.dedup.lease = Duration::from_secs(60);
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = gate_and_gateway(|cfg| {
+        cfg.http.max_inflight = 2;
+        cfg.http.max_connections = 64;
+        cfg.delivery.request_timeout = Duration::from_secs(30);
+        cfg.dedup.lease = Duration::from_secs(60);
+    })
+    .await;
 
     // Two requests occupy both slots: OSCAR holds them.
     let mut held = Vec::new();
@@ -201,11 +201,11 @@ async fn idle_connections_beyond_the_cap_are_shed_and_then_expire() {
 /// in flight until its lease ends, and OSCAR sees the event once.
 #[tokio::test]
 async fn a_client_hang_up_does_not_cancel_a_delivery() {
-    let oscar = GateOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.delivery.request_timeout = Duration::from_secs(30);
-    cfg.dedup.lease = Duration::from_secs(60);
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) = gate_and_gateway(|cfg| {
+        cfg.delivery.request_timeout = Duration::from_secs(30);
+        cfg.dedup.lease = Duration::from_secs(60);
+    })
+    .await;
 
     let b = one_record("hang-up.txt", "v1");
     let req = format!(

@@ -78,10 +78,8 @@ async fn upstream_down_answers_503() {
 /// reservation is released, and once OSCAR answers again the retry is forwarded.
 #[tokio::test]
 async fn a_hanging_oscar_times_out_and_releases_the_key() {
-    let oscar = GateOscar::start().await;
-    let mut cfg = test_config(&oscar.url());
-    cfg.delivery.request_timeout = Duration::from_millis(500);
-    let gw = TestGateway::start(cfg).await;
+    let (oscar, gw) =
+        gate_and_gateway(|cfg| cfg.delivery.request_timeout = Duration::from_millis(500)).await;
     let event = one_record("hang.txt", "v1");
 
     let p = gw.post_event(event.clone()).await;

@@ -11,18 +11,60 @@ use dedup_gateway::{
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::{FakeOscar, GOOD_TOKEN, Posted};
+use super::{FakeOscar, GOOD_TOKEN, GateOscar, Posted};
 
-/// A running gateway.
+/// A gateway task on a free loopback port, and a client for it: what [`TestGateway`] and
+/// [`super::SpoolGw`] both are underneath (their fields and probes are reached through `Deref`).
 #[derive(Debug)]
-pub struct TestGateway {
+pub struct Running {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
     pub client: reqwest::Client,
+}
+
+impl Running {
+    /// Validates `cfg`, binds a free loopback port and runs the gateway on it in a task.
+    pub async fn spawn(cfg: Config, hooks: Hooks) -> Self {
+        let (addr, shutdown, task) = spawn_gateway(cfg, hooks).await;
+        Self {
+            addr,
+            shutdown,
+            task,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The gateway's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        scrape_metrics(&self.client, &self.url("")).await
+    }
+
+    /// The status of `GET path`.
+    pub async fn status_of(&self, path: &str) -> u16 {
+        get_status(&self.client, &self.url(path)).await
+    }
+}
+
+/// A running gateway on a temp dir of its own (removed when it drops).
+#[derive(Debug)]
+pub struct TestGateway {
+    run: Running,
     _dir: tempfile::TempDir,
     /// Extra worker threads, when started with [`TestGateway::start_on_workers`].
     _workers: Option<Workers>,
+}
+
+impl std::ops::Deref for TestGateway {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.run
+    }
 }
 
 /// A configuration for tests: sync mode, the fake as upstream, short timeouts, data in a temp dir.
@@ -75,29 +117,11 @@ impl TestGateway {
                 .unwrap_or_default(),
             ..Default::default()
         };
-        let (addr, shutdown, task) = spawn_gateway(cfg, hooks).await;
         Self {
-            addr,
-            shutdown,
-            task,
-            client: reqwest::Client::new(),
+            run: Running::spawn(cfg, hooks).await,
             _dir: dir,
             _workers: workers,
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// The gateway's `/metrics` text.
-    pub async fn metrics(&self) -> String {
-        scrape_metrics(&self.client, &self.url("")).await
-    }
-
-    /// The status of `GET path`.
-    pub async fn status_of(&self, path: &str) -> u16 {
-        get_status(&self.client, &self.url(path)).await
     }
 
     /// POSTs `body` to `/job/{service}` as MinIO does; returns status and parsed JSON answer.
@@ -128,8 +152,8 @@ impl TestGateway {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        self.run.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.run.task).await;
     }
 }
 
@@ -197,6 +221,16 @@ pub async fn scrape_metrics(client: &reqwest::Client, base: &str) -> String {
 /// changes it: the start of most sync-mode tests.
 pub async fn oscar_and_gateway(tune: impl FnOnce(&mut Config)) -> (FakeOscar, TestGateway) {
     let oscar = FakeOscar::start().await;
+    let mut cfg = test_config(&oscar.url());
+    tune(&mut cfg);
+    let gw = TestGateway::start(cfg).await;
+    (oscar, gw)
+}
+
+/// A fresh [`GateOscar`] (holding every request until the test opens it) and a [`TestGateway`]
+/// in front of it, on [`test_config`] as `tune` changes it.
+pub async fn gate_and_gateway(tune: impl FnOnce(&mut Config)) -> (GateOscar, TestGateway) {
+    let oscar = GateOscar::start().await;
     let mut cfg = test_config(&oscar.url());
     tune(&mut cfg);
     let gw = TestGateway::start(cfg).await;

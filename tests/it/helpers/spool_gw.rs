@@ -1,7 +1,7 @@
 //! The gateway in spool mode on a data directory the test keeps, so it can be stopped and
 //! started again on the same spool, with injected disk faults when the test asks.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use dedup_gateway::{
     Hooks,
@@ -9,13 +9,8 @@ use dedup_gateway::{
     spool::FaultSwitch,
 };
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use super::{
-    GOOD_TOKEN, Posted, get_status, metric_value, post_webhook, scrape_metrics, spawn_gateway,
-    test_config,
-};
+use super::{GOOD_TOKEN, Posted, Running, metric_value, post_webhook, test_config};
 
 /// The admin token of [`spool_config`] (and of the admin tests).
 pub const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -33,10 +28,15 @@ pub fn spool_config(upstream: &str) -> Config {
 
 /// A gateway in spool mode on a data directory the test keeps, so it can be restarted on it.
 pub struct SpoolGw {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-    client: reqwest::Client,
+    run: Running,
+}
+
+impl std::ops::Deref for SpoolGw {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.run
+    }
 }
 
 impl SpoolGw {
@@ -46,17 +46,9 @@ impl SpoolGw {
             spool_faults: faults,
             ..Default::default()
         };
-        let (addr, shutdown, task) = spawn_gateway(cfg, hooks).await;
         Self {
-            addr,
-            shutdown,
-            task,
-            client: reqwest::Client::new(),
+            run: Running::spawn(cfg, hooks).await,
         }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
     }
 
     /// POSTs a body to `/job/svc` as MinIO does; status, `Retry-After`, JSON answer.
@@ -92,14 +84,6 @@ impl SpoolGw {
         let (status, text) = self.admin(reqwest::Method::GET, path).await;
         assert_eq!(status, 200, "{text}");
         serde_json::from_str(&text).unwrap()
-    }
-
-    pub async fn status_of(&self, path: &str) -> u16 {
-        get_status(&self.client, &self.url(path)).await
-    }
-
-    pub async fn metrics(&self) -> String {
-        scrape_metrics(&self.client, &self.url("")).await
     }
 
     /// The value of the unlabelled metric `name` now (-1 when it is not exposed).
@@ -139,8 +123,8 @@ impl SpoolGw {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
+        self.run.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.run.task)
             .await
             .expect("gateway stops in time")
             .expect("gateway task");
