@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dedup_gateway::config::Config;
+use dedup_gateway::config::{Config, StoreBackend};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo() -> PathBuf {
@@ -40,29 +40,50 @@ fn deploy_manifests_parse_and_fit_together() {
     yaml_files(&repo().join("deploy"), &mut files);
     assert!(files.len() >= 8, "{files:?}");
     for f in &files {
-        for d in docs(f) {
-            assert!(
-                d["apiVersion"].as_str().is_some() && d["kind"].as_str().is_some(),
-                "{}",
-                f.display()
-            );
-        }
-        let name = f.file_name().unwrap().to_string_lossy();
-        if name == "kustomization.yaml" {
-            let k = &docs(f)[0];
-            let dir = f.parent().unwrap();
-            let refs = k["resources"].as_vec().into_iter().flatten();
-            let patches = k["patches"]
-                .as_vec()
-                .into_iter()
-                .flatten()
-                .map(|p| &p["path"]);
-            for r in refs.chain(patches) {
-                let r = r.as_str().unwrap();
-                assert!(dir.join(r).exists(), "{}: {r} missing", f.display());
-            }
+        check_manifest(f);
+    }
+    check_base();
+    check_redis_variant();
+    let docker = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    for needle in [
+        "FROM rust:1.95",
+        "cargo build --release --locked",
+        "USER 65532",
+    ] {
+        assert!(docker.contains(needle), "Dockerfile lacks {needle}");
+    }
+}
+
+/// Every document of `f` names its apiVersion and kind; a kustomization's resources and
+/// patches exist.
+fn check_manifest(f: &Path) {
+    for d in docs(f) {
+        assert!(
+            d["apiVersion"].as_str().is_some() && d["kind"].as_str().is_some(),
+            "{}",
+            f.display()
+        );
+    }
+    let name = f.file_name().unwrap().to_string_lossy();
+    if name == "kustomization.yaml" {
+        let k = &docs(f)[0];
+        let dir = f.parent().unwrap();
+        let refs = k["resources"].as_vec().into_iter().flatten();
+        let patches = k["patches"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .map(|p| &p["path"]);
+        for r in refs.chain(patches) {
+            let r = r.as_str().unwrap();
+            assert!(dir.join(r).exists(), "{}: {r} missing", f.display());
         }
     }
+}
+
+/// The base: probes on `/healthz` and `/readyz`, the spool on the data volume, the port the
+/// Service and ServiceMonitor use, and a termination grace longer than the shutdown grace.
+fn check_base() {
     let base: Vec<Yaml> = [
         "statefulset.yaml",
         "service.yaml",
@@ -75,26 +96,7 @@ fn deploy_manifests_parse_and_fit_together() {
     let sts = find_kind(&base, "StatefulSet");
     let pod = &sts["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
-    assert_eq!(
-        c["livenessProbe"]["httpGet"]["path"].as_str(),
-        Some("/healthz")
-    );
-    assert_eq!(
-        c["readinessProbe"]["httpGet"]["path"].as_str(),
-        Some("/readyz")
-    );
-    assert!(c["resources"]["requests"]["memory"].as_str().is_some());
-    assert_eq!(
-        sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as_str(),
-        Some("data")
-    );
-    let data_mount = c["volumeMounts"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"].as_str() == Some("data"))
-        .and_then(|m| m["mountPath"].as_str())
-        .expect("data volume mounted");
+    let data_mount = check_container(sts, c);
     let toml = find_kind(&base, "ConfigMap")["data"]["gateway.toml"]
         .as_str()
         .unwrap();
@@ -122,8 +124,36 @@ fn deploy_manifests_parse_and_fit_together() {
             > cfg.http.shutdown_grace.as_secs() as i64,
         "the kubelet must wait out the graceful shutdown"
     );
+}
 
-    // The shared-store variant: valid once the secret (from the environment) is present.
+/// The gateway container of StatefulSet `sts`: probed on `/healthz` and `/readyz`, with a
+/// memory request and the `data` volume claimed and mounted; returns where it is mounted.
+fn check_container<'a>(sts: &Yaml, c: &'a Yaml) -> &'a str {
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert!(c["resources"]["requests"]["memory"].as_str().is_some());
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as_str(),
+        Some("data")
+    );
+    c["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str() == Some("data"))
+        .and_then(|m| m["mountPath"].as_str())
+        .expect("data volume mounted")
+}
+
+/// The shared-store variant: valid once the secret (from the environment) is present, on the
+/// Redis backend, with more than one replica.
+fn check_redis_variant() {
     let patch = docs(&repo().join("deploy/redis/configmap-patch.yaml"));
     let text = patch[0]["data"]["gateway.toml"].as_str().unwrap();
     let mut value: toml::Table = text.parse().unwrap();
@@ -132,20 +162,8 @@ fn deploy_manifests_parse_and_fit_together() {
         .unwrap()
         .insert("hash_secret".into(), "x".repeat(32).into());
     let cfg = Config::from_toml(&toml::to_string(&value).unwrap()).unwrap();
-    assert_eq!(
-        cfg.dedup.backend,
-        dedup_gateway::config::StoreBackend::Redis
-    );
+    assert_eq!(cfg.dedup.backend, StoreBackend::Redis);
     let replicas =
         docs(&repo().join("deploy/redis/statefulset-patch.yaml"))[0]["spec"]["replicas"].as_i64();
     assert!(replicas.unwrap() > 1);
-
-    let docker = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
-    for needle in [
-        "FROM rust:1.95",
-        "cargo build --release --locked",
-        "USER 65532",
-    ] {
-        assert!(docker.contains(needle), "Dockerfile lacks {needle}");
-    }
 }

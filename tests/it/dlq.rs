@@ -21,7 +21,50 @@ async fn permanent_failures_go_to_the_dlq_and_replay_once() {
         401,
         "admin needs the token"
     );
+    let id404 = dead_letter_a_404_and_a_401(&gw, &oscar).await;
 
+    // Fix OSCAR for the 404 one and replay it alone.
+    oscar.require_token(false);
+    let replay_one = format!("/admin/dlq/{id404}/replay");
+    let (s, text) = gw.admin(Method::POST, &replay_one).await;
+    assert_eq!(s, 202, "{text}");
+    wait_for("replayed delivery", Duration::from_secs(10), || {
+        oscar.accepted().len() == 1
+    })
+    .await;
+    let (s, _) = gw.admin(Method::POST, &replay_one).await;
+    assert_eq!(s, 404, "the entry is gone from the queue");
+    // The rest: replay all.
+    let (s, text) = gw.admin(Method::POST, "/admin/dlq/replay").await;
+    assert_eq!(s, 200, "{text}");
+    let counts: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(counts["replayed"], 1, "{counts}");
+    wait_for("both delivered", Duration::from_secs(10), || {
+        oscar.accepted().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = deliveries(&oscar);
+    assert_eq!(d.len(), 2);
+    assert!(d.values().all(|n| *n == 1), "{d:?}");
+    // The replay carries the original Authorization header.
+    assert!(
+        oscar
+            .accepted()
+            .iter()
+            .any(|r| r.headers["authorization"] == GOOD_TOKEN)
+    );
+    let (_, text) = gw.admin(Method::GET, "/admin/dlq").await;
+    let listing: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listing["total"], 0, "{listing}");
+    delete_a_new_dead_letter(&gw, &oscar).await;
+    gw.stop().await;
+}
+
+/// OSCAR answers 404 to one event and 401 (a wrong token) to another: each is tried once and
+/// dead-lettered, listed in order with its attempt and the token redacted, one per page when
+/// paged. Returns the 404 entry's id; OSCAR is left answering 201 but requiring the good token.
+async fn dead_letter_a_404_and_a_401(gw: &SpoolGw, oscar: &FakeOscar) -> u64 {
     oscar.set_status(404);
     gw.post_event(put_event("dlq-404")).await.assert_status(202);
     wait_for("404 dead-lettered", Duration::from_secs(10), || {
@@ -70,44 +113,11 @@ async fn permanent_failures_go_to_the_dlq_and_replay_once() {
         .admin_get(&format!("/admin/dlq?limit=1&after={next}"))
         .await;
     assert_eq!(page2["entries"][0]["id"], entries[1]["id"]);
+    entries[0]["id"].as_u64().unwrap()
+}
 
-    // Fix OSCAR for the 404 one and replay it alone.
-    oscar.require_token(false);
-    let id404 = entries[0]["id"].as_u64().unwrap();
-    let replay_one = format!("/admin/dlq/{id404}/replay");
-    let (s, text) = gw.admin(Method::POST, &replay_one).await;
-    assert_eq!(s, 202, "{text}");
-    wait_for("replayed delivery", Duration::from_secs(10), || {
-        oscar.accepted().len() == 1
-    })
-    .await;
-    let (s, _) = gw.admin(Method::POST, &replay_one).await;
-    assert_eq!(s, 404, "the entry is gone from the queue");
-    // The rest: replay all.
-    let (s, text) = gw.admin(Method::POST, "/admin/dlq/replay").await;
-    assert_eq!(s, 200, "{text}");
-    let counts: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(counts["replayed"], 1, "{counts}");
-    wait_for("both delivered", Duration::from_secs(10), || {
-        oscar.accepted().len() == 2
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let d = deliveries(&oscar);
-    assert_eq!(d.len(), 2);
-    assert!(d.values().all(|n| *n == 1), "{d:?}");
-    // The replay carries the original Authorization header.
-    assert!(
-        oscar
-            .accepted()
-            .iter()
-            .any(|r| r.headers["authorization"] == GOOD_TOKEN)
-    );
-    let (_, text) = gw.admin(Method::GET, "/admin/dlq").await;
-    let listing: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(listing["total"], 0, "{listing}");
-
-    // DELETE: a new dead letter, deleted.
+/// A new dead letter (OSCAR 403) is deleted with `DELETE /admin/dlq/{id}`, once.
+async fn delete_a_new_dead_letter(gw: &SpoolGw, oscar: &FakeOscar) {
     oscar.set_status(403);
     gw.post_event(put_event("dlq-403")).await;
     let first_id = retry(
@@ -124,7 +134,6 @@ async fn permanent_failures_go_to_the_dlq_and_replay_once() {
     let entry = format!("/admin/dlq/{}", first_id.expect("403 dead-lettered"));
     assert_eq!(gw.admin(Method::DELETE, &entry).await.0, 204);
     assert_eq!(gw.admin(Method::DELETE, &entry).await.0, 404);
-    gw.stop().await;
 }
 
 /// A dead-letter entry this version cannot decode is skipped in a listing, but must not end the

@@ -2,10 +2,14 @@
 //! full run of the real binary whose every output (debug logs, metrics, admin listings,
 //! `check-config`) is searched for the tokens it handled.
 
-use std::{borrow::Cow, process::Stdio, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
 
 use crate::helpers::{
-    internals::{Class, KeyDeriver, Marking, Record, VersionSource},
+    internals::{Class, KeyDeriver, put_record},
     *,
 };
 
@@ -102,18 +106,6 @@ async fn the_admin_token_guards_the_admin_routes() {
     gw.stop().await;
 }
 
-fn rec() -> Record<'static> {
-    Record {
-        event_name: Cow::Borrowed("s3:ObjectCreated:Put"),
-        bucket: Cow::Borrowed("in"),
-        key: "photo.jpg".into(),
-        version: Cow::Borrowed("v1"),
-        version_source: VersionSource::VersionId,
-        version_id: None,
-        marking: Marking::Clean,
-    }
-}
-
 /// The credential digest is keyed: the same token under two secrets gives unrelated keys, and a
 /// key equals no unkeyed hash of the token, so a stored or logged key cannot be confirmed by
 /// hashing guessed tokens without the secret kept in `data_dir`.
@@ -124,19 +116,19 @@ fn the_credential_digest_is_keyed() {
     let two = KeyDeriver::new(b"second-secret-012345678");
     let k1 = one.key(
         &one.scope("svc", Some(token.as_bytes())),
-        &rec(),
+        &put_record(),
         Class::Available,
     );
     let k2 = two.key(
         &two.scope("svc", Some(token.as_bytes())),
-        &rec(),
+        &put_record(),
         Class::Available,
     );
     assert_ne!(k1, k2);
     for d in [&one, &two] {
         let k = d.key(
             &d.scope("svc", Some(token.as_bytes())),
-            &rec(),
+            &put_record(),
             Class::Available,
         );
         for guess in ["abc", "Bearer abc", "svcBearer abc", "svc", ""] {
@@ -155,7 +147,7 @@ fn the_credential_digest_is_keyed() {
                 let t = format!("Bearer {}{}{}", *a as char, *b as char, *c as char);
                 let k = guessed.key(
                     &guessed.scope("svc", Some(t.as_bytes())),
-                    &rec(),
+                    &put_record(),
                     Class::Available,
                 );
                 assert_ne!(k, k1);
@@ -178,8 +170,8 @@ fn the_dedup_secret_file_is_private() {
     let b = KeyDeriver::load_or_create(dir.path()).expect("reuse");
     let s = a.scope("svc", None);
     assert_eq!(
-        a.key(&s, &rec(), Class::Available),
-        b.key(&b.scope("svc", None), &rec(), Class::Available)
+        a.key(&s, &put_record(), Class::Available),
+        b.key(&b.scope("svc", None), &put_record(), Class::Available)
     );
 }
 
@@ -207,21 +199,8 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
     let oscar = FakeOscar::start().await;
     oscar.require_token(true);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("gateway.toml");
-    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
     let port = free_port();
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nupstream = \"{}\"\nmode = \"spool\"\ndata_dir = \"{}\"\n\
-             [delivery]\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\nmax_attempts = 2\n\
-             [dedup]\nhash_secret = \"{HASH_SECRET}\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\
-             [services.svc]\ninbound_tokens = [\"{GOOD_TOKEN}\", \"Bearer other-token-for-svc-0001\"]\n",
-            oscar.url(),
-            dir.path().join("data").display()
-        ),
-    )
-    .expect("write config");
+    let config = write_config(dir.path(), port, &oscar.url());
 
     let out = bin()
         .args(["check-config", "--config"])
@@ -242,7 +221,6 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
         .expect("spawn");
     let logs = collect_lines(child.stderr.take().expect("stderr"));
     let printed = collect_lines(child.stdout.take().expect("stdout"));
-
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     if !healthz_up(&client, &base, 200, Duration::from_millis(50)).await {
@@ -253,8 +231,56 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
             logs.join().expect("logs").join("\n")
         );
     }
+    traffic_and_clean_answers(&client, &base, &oscar).await;
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}");
+    let logs = logs.join().expect("logs").join("\n");
+    let printed = printed.join().expect("stdout").join("\n");
+    assert!(
+        logs.contains("dedup_key") && logs.contains("DEBUG"),
+        "debug logs were captured: {logs}"
+    );
+    assert_clean("logs", &logs);
+    assert_clean("stdout", &printed);
+    assert!(
+        !logs.lines().any(|l| l.starts_with("forged")),
+        "a forged log line: {logs}"
+    );
+    assert!(
+        logs.contains(r#"object="x\nforged verdict=forwarded""#),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("other-token-for-svc-0001"),
+        "the logs show a token"
+    );
+}
+
+/// A spool-mode configuration for the binary on `port`, holding every secret of [`secrets`];
+/// written to `dir/gateway.toml` (data in `dir/data`).
+fn write_config(dir: &Path, port: u16, upstream: &str) -> PathBuf {
+    let config = dir.join("gateway.toml");
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nupstream = \"{upstream}\"\nmode = \"spool\"\ndata_dir = \"{}\"\n\
+             [delivery]\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\nmax_attempts = 2\n\
+             [dedup]\nhash_secret = \"{HASH_SECRET}\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\
+             [services.svc]\ninbound_tokens = [\"{GOOD_TOKEN}\", \"Bearer other-token-for-svc-0001\"]\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+/// Drives the binary at `base` through a delivery, a log-forging object key, a refused token
+/// and a dead letter; the DLQ listing, the metrics and the verdicts show no secret.
+async fn traffic_and_clean_answers(client: &reqwest::Client, base: &str, oscar: &FakeOscar) {
     let job = format!("{base}/job/svc");
-    let post = |auth: &'static str, b: String| post_webhook(&client, &job, Some(auth), b);
+    let post = |auth: &'static str, b: String| post_webhook(client, &job, Some(auth), b);
     post(GOOD_TOKEN, one_record("delivered.txt", "v1"))
         .await
         .assert_status(202);
@@ -293,7 +319,7 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
         "the DLQ listing shows a token"
     );
     assert_clean("DLQ listing", &listing);
-    let metrics = scrape_metrics(&client, &base).await;
+    let metrics = scrape_metrics(client, base).await;
     assert_clean("metrics", &metrics);
     assert!(!metrics.contains("other-token-for-svc-0001"));
     let verdicts = client
@@ -306,27 +332,4 @@ async fn no_secret_reaches_logs_metrics_listings_or_check_config() {
         .expect("v");
     assert_eq!(verdicts.status(), 200);
     assert_clean("verdicts", &verdicts.text().await.expect("text"));
-
-    let status = terminate(&mut child);
-    assert!(status.success(), "{status:?}");
-    let logs = logs.join().expect("logs").join("\n");
-    let printed = printed.join().expect("stdout").join("\n");
-    assert!(
-        logs.contains("dedup_key") && logs.contains("DEBUG"),
-        "debug logs were captured: {logs}"
-    );
-    assert_clean("logs", &logs);
-    assert_clean("stdout", &printed);
-    assert!(
-        !logs.lines().any(|l| l.starts_with("forged")),
-        "a forged log line: {logs}"
-    );
-    assert!(
-        logs.contains(r#"object="x\nforged verdict=forwarded""#),
-        "{logs}"
-    );
-    assert!(
-        !logs.contains("other-token-for-svc-0001"),
-        "the logs show a token"
-    );
 }
