@@ -6,6 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use dedup_gateway::spool::FaultSwitch;
+use tempfile::TempDir;
 use tokio::net::TcpListener;
 
 // Kept for `crash` and `redis::spool`, which import the spool harness from here.
@@ -123,15 +124,22 @@ async fn full_spool_answers_503_until_drained() {
     gw.stop().await;
 }
 
-/// Injected disk failures: writes fail → 503 + Retry-After and /readyz 503; nothing acknowledged
-/// is lost, and once the disk recovers everything is delivered exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disk_write_failure_answers_503_and_loses_nothing() {
+/// A spool-mode gateway on a kept temp dir with a disk-fault switch (off), in front of an OSCAR
+/// answering 503.
+async fn failing_oscar_and_disk_faults() -> (TempDir, FakeOscar, FaultSwitch, SpoolGw) {
     let dir = tempfile::tempdir().unwrap();
     let oscar = FakeOscar::start().await;
     oscar.set_status(503);
     let faults = FaultSwitch::new();
     let gw = SpoolGw::start(dir.path(), spool_config(&oscar.url()), Some(faults.clone())).await;
+    (dir, oscar, faults, gw)
+}
+
+/// Injected disk failures: writes fail → 503 + Retry-After and /readyz 503; nothing acknowledged
+/// is lost, and once the disk recovers everything is delivered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_write_failure_answers_503_and_loses_nothing() {
+    let (dir, oscar, faults, gw) = failing_oscar_and_disk_faults().await;
     let mut keys = Vec::new();
     for i in 0..3 {
         let p = gw.post_event(put_event(&format!("disk-{i}"))).await;
@@ -174,11 +182,7 @@ async fn disk_write_failure_answers_503_and_loses_nothing() {
 /// `/readyz` probe (which would reopen it as a side effect).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_event_is_delivered_after_a_disk_error_without_new_traffic() {
-    let dir = tempfile::tempdir().unwrap();
-    let oscar = FakeOscar::start().await;
-    oscar.set_status(503);
-    let faults = FaultSwitch::new();
-    let gw = SpoolGw::start(dir.path(), spool_config(&oscar.url()), Some(faults.clone())).await;
+    let (_dir, oscar, faults, gw) = failing_oscar_and_disk_faults().await;
     gw.post_event(put_event("quiet-1")).await.assert_status(202);
     faults.fail_writes(true);
     gw.post_event(put_event("quiet-2")).await.assert_status(503);

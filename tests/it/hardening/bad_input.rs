@@ -19,7 +19,8 @@ fn deep(open: &str, close: &str, depth: usize) -> String {
     format!("{}{}", open.repeat(depth), close.repeat(depth))
 }
 
-/// Hostile bodies, each sent alone to a fresh service name (so no case shadows another).
+/// Hostile bodies, each sent alone to a fresh service name (so no case shadows another). A
+/// table, one case a line (so longer than a function should be).
 fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
     let good = record("ok.txt", "v1");
     let good_body = body(std::slice::from_ref(&good));

@@ -82,6 +82,21 @@ async fn gw_answered(s: &mut TcpStream, into: &mut String) -> bool {
     }
 }
 
+/// POSTs the event `held-{i}.txt` in a task of its own; the task yields the status (0 when no
+/// answer came).
+fn post_in_background(gw: &TestGateway, i: usize) -> tokio::task::JoinHandle<u16> {
+    let client = gw.client.clone();
+    let url = gw.url("/job/svc");
+    let b = one_record(&format!("held-{i}.txt"), "v1");
+    tokio::spawn(async move {
+        let r = webhook(&client, &url, Some(GOOD_TOKEN))
+            .body(b)
+            .send()
+            .await;
+        r.map(|r| r.status().as_u16()).unwrap_or(0)
+    })
+}
+
 /// With OSCAR stuck, webhooks beyond `http.max_inflight` are answered 503 + Retry-After at once;
 /// `/healthz` and `/metrics` keep answering; a shed event stored nothing, so its retry is
 /// forwarded once OSCAR recovers.
@@ -96,19 +111,7 @@ async fn a_webhook_flood_is_shed_while_healthz_answers() {
     .await;
 
     // Two requests occupy both slots: OSCAR holds them.
-    let mut held = Vec::new();
-    for i in 0..2 {
-        let client = gw.client.clone();
-        let url = gw.url("/job/svc");
-        let b = one_record(&format!("held-{i}.txt"), "v1");
-        held.push(tokio::spawn(async move {
-            let r = webhook(&client, &url, Some(GOOD_TOKEN))
-                .body(b)
-                .send()
-                .await;
-            r.map(|r| r.status().as_u16()).unwrap_or(0)
-        }));
-    }
+    let held: Vec<_> = (0..2).map(|i| post_in_background(&gw, i)).collect();
     assert!(
         eventually(Duration::from_secs(10), || oscar.arrived() == 2).await,
         "both reach OSCAR"

@@ -3,16 +3,18 @@
 //! asserts on the answers; the pieces for that live here so each test reads as the behaviour it
 //! checks:
 //!
-//! - [`oscar`]: fake OSCARs — [`FakeOscar`] records and answers a switchable status,
-//!   [`GateOscar`] holds every request until the test opens its gate.
-//! - [`gateway`]: the gateway in process — [`TestGateway`] (sync mode by default, own temp dir)
-//!   and [`SpoolGw`] (spool mode on a directory the test keeps, for restarts and disk faults).
-//! - [`answer`]: what a webhook POST got back ([`Posted`]) and the assertions made on it, plus
-//!   readers for `/metrics` text.
-//! - [`events`]: the MinIO fixtures and builders for events with their own identity.
-//! - [`process`]: the real binary as a child process, raw TCP exchanges, readiness polls.
-//! - [`wait`]: bounded polls (every loop a test runs is bounded in count and time).
-//! - [`internals`]: the few crate internals tests use, imported in this one place.
+//! - `oscar`, `gate`: fake OSCARs — `FakeOscar` records every request and answers a switchable
+//!   status; `GateOscar` holds every request until the test opens its gate.
+//! - `gateway`: the gateway in process — `TestGateway` (sync mode by default, its own temp dir),
+//!   the `oscar_and_gateway` / `gate_and_gateway` starts, and the MinIO-shaped request helpers.
+//! - `spool_gw`: `SpoolGw`, spool mode on a directory the test keeps (restarts, disk faults).
+//! - `answer`: what a webhook POST got back (`Posted`), the assertions made on it, and readers
+//!   for the `/metrics` text.
+//! - `events`: the MinIO fixtures and builders for events with an identity of their own.
+//! - `process`: the real binary as a child process, raw TCP exchanges, the `/healthz` poll.
+//! - `wait`: bounded polls (every wait in a test is bounded in count and time).
+//! - `internals`: the few crate internals tests use, imported in this one place (by name, not
+//!   through the glob), so a type moving inside `src/` is one edit here.
 
 mod answer;
 mod events;
