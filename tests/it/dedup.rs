@@ -67,7 +67,7 @@ async fn post_concurrently(gw: &Arc<TestGateway>, bodies: impl Iterator<Item = V
 /// A Put and the completed replication of one version are one trigger; a delete of that version is
 /// another; the same event to two services triggers each once.
 #[tokio::test]
-async fn identity_classes_and_services() {
+async fn one_trigger_per_identity_class_and_per_service() {
     let (oscar, gw) = oscar_and_gateway(|_| {}).await;
     let put = fixture("replica-put.json");
     let completed = fixture("replication-completed.json");

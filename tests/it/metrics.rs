@@ -10,7 +10,7 @@ use crate::helpers::*;
 
 /// HEAD probes, health, readiness and metrics.
 #[tokio::test]
-async fn probes_and_metrics() {
+async fn probes_answer_and_metrics_count_verdicts_and_upstream_answers() {
     let (_oscar, gw) = oscar_and_gateway(|_| {}).await;
     let head = gw.client.head(gw.url("/job/svc")).send().await.unwrap();
     assert_eq!(head.status(), 200);
