@@ -47,6 +47,7 @@
 pub mod check;
 pub mod key;
 pub mod parse;
+pub mod pattern;
 pub mod policy;
 pub mod shadow;
 
