@@ -61,11 +61,13 @@ use crate::{
     config::{Config, Mode, OnStoreError},
     deliver::{Delivery, Forwarder, Outcome, held::HeldQueue},
     history::{self, History},
+    identity::{Owner, new_owner},
     metrics::Metrics,
     spool::Spool,
-    store::{Claim, DedupStore, Existing, Owner, Store, StoreError, new_owner},
+    store::{Claim, DedupStore, Existing, Store, StoreError},
 };
 
+pub use crate::verdict::{RecordResult, Verdict};
 use key::{DedupKey, KeyDeriver, RequestScope};
 use parse::{EnvelopeError, Record, RecordError, Records};
 use policy::{Decision, FinalVerdict, Policy};
@@ -74,50 +76,6 @@ use policy::{Decision, FinalVerdict, Policy};
 /// store again.
 const ORIGINAL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The verdict of one record (contract §4), plus `failed` for a record that could not be
-/// delivered or stored in this request (the request gets 503).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Forwarded,
-    Accepted,
-    Duplicate,
-    Held,
-    Pending,
-    ReplicationFailed,
-    Ignored,
-    Invalid,
-    Failed,
-}
-
-impl Verdict {
-    pub const ALL: [Verdict; 9] = [
-        Verdict::Forwarded,
-        Verdict::Accepted,
-        Verdict::Duplicate,
-        Verdict::Held,
-        Verdict::Pending,
-        Verdict::ReplicationFailed,
-        Verdict::Ignored,
-        Verdict::Invalid,
-        Verdict::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Forwarded => "forwarded",
-            Verdict::Accepted => "accepted",
-            Verdict::Duplicate => "duplicate",
-            Verdict::Held => "held",
-            Verdict::Pending => "pending",
-            Verdict::ReplicationFailed => "replication-failed",
-            Verdict::Ignored => "ignored",
-            Verdict::Invalid => "invalid",
-            Verdict::Failed => "failed",
-        }
-    }
-}
-
 impl From<FinalVerdict> for Verdict {
     fn from(v: FinalVerdict) -> Self {
         match v {
@@ -125,22 +83,6 @@ impl From<FinalVerdict> for Verdict {
             FinalVerdict::Pending => Verdict::Pending,
             FinalVerdict::ReplicationFailed => Verdict::ReplicationFailed,
         }
-    }
-}
-
-/// One record's answer, as returned to MinIO in `results`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RecordResult {
-    pub verdict: Verdict,
-    pub reason: Cow<'static, str>,
-    #[serde(serialize_with = "ser_key")]
-    pub key: Option<DedupKey>,
-}
-
-fn ser_key<S: serde::Serializer>(k: &Option<DedupKey>, s: S) -> Result<S::Ok, S::Error> {
-    match k {
-        Some(k) => s.collect_str(k),
-        None => s.serialize_none(),
     }
 }
 

@@ -32,11 +32,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     SpoolError,
     io::{FaultSwitch, SpoolFile},
-    metrics::SpoolMetrics,
     record::Entry,
     unix_ms,
 };
-use crate::pipeline::key::DedupKey;
+use crate::{identity::DedupKey, metrics::SpoolMetrics};
 
 /// Undelivered events (and held ones), by id; ids grow with acceptance order and are never reused.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");

@@ -32,18 +32,10 @@ pub mod redis;
 
 use std::{future::Future, time::Duration};
 
-use crate::pipeline::key::DedupKey;
+use crate::identity::{DedupKey, Owner};
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
-
-/// Identifies one reservation; generated per accepted copy.
-pub type Owner = u64;
-
-/// A fresh owner token.
-pub fn new_owner() -> Owner {
-    rand::random::<u64>() | 1
-}
 
 /// What the store found for a reserve or hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
