@@ -76,6 +76,26 @@ pub struct RecordResult {
     pub key: Option<DedupKey>,
 }
 
+impl RecordResult {
+    /// A result about an identity, with a fixed reason.
+    pub fn keyed(verdict: Verdict, reason: &'static str, key: DedupKey) -> Self {
+        Self {
+            verdict,
+            reason: Cow::Borrowed(reason),
+            key: Some(key),
+        }
+    }
+
+    /// `failed` with a reason made at run time (an upstream answer's description).
+    pub fn failed(reason: String, key: DedupKey) -> Self {
+        Self {
+            verdict: Verdict::Failed,
+            reason: Cow::Owned(reason),
+            key: Some(key),
+        }
+    }
+}
+
 fn ser_key<S: serde::Serializer>(k: &Option<DedupKey>, s: S) -> Result<S::Ok, S::Error> {
     match k {
         Some(k) => s.collect_str(k),
