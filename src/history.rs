@@ -24,7 +24,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::pipeline::{Verdict, key::DedupKey};
+use crate::{identity::DedupKey, verdict::Verdict};
 
 /// The object version a decision was about (as parsed from the record).
 #[derive(Debug, Clone, Copy)]

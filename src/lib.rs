@@ -23,6 +23,7 @@ pub mod deliver;
 pub mod error;
 pub mod history;
 pub mod http;
+pub mod identity;
 pub mod logging;
 pub mod mcsetup;
 pub mod metrics;
@@ -33,6 +34,7 @@ pub mod server;
 pub mod spool;
 pub mod store;
 pub mod tls;
+pub mod verdict;
 
 use std::sync::Arc;
 

@@ -108,7 +108,7 @@ pub fn replay(
                     }
                     Decision::Forward(class) | Decision::Hold(class) => {
                         let key = keys.key(&scope, &rec, class);
-                        let owner = crate::store::new_owner();
+                        let owner = crate::identity::new_owner();
                         let claim = if hold {
                             store.hold_at(&key, owner, forever, 0)
                         } else {

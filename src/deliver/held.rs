@@ -23,8 +23,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Delivery, Forwarder, Outcome, backoff::Backoff};
 use crate::{
+    identity::{Owner, new_owner},
     metrics::Metrics,
-    store::{Claim, DedupStore, Owner, Store, new_owner},
+    store::{Claim, DedupStore, Store},
 };
 
 /// How many times one held copy takes a freed identity back (see [`Inner::run`]).
@@ -248,7 +249,7 @@ impl Inner {
 
     /// Records a late delivery in the verdict history, when there is one.
     fn remember_delivery(&self, delivery: &Delivery, started: Instant, attempts: u32) {
-        use crate::{history::Decision, pipeline::Verdict};
+        use crate::{history::Decision, verdict::Verdict};
         let Some(h) = self.history.get().filter(|h| h.is_enabled()) else {
             return;
         };

@@ -38,8 +38,8 @@ use tokio_rustls::rustls::{
 
 use crate::{
     config::DeliveryConfig,
+    identity::DedupKey,
     metrics::{Metrics, UpstreamClass},
-    pipeline::key::DedupKey,
 };
 
 /// Bytes of an upstream response body read before the rest is discarded.

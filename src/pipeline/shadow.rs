@@ -42,19 +42,13 @@ use crate::{
     config::OnStoreError,
     deliver::{Delivery, Outcome},
     history,
-    store::{Claim, DedupStore, Owner, StoreError, new_owner},
+    identity::{Owner, new_owner},
+    store::{Claim, DedupStore, StoreError},
 };
 
-/// Verdicts with which sync mode would not forward the record (now or after a grace).
+/// Verdicts with which sync mode would not forward the record; see [`Verdict::would_drop`].
 pub fn would_drop(v: Verdict) -> bool {
-    matches!(
-        v,
-        Verdict::Duplicate
-            | Verdict::Pending
-            | Verdict::ReplicationFailed
-            | Verdict::Ignored
-            | Verdict::Invalid
-    )
+    v.would_drop()
 }
 
 /// A record's would-be verdict before the POST; reservations are settled after it.
@@ -333,7 +327,7 @@ fn log_shadow(
     tracing::info!(
         mode = "shadow",
         verdict = verdict.as_str(),
-        would_drop = would_drop(verdict),
+        would_drop = verdict.would_drop(),
         reason,
         service,
         // `&str`, not `display`: quoted and escaped in text logs (no forged lines from a key).
@@ -354,7 +348,7 @@ mod tests {
     fn drop_set_is_the_final_verdicts_and_duplicates() {
         let dropped: Vec<&str> = Verdict::ALL
             .iter()
-            .filter(|v| would_drop(**v))
+            .filter(|v| v.would_drop())
             .map(|v| v.as_str())
             .collect();
         assert_eq!(

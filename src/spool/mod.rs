@@ -62,7 +62,6 @@
 //! stored is acknowledged.
 
 pub mod io;
-pub mod metrics;
 pub mod record;
 mod worker;
 mod writer;
@@ -79,9 +78,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     config::Config,
     deliver::{Delivery, Forwarder, backoff::Backoff},
+    identity::{DedupKey, Owner, new_owner},
     metrics::Metrics,
-    pipeline::key::DedupKey,
-    store::{Claim, DedupStore, Existing, Owner, Store, new_owner},
+    store::{Claim, DedupStore, Existing, Store},
 };
 pub use io::FaultSwitch;
 use record::Entry;
@@ -192,7 +191,7 @@ pub(crate) struct Inner {
     store: Store,
     forwarder: Forwarder,
     metrics: Metrics,
-    spool_metrics: metrics::SpoolMetrics,
+    spool_metrics: crate::metrics::SpoolMetrics,
     /// Cancelled at shutdown: the dispatcher stops taking items.
     stop: CancellationToken,
     /// Cancelled when shutdown gives up waiting: outcome writes stop retrying.

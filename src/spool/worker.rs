@@ -48,7 +48,8 @@ use super::{
 };
 use crate::{
     deliver::{Delivery, Outcome},
-    store::{Claim, DedupStore, Owner, new_owner},
+    identity::{Owner, new_owner},
+    store::{Claim, DedupStore},
 };
 
 /// One scheduled delivery.
@@ -431,7 +432,7 @@ impl Inner {
     /// Records a delivery in the verdict history, when there is one: the accept decision is
     /// already there (`accepted`/`held`); this adds when OSCAR took it and after how many attempts.
     fn remember_delivery(&self, entry: &Entry) {
-        use crate::{history::Decision, pipeline::Verdict};
+        use crate::{history::Decision, verdict::Verdict};
         let Some(h) = self.history.get().filter(|h| h.is_enabled()) else {
             return;
         };

@@ -28,7 +28,7 @@ use dashmap::{DashMap, mapref::entry::Entry};
 use tokio_util::sync::CancellationToken;
 
 use super::{Claim, DedupStore, Existing, Owner, StoreError};
-use crate::pipeline::key::DedupKey;
+use crate::identity::DedupKey;
 
 const EXPIRY_BITS: u32 = 40;
 const EXPIRY_MASK: u64 = (1 << EXPIRY_BITS) - 1;

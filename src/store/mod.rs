@@ -32,18 +32,10 @@ pub mod redis;
 
 use std::{future::Future, time::Duration};
 
-use crate::pipeline::key::DedupKey;
+use crate::identity::{DedupKey, Owner};
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
-
-/// Identifies one reservation; generated per accepted copy.
-pub type Owner = u64;
-
-/// A fresh owner token.
-pub fn new_owner() -> Owner {
-    rand::random::<u64>() | 1
-}
 
 /// What the store found for a reserve or hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +142,34 @@ pub trait DedupStore: Send + Sync {
 pub enum Store {
     Memory(MemoryStore),
     Redis(RedisStore),
+}
+
+impl Store {
+    /// Whether the store is shared beyond this process (Redis), which decides three orders in
+    /// the pipeline and the spool:
+    /// - an entry can outlive its owner (another replica, or this process before a crash), so a
+    ///   copy meeting a reservation in flight cannot trust it to answer for the event (sync mode
+    ///   waits for its outcome);
+    /// - a claim can outlive a crash, so in spool mode the record is written before the claim;
+    /// - every call is a network round trip that can take effect and then be cut off, so it runs
+    ///   in a task a client hang-up cannot cancel.
+    ///
+    /// The memory store is none of these: it dies with the process and answers without waiting.
+    pub fn is_shared(&self) -> bool {
+        match self {
+            Store::Memory(_) => false,
+            Store::Redis(_) => true,
+        }
+    }
+
+    /// Live entries, when counting them is free (the memory store). Redis counts its own keys
+    /// (`DBSIZE`, `INFO keyspace`), so it is not asked per scrape.
+    pub fn local_entries(&self) -> Option<usize> {
+        match self {
+            Store::Memory(s) => Some(s.len()),
+            Store::Redis(_) => None,
+        }
+    }
 }
 
 macro_rules! dispatch {

@@ -47,7 +47,7 @@ use ::redis::{
 use tokio_util::sync::CancellationToken;
 
 use super::{Claim, DedupStore, Existing, Owner, StoreError};
-use crate::{config::RedisConfig, metrics::Metrics, pipeline::key::DedupKey};
+use crate::{config::RedisConfig, identity::DedupKey, metrics::Metrics};
 
 /// Reply codes shared by the reserve and hold scripts.
 const ACQUIRED: i64 = 0;

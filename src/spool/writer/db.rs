@@ -14,7 +14,7 @@ use std::sync::{
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::{
-    pipeline::key::DedupKey,
+    identity::DedupKey,
     spool::{
         SpoolError,
         io::{FaultSwitch, SpoolFile},

@@ -32,8 +32,8 @@ use std::{
 use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{SpoolError, io::FaultSwitch, metrics::SpoolMetrics, record::Entry, unix_ms};
-use crate::pipeline::key::DedupKey;
+use super::{SpoolError, io::FaultSwitch, record::Entry, unix_ms};
+use crate::{identity::DedupKey, metrics::SpoolMetrics};
 #[cfg(test)]
 pub(crate) use db::Opened;
 use db::{COMMITTED, DLQ, EVENTS, META, committed_key, open_db, sweep, write_err};

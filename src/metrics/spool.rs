@@ -1,4 +1,7 @@
-//! The spool's metrics, registered into the gateway's one registry by [`crate::metrics::Metrics`].
+//! The spool's metrics, registered into the gateway's one registry by [`super::Metrics`].
+//!
+//! They live with the other metrics, not in `spool/`, so that the metrics module imports nothing
+//! from the stages it counts; the spool reaches them through [`super::Metrics::spool`].
 //!
 //! Gauges (depth, bytes, DLQ size, oldest age) are set by the writer after each commit and at
 //! scrape time, so they always describe what is on disk, not what was merely requested.

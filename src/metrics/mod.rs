@@ -13,7 +13,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::pipeline::Verdict;
+pub mod spool;
+
+pub use spool::SpoolMetrics;
+
+use crate::verdict::Verdict;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
@@ -103,8 +107,8 @@ struct Inner {
     shed: Counter,
     requests_shed: Counter,
     store_entries: Gauge,
-    /// Spool mode: depth, bytes, DLQ, fsync batch size and latency (see `spool::metrics`).
-    spool: crate::spool::metrics::SpoolMetrics,
+    /// Spool mode: depth, bytes, DLQ, fsync batch size and latency (see [`spool`]).
+    spool: SpoolMetrics,
     shadow_verdicts: Vec<(Verdict, Counter)>,
     shadow_superseded: Counter,
     store_healthy: Gauge,
@@ -237,7 +241,7 @@ impl Metrics {
             "Identities in the memory dedup store",
             store_entries.clone(),
         );
-        let spool = crate::spool::metrics::SpoolMetrics::register(&mut registry);
+        let spool = SpoolMetrics::register(&mut registry);
         let (shadow_verdicts, shadow_superseded) = register_shadow(&mut registry);
         let store_healthy = Gauge::default();
         registry.register(
@@ -349,7 +353,7 @@ impl Metrics {
     }
 
     /// The spool's metrics (registered in every mode; zero outside spool mode).
-    pub fn spool(&self) -> &crate::spool::metrics::SpoolMetrics {
+    pub fn spool(&self) -> &SpoolMetrics {
         &self.inner.spool
     }
 
@@ -380,11 +384,7 @@ fn register_shadow(registry: &mut Registry) -> (Vec<(Verdict, Counter)>, Counter
     let verdicts = Verdict::ALL
         .iter()
         .map(|v| {
-            let would_drop = if crate::pipeline::shadow::would_drop(*v) {
-                "true"
-            } else {
-                "false"
-            };
+            let would_drop = if v.would_drop() { "true" } else { "false" };
             let label = ShadowLabel {
                 verdict: v.as_str(),
                 would_drop,
