@@ -13,7 +13,7 @@
 //!
 //! [`pipeline`] strings the stages together and documents the delivery semantics
 //! ([`pipeline::shadow`] is the count-only variant); [`config`] holds every setting; [`metrics`]
-//! every counter; [`error`] maps failures to HTTP answers; [`http::admin`] and [`http::verdicts`]
+//! every counter; [`error`] maps failures to HTTP answers; [`http::dlq`] and [`http::verdicts`]
 //! are the admin routes, fed by [`history`]; [`tls`] the HTTPS listener; [`logging`] the batched
 //! decision-log writer; [`replay`] runs captured payloads through the same stages offline;
 //! [`mcsetup`] prints the `mc` wiring.
