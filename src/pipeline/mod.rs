@@ -42,7 +42,7 @@
 //! then is it `accepted` / `held` with 202. A refused or failed write releases the identity and
 //! answers 503. Delivery, retries, the dead-letter queue and crash recovery are the spool's.
 //! With the Redis store the order is reversed — write, then claim — so that no reservation can
-//! outlive a crash without a record behind it (`Gateway::spool_write_first`).
+//! outlive a crash without a record behind it (`Spool::admit`).
 
 pub mod check;
 mod dedup;
