@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use super::{Gateway, parse::Record};
 use crate::{
     config::{Mode, OnStoreError},
-    deliver::{Delivery, Outcome},
+    deliver::{Delivery, settle::Lost},
     identity::{DedupKey, Owner},
     spool::{Admission, Spool},
     store::{Claim, DedupStore, Existing, StoreError},
@@ -185,14 +185,9 @@ impl Gateway {
     /// Sync mode: POST a reserved record, then commit (2xx) or release (anything else).
     async fn send(&self, delivery: &Delivery, owner: Owner, preempted: bool) -> RecordResult {
         let key = delivery.key;
-        let s = &self.inner.store;
-        let outcome = self.inner.forwarder.send(delivery).await;
-        if let Outcome::Delivered { .. } = outcome {
-            if let Err(e) = s.commit(&key, owner, self.inner.cfg.dedup.ttl).await {
-                // Delivered all the same; the identity may be forwarded again once its lease ends.
-                self.inner.metrics.store_error();
-                tracing::warn!(dedup_key = %key, error = %e, "delivered but the commit failed");
-            }
+        let settler = &self.inner.settler;
+        let outcome = settler.attempt(delivery, owner, Lost::Ignore).await;
+        if outcome.is_delivered() {
             let reason = if preempted {
                 "clean-copy-preempted-held"
             } else {
@@ -200,10 +195,7 @@ impl Gateway {
             };
             return RecordResult::keyed(Verdict::Forwarded, reason, key);
         }
-        if let Err(e) = s.release(&key, owner).await {
-            self.inner.metrics.store_error();
-            tracing::warn!(dedup_key = %key, error = %e, "could not release after a failed delivery; the lease will");
-        }
+        settler.release(&key, owner, "a failed delivery").await;
         RecordResult::failed(outcome.describe(), key)
     }
 

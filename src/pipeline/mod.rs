@@ -46,6 +46,7 @@
 
 pub mod check;
 mod dedup;
+pub mod held;
 pub mod key;
 pub mod parse;
 pub mod policy;
@@ -60,7 +61,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     config::{Config, Mode},
-    deliver::{Delivery, Forwarder, held::HeldQueue},
+    deliver::{Delivery, Forwarder, settle::Settler},
     history::{self, History},
     identity::{DedupKey, new_owner},
     metrics::Metrics,
@@ -69,6 +70,7 @@ use crate::{
 };
 
 pub use crate::verdict::{RecordResult, Verdict};
+use held::HeldQueue;
 use key::{KeyDeriver, RequestScope};
 use parse::{EnvelopeError, Record, RecordError, Records};
 use policy::{Decision, FinalVerdict, Policy};
@@ -112,6 +114,8 @@ struct Inner {
     keys: KeyDeriver,
     store: Store,
     forwarder: Forwarder,
+    /// Sync mode's send → commit/release (the settle path shared with held copies and the spool).
+    settler: Settler,
     held: HeldQueue,
     metrics: Metrics,
     /// Recent decisions for `/admin/verdicts`; disabled when the admin routes are.
@@ -133,6 +137,12 @@ impl Gateway {
         // Nobody could read the history without an admin token: do not record it then.
         let enabled = !cfg.admin.token.is_empty();
         let history = History::new(cfg.admin.verdict_history * usize::from(enabled));
+        let settler = Settler::new(
+            forwarder.clone(),
+            store.clone(),
+            metrics.clone(),
+            cfg.dedup.ttl,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -140,6 +150,7 @@ impl Gateway {
                 keys,
                 store,
                 forwarder,
+                settler,
                 held,
                 metrics,
                 history,

@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use super::{Spool, SpoolError, ms, record::Entry, unix_ms, worker::Due, writer::Op};
+use super::{Spool, SpoolError, ms, queue::Due, record::Entry, unix_ms, writer::Op};
 use crate::{
     deliver::Delivery,
     identity::{DedupKey, Owner},

@@ -62,6 +62,7 @@
 
 mod admit;
 pub mod io;
+mod queue;
 pub mod record;
 mod worker;
 mod writer;
@@ -77,15 +78,19 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    deliver::{Forwarder, backoff::Backoff},
+    deliver::{
+        Forwarder,
+        backoff::Backoff,
+        settle::{RetryBudget, Settler},
+    },
     identity::{DedupKey, new_owner},
     metrics::Metrics,
     store::{Claim, DedupStore, Existing, Store},
 };
 pub use admit::Admission;
 pub use io::FaultSwitch;
+use queue::{Due, Queue};
 use record::Entry;
-use worker::{Due, Queue};
 use writer::{Job, Op};
 
 /// The spool file's name inside `data_dir`.
@@ -175,6 +180,15 @@ impl SpoolSettings {
     pub fn horizon(&self) -> Duration {
         self.max_age + self.backoff.ceiling(u32::MAX) + self.lease_margin
     }
+
+    /// How long a failed event is retried (`delivery.max_attempts`, `delivery.max_age`).
+    pub fn budget(&self) -> RetryBudget {
+        RetryBudget {
+            backoff: self.backoff,
+            max_attempts: self.max_attempts,
+            max_age: self.max_age,
+        }
+    }
 }
 
 /// A handle to the spool; cheap to clone.
@@ -190,7 +204,7 @@ pub(crate) struct Inner {
     tx: mpsc::Sender<Job>,
     queue: Queue,
     store: Store,
-    forwarder: Forwarder,
+    settler: Settler,
     metrics: Metrics,
     spool_metrics: crate::metrics::SpoolMetrics,
     /// Cancelled at shutdown: the dispatcher stops taking items.
@@ -261,13 +275,14 @@ impl Spool {
             .name("spool-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| SpoolError::Write(e.to_string()))?;
+        let settler = Settler::new(forwarder, store.clone(), metrics.clone(), settings.ttl);
         let inner = Arc::new(Inner {
             settings,
             shared: opened.shared,
             tx,
             queue: Queue::default(),
+            settler,
             store,
-            forwarder,
             metrics,
             spool_metrics,
             stop: CancellationToken::new(),
