@@ -221,6 +221,26 @@ impl History {
         drop(evicted);
     }
 
+    /// Records the late delivery of an event that was answered earlier (`accepted`, `held`):
+    /// `forwarded` for `reason`, first seen at `seen`, delivered now after `attempts`. The one
+    /// record for held copies and spooled events alike; a no-op when the history is disabled.
+    pub fn record_delivery(
+        &self,
+        service: &str,
+        key: DedupKey,
+        reason: &'static str,
+        seen: SystemTime,
+        attempts: u32,
+    ) {
+        if !self.is_enabled() {
+            return;
+        }
+        let d = Decision::keyed(service, key, Verdict::Forwarded, reason)
+            .seen_at(seen)
+            .delivered_at(Some(SystemTime::now()), attempts);
+        self.record(d);
+    }
+
     /// Every decision with dedup key `key`, oldest first.
     pub fn by_key(&self, key: &DedupKey) -> Vec<Decision> {
         self.collect(|d| d.key.as_ref() == Some(key))

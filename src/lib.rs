@@ -43,13 +43,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, Mode, StoreBackend},
-    deliver::{
-        Forwarder,
-        backoff::Backoff,
-        held::{HeldQueue, HeldSettings},
-    },
+    deliver::{Forwarder, backoff::Backoff},
     metrics::Metrics,
-    pipeline::{Gateway, key::KeyDeriver},
+    pipeline::{
+        Gateway,
+        held::{HeldQueue, HeldSettings},
+        key::KeyDeriver,
+    },
     store::{MemoryStore, RedisStore, Store},
 };
 

@@ -10,7 +10,7 @@
 //! 3xx permanent.
 
 pub mod backoff;
-pub mod held;
+pub mod settle;
 
 use std::{
     sync::Arc,

@@ -20,9 +20,9 @@ use std::time::SystemTime;
 use super::{Gateway, parse::Record};
 use crate::{
     config::{Mode, OnStoreError},
-    deliver::{Delivery, Outcome},
+    deliver::{Delivery, settle::Lost},
     identity::{DedupKey, Owner},
-    spool::Spool,
+    spool::{Admission, Spool},
     store::{Claim, DedupStore, Existing, StoreError},
     verdict::{RecordResult, Verdict},
 };
@@ -87,18 +87,20 @@ impl Gateway {
 
     /// Reserves (or holds) `key` for `owner` with the lease of the mode.
     async fn claim(&self, key: &DedupKey, owner: Owner, hold: bool) -> Result<Claim, StoreError> {
+        if let Some(spool) = self.spool() {
+            return spool.claim(key, owner, hold).await;
+        }
         let s = &self.inner.store;
-        match (self.spool(), hold) {
-            (Some(spool), true) => s.hold(key, owner, spool.hold_lease()).await,
-            (Some(spool), false) => s.reserve(key, owner, spool.lease()).await,
-            (None, true) => s.hold(key, owner, self.inner.held.hold_lease()).await,
-            (None, false) => s.reserve(key, owner, self.inner.cfg.dedup.lease).await,
+        if hold {
+            s.hold(key, owner, self.inner.held.hold_lease()).await
+        } else {
+            s.reserve(key, owner, self.inner.cfg.dedup.lease).await
         }
     }
 
     /// From the claim (already made by the memory store, `claim = Some`; made here for Redis) to
     /// its settlement: sync mode sends and commits or releases, or hands a held copy to the held
-    /// queue; spool mode writes the record durably or releases. Runs in its own task.
+    /// queue; spool mode hands the record to the spool. Runs in its own task.
     async fn settle_claim(
         &self,
         delivery: &Delivery,
@@ -107,8 +109,8 @@ impl Gateway {
         claim: Option<Result<Claim, StoreError>>,
     ) -> RecordResult {
         let key = delivery.key;
-        if let Some(spool) = self.spool().filter(|_| self.inner.store.is_shared()) {
-            return self.spool_write_first(spool, delivery, owner, hold).await;
+        if let Some(spool) = self.spool() {
+            return self.admit(spool, delivery, owner, hold, claim).await;
         }
         let mut claim = match claim {
             Some(claim) => claim,
@@ -130,11 +132,6 @@ impl Gateway {
             }
             Err(e) => return self.on_store_error(e, delivery).await,
         };
-        if let Some(spool) = self.spool() {
-            return self
-                .spool_write(spool, delivery, owner, hold, preempted)
-                .await;
-        }
         if hold {
             self.inner.held.schedule(delivery.clone(), owner);
             return RecordResult::keyed(Verdict::Held, "replication-pending", key);
@@ -188,14 +185,9 @@ impl Gateway {
     /// Sync mode: POST a reserved record, then commit (2xx) or release (anything else).
     async fn send(&self, delivery: &Delivery, owner: Owner, preempted: bool) -> RecordResult {
         let key = delivery.key;
-        let s = &self.inner.store;
-        let outcome = self.inner.forwarder.send(delivery).await;
-        if let Outcome::Delivered { .. } = outcome {
-            if let Err(e) = s.commit(&key, owner, self.inner.cfg.dedup.ttl).await {
-                // Delivered all the same; the identity may be forwarded again once its lease ends.
-                self.inner.metrics.store_error();
-                tracing::warn!(dedup_key = %key, error = %e, "delivered but the commit failed");
-            }
+        let settler = &self.inner.settler;
+        let outcome = settler.attempt(delivery, owner, Lost::Ignore).await;
+        if outcome.is_delivered() {
             let reason = if preempted {
                 "clean-copy-preempted-held"
             } else {
@@ -203,10 +195,7 @@ impl Gateway {
             };
             return RecordResult::keyed(Verdict::Forwarded, reason, key);
         }
-        if let Err(e) = s.release(&key, owner).await {
-            self.inner.metrics.store_error();
-            tracing::warn!(dedup_key = %key, error = %e, "could not release after a failed delivery; the lease will");
-        }
+        settler.release(&key, owner, "a failed delivery").await;
         RecordResult::failed(outcome.describe(), key)
     }
 
@@ -231,89 +220,24 @@ impl Gateway {
         }
     }
 
-    /// Spool mode on a store that outlives the process (Redis): the record is written *before*
-    /// its identity is claimed, so that a crash can never leave a reservation without a durable
-    /// record behind it. (The other order, kept for the memory store, would leave an orphan
-    /// reservation in Redis for the whole retry horizon after a crash between the two, and
-    /// MinIO's retry would be answered `duplicate` for an event nobody has: a lost event.) Thus
-    /// every live entry in the store stands for a record on some gateway's disk, and a copy that
-    /// meets one is safely a `duplicate` — which a read-only peek finds without writing anything,
-    /// so repeats (the common case) cost no disk write. Otherwise: write, claim, then queue the
-    /// record (claimed) or remove it (a duplicate after all). If the claim fails on a store
-    /// error (fail-closed), the record is kept and claimed later by the spool: the failed claim
-    /// may have taken effect unseen, and removing the record would leave that entry standing
-    /// for nothing.
-    async fn spool_write_first(
+    /// Spool mode: the spool claims and stores the record in the order the store needs
+    /// ([`Spool::admit`]); `held` or `accepted` (202) only once it is on disk and claimed.
+    async fn admit(
         &self,
         spool: &Spool,
         delivery: &Delivery,
         owner: Owner,
         hold: bool,
+        claim: Option<Result<Claim, StoreError>>,
     ) -> RecordResult {
         let key = delivery.key;
-        match self.inner.store.peek(&key).await {
-            // A clean copy takes a held identity over; anything else live is a duplicate.
-            Ok(Some(existing)) if hold || existing != Existing::Held => {
-                return RecordResult::keyed(Verdict::Duplicate, existing.reason(), key);
-            }
-            Ok(_) => {}
-            Err(e) => return self.on_store_error(e, delivery).await,
-        }
-        let id = match spool.write(delivery, owner, hold).await {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(dedup_key = %key, error = %e, "event not stored; answering 503");
-                return RecordResult::keyed(Verdict::Failed, e.reason(), key);
-            }
-        };
-        match self.claim(&key, owner, hold).await {
-            Ok(claim @ (Claim::Acquired | Claim::Preempted)) => {
-                spool.enqueue(id, owner, hold);
-                spooled(hold, claim == Claim::Preempted, key)
-            }
-            Ok(Claim::Duplicate(existing)) => {
-                spool.discard(id).await;
+        match spool.admit(delivery, owner, hold, claim).await {
+            Admission::Spooled { preempted } => spooled(hold, preempted, key),
+            Admission::Duplicate(existing) => {
                 RecordResult::keyed(Verdict::Duplicate, existing.reason(), key)
             }
-            Err(e) if self.inner.cfg.dedup.on_store_error == OnStoreError::FailClosed => {
-                // The record stays: the spool claims it once the store answers again (never
-                // removing it on this error), and MinIO's retry of the 503 meets that claim.
-                spool.enqueue_unclaimed(id, owner, hold);
-                self.on_store_error(e, delivery).await
-            }
-            Err(e) => {
-                // Fail-open forwards now, unchecked; a queued copy would be a second delivery.
-                spool.discard(id).await;
-                self.on_store_error(e, delivery).await
-            }
-        }
-    }
-
-    /// Spool mode, after the identity was reserved (or held) for the whole retry horizon: store
-    /// the event durably and answer `accepted` (or `held`); the spool's workers deliver it. A
-    /// failed or refused write releases the identity and answers 503: nothing that is not stored
-    /// is acknowledged.
-    async fn spool_write(
-        &self,
-        spool: &Spool,
-        delivery: &Delivery,
-        owner: Owner,
-        hold: bool,
-        preempted: bool,
-    ) -> RecordResult {
-        let key = delivery.key;
-        match spool.accept(delivery, owner, hold).await {
-            Ok(()) => spooled(hold, preempted, key),
-            Err(e) => {
-                // A held copy this one preempted is still spooled; its worker finds the identity
-                // free again and delivers it, so the release cannot lose it.
-                if let Err(se) = self.inner.store.release(&key, owner).await {
-                    self.inner.metrics.store_error();
-                    tracing::warn!(dedup_key = %key, error = %se, "could not release after a failed spool write; the lease will");
-                }
-                tracing::warn!(dedup_key = %key, error = %e, "event not stored; answering 503");
-                RecordResult::keyed(Verdict::Failed, e.reason(), key)
-            }
+            Admission::StoreFailed(e) => self.on_store_error(e, delivery).await,
+            Admission::Refused(e) => RecordResult::keyed(Verdict::Failed, e.reason(), key),
         }
     }
 }

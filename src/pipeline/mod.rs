@@ -42,10 +42,11 @@
 //! then is it `accepted` / `held` with 202. A refused or failed write releases the identity and
 //! answers 503. Delivery, retries, the dead-letter queue and crash recovery are the spool's.
 //! With the Redis store the order is reversed — write, then claim — so that no reservation can
-//! outlive a crash without a record behind it (`Gateway::spool_write_first`).
+//! outlive a crash without a record behind it (`Spool::admit`).
 
 pub mod check;
 mod dedup;
+pub mod held;
 pub mod key;
 pub mod parse;
 pub mod pattern;
@@ -61,7 +62,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     config::{Config, Mode},
-    deliver::{Delivery, Forwarder, held::HeldQueue},
+    deliver::{Delivery, Forwarder, settle::Settler},
     history::{self, History},
     identity::{DedupKey, new_owner},
     metrics::Metrics,
@@ -70,6 +71,7 @@ use crate::{
 };
 
 pub use crate::verdict::{RecordResult, Verdict};
+use held::HeldQueue;
 use key::{KeyDeriver, RequestScope};
 use parse::{EnvelopeError, Record, RecordError, Records};
 use policy::{Decision, FinalVerdict, Policy};
@@ -113,6 +115,8 @@ struct Inner {
     keys: KeyDeriver,
     store: Store,
     forwarder: Forwarder,
+    /// Sync mode's send → commit/release (the settle path shared with held copies and the spool).
+    settler: Settler,
     held: HeldQueue,
     metrics: Metrics,
     /// Recent decisions for `/admin/verdicts`; disabled when the admin routes are.
@@ -134,6 +138,12 @@ impl Gateway {
         // Nobody could read the history without an admin token: do not record it then.
         let enabled = !cfg.admin.token.is_empty();
         let history = History::new(cfg.admin.verdict_history * usize::from(enabled));
+        let settler = Settler::new(
+            forwarder.clone(),
+            store.clone(),
+            metrics.clone(),
+            cfg.dedup.ttl,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -141,6 +151,7 @@ impl Gateway {
                 keys,
                 store,
                 forwarder,
+                settler,
                 held,
                 metrics,
                 history,

@@ -53,15 +53,16 @@
 //! With the memory store a request claims the identity, then writes the record: a crash between
 //! the two loses the claim with the process. With Redis the claim would outlive the crash and
 //! stand for a record that was never written, so there the record is written first and then
-//! claimed (`Gateway::spool_write_first` in [`crate::pipeline`]); every live Redis entry then has
-//! a record on some gateway's disk behind it.
+//! claimed ([`admit`]); every live Redis entry then has a record on some gateway's disk behind it.
 //!
 //! # Limits and failures
 //! `spool.max_entries` and `spool.max_bytes` bound the undelivered events; beyond them, and while
 //! the disk fails, new events get 503 + `Retry-After` and `/readyz` turns 503. Nothing that is not
 //! stored is acknowledged.
 
+mod admit;
 pub mod io;
+mod queue;
 pub mod record;
 mod worker;
 mod writer;
@@ -77,14 +78,19 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    deliver::{Delivery, Forwarder, backoff::Backoff},
-    identity::{DedupKey, Owner, new_owner},
+    deliver::{
+        Forwarder,
+        backoff::Backoff,
+        settle::{RetryBudget, Settler},
+    },
+    identity::{DedupKey, new_owner},
     metrics::Metrics,
     store::{Claim, DedupStore, Existing, Store},
 };
+pub use admit::Admission;
 pub use io::FaultSwitch;
+use queue::{Due, Queue};
 use record::Entry;
-use worker::{Due, Queue};
 use writer::{Job, Op};
 
 /// The spool file's name inside `data_dir`.
@@ -174,6 +180,15 @@ impl SpoolSettings {
     pub fn horizon(&self) -> Duration {
         self.max_age + self.backoff.ceiling(u32::MAX) + self.lease_margin
     }
+
+    /// How long a failed event is retried (`delivery.max_attempts`, `delivery.max_age`).
+    pub fn budget(&self) -> RetryBudget {
+        RetryBudget {
+            backoff: self.backoff,
+            max_attempts: self.max_attempts,
+            max_age: self.max_age,
+        }
+    }
 }
 
 /// A handle to the spool; cheap to clone.
@@ -189,7 +204,7 @@ pub(crate) struct Inner {
     tx: mpsc::Sender<Job>,
     queue: Queue,
     store: Store,
-    forwarder: Forwarder,
+    settler: Settler,
     metrics: Metrics,
     spool_metrics: crate::metrics::SpoolMetrics,
     /// Cancelled at shutdown: the dispatcher stops taking items.
@@ -260,13 +275,14 @@ impl Spool {
             .name("spool-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| SpoolError::Write(e.to_string()))?;
+        let settler = Settler::new(forwarder, store.clone(), metrics.clone(), settings.ttl);
         let inner = Arc::new(Inner {
             settings,
             shared: opened.shared,
             tx,
             queue: Queue::default(),
+            settler,
             store,
-            forwarder,
             metrics,
             spool_metrics,
             stop: CancellationToken::new(),
@@ -404,114 +420,6 @@ impl Spool {
             claim,
             release_first,
         });
-    }
-
-    /// The reservation lease of an accepted event.
-    pub fn lease(&self) -> Duration {
-        self.inner.settings.horizon()
-    }
-
-    /// The hold lease of a held record: its grace plus the retry horizon.
-    pub fn hold_lease(&self) -> Duration {
-        self.inner.settings.grace + self.inner.settings.horizon()
-    }
-
-    /// Stores `delivery` durably (fsync'd, group-committed) and queues it. The caller owns the
-    /// identity as `owner` (reserved, or held when `held`). Returns only once the event is on disk.
-    pub async fn accept(
-        &self,
-        delivery: &Delivery,
-        owner: Owner,
-        held: bool,
-    ) -> Result<(), SpoolError> {
-        let id = self.write(delivery, owner, held).await?;
-        self.enqueue(id, owner, held);
-        Ok(())
-    }
-
-    /// Stores `delivery` durably (fsync'd, group-committed) without queueing it; returns its spool
-    /// id for [`Self::enqueue`] or [`Self::discard`]. A record left behind by a crash before either
-    /// is claimed and queued (or dropped as a duplicate) by the restore.
-    pub async fn write(
-        &self,
-        delivery: &Delivery,
-        owner: Owner,
-        held: bool,
-    ) -> Result<u64, SpoolError> {
-        let i = &self.inner;
-        let now = unix_ms();
-        let not_before = if held {
-            now.saturating_add(ms(i.settings.grace))
-        } else {
-            0
-        };
-        let entry = Entry {
-            key: delivery.key,
-            service: delivery.service.clone(),
-            authorization: delivery
-                .authorization
-                .as_ref()
-                .map(|a| a.as_bytes().to_vec()),
-            body: delivery.body.clone(),
-            accepted_ms: now,
-            not_before_ms: not_before,
-            held,
-            attempts_made: 0,
-            attempts: Vec::new(),
-            dead: None,
-            owner,
-        };
-        i.submit(Op::Append(entry.encode())).await.inspect_err(|e| {
-            if matches!(e, SpoolError::Full) {
-                i.spool_metrics.rejected_full.inc();
-            }
-        })
-    }
-
-    /// Queues a written record for delivery (after its grace when `held`); the caller owns its
-    /// identity as `owner`.
-    pub fn enqueue(&self, id: u64, owner: Owner, held: bool) {
-        let wait = if held {
-            self.inner.settings.grace
-        } else {
-            Duration::ZERO
-        };
-        self.inner.queue.push(Due {
-            at: tokio::time::Instant::now() + wait,
-            id,
-            owner,
-            claim: held,
-            release_first: false,
-        });
-    }
-
-    /// Queues a written record whose claim failed on a store error: the worker clears whatever
-    /// that claim may have left under `owner`, then claims the identity afresh (or drops the
-    /// record if another copy holds it), once the store answers again. Thus a record is never
-    /// removed on a store error; it can only be delivered or found a duplicate.
-    pub fn enqueue_unclaimed(&self, id: u64, owner: Owner, held: bool) {
-        let s = &self.inner.settings;
-        let wait = if held {
-            s.grace
-        } else {
-            s.backoff.delay(1, None)
-        };
-        self.inner.queue.push(Due {
-            at: tokio::time::Instant::now() + wait,
-            id,
-            owner,
-            claim: true,
-            release_first: true,
-        });
-    }
-
-    /// Removes a written record that turned out not to be needed (its identity was a duplicate, or
-    /// could not be claimed). Best effort: a record left behind is dropped as a duplicate by the
-    /// next restore, or delivered if its identity is free by then.
-    pub async fn discard(&self, id: u64) {
-        if let Err(e) = self.inner.submit(Op::Remove { id }).await {
-            tracing::warn!(spool_id = id, error = %e, "could not remove an unneeded spool record; the next restore will");
-        }
     }
 
     /// `Ok` when the spool takes writes and has room; the reason otherwise (for `/readyz`). After a
