@@ -18,7 +18,7 @@ use crate::{
     pipeline::{
         key::{KeyDeriver, RequestScope},
         parse::{self, Record},
-        policy::{Decision, Policy},
+        policy::{Policy, Ruling},
     },
     store::{Claim, MemoryStore},
     verdict::Verdict,
@@ -146,9 +146,9 @@ impl Replayer {
     /// and the identity's key when one was derived.
     fn judge(&self, rec: &Record<'_>) -> Result<(Verdict, String, Option<String>), String> {
         let (class, hold) = match self.policy.decide(rec, self.available_on) {
-            Decision::Final(v, reason) => return Ok((Verdict::from(v), reason.to_string(), None)),
-            Decision::Forward(class) => (class, false),
-            Decision::Hold(class) => (class, true),
+            Ruling::Final(v, reason) => return Ok((Verdict::from(v), reason.to_string(), None)),
+            Ruling::Forward(class) => (class, false),
+            Ruling::Hold(class) => (class, true),
         };
         let key = self.keys.key(&self.scope, rec, class);
         let (verdict, reason) = self.claim(&key, hold)?;

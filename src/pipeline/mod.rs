@@ -74,7 +74,7 @@ pub use crate::verdict::{RecordResult, Verdict};
 use held::HeldQueue;
 use key::{KeyDeriver, RequestScope};
 use parse::{EnvelopeError, Record, RecordError, Records};
-use policy::{Decision, FinalVerdict, Policy};
+use policy::{FinalVerdict, Policy, Ruling};
 
 impl From<FinalVerdict> for Verdict {
     fn from(v: FinalVerdict) -> Self {
@@ -277,7 +277,7 @@ impl Gateway {
         };
         let available_on = self.inner.cfg.service(&req.service).available_on;
         let (class, hold) = match self.inner.policy.decide(rec, available_on) {
-            Decision::Final(v, reason) => {
+            Ruling::Final(v, reason) => {
                 let result = RecordResult {
                     verdict: Verdict::from(v),
                     reason: Cow::Borrowed(reason),
@@ -286,8 +286,8 @@ impl Gateway {
                 self.finish(seen, &req.service, rec, &result);
                 return result;
             }
-            Decision::Forward(c) => (c, false),
-            Decision::Hold(c) => (c, true),
+            Ruling::Forward(c) => (c, false),
+            Ruling::Hold(c) => (c, true),
         };
         let key = self.inner.keys.key(scope, rec, class);
         let owner = new_owner();

@@ -72,7 +72,7 @@ pub struct Policy {
 
 /// The policy's answer for one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision<'a> {
+pub enum Ruling<'a> {
     /// Final without dedup: verdict and reason.
     Final(FinalVerdict, &'static str),
     /// Dedup, then forward now.
@@ -97,14 +97,14 @@ impl Policy {
         Ok(Self { forward, pending })
     }
 
-    pub fn decide<'r>(&self, record: &'r Record<'_>, available_on: AvailableOn) -> Decision<'r> {
+    pub fn decide<'r>(&self, record: &'r Record<'_>, available_on: AvailableOn) -> Ruling<'r> {
         let name: &'r str = &record.event_name;
         let kind = kind(name);
         if kind == Kind::ReplicationFailed {
-            return Decision::Final(FinalVerdict::ReplicationFailed, "replication-not-complete");
+            return Ruling::Final(FinalVerdict::ReplicationFailed, "replication-not-complete");
         }
         if !self.forward.iter().any(|p| p.matches(name)) {
-            return Decision::Final(FinalVerdict::Ignored, "event-not-forwarded");
+            return Ruling::Final(FinalVerdict::Ignored, "event-not-forwarded");
         }
         let class = match kind {
             Kind::Created | Kind::Replicated => Class::Available,
@@ -113,19 +113,19 @@ impl Policy {
         };
         match (available_on, kind) {
             (AvailableOn::Replicated, Kind::Created) => {
-                return Decision::Final(FinalVerdict::Ignored, "awaiting-replication");
+                return Ruling::Final(FinalVerdict::Ignored, "awaiting-replication");
             }
             (AvailableOn::Created, Kind::Replicated) => {
-                return Decision::Final(FinalVerdict::Ignored, "awaiting-creation");
+                return Ruling::Final(FinalVerdict::Ignored, "awaiting-creation");
             }
             _ => {}
         }
         match (record.marking, self.pending) {
-            (Marking::Pending, PendingPolicy::Hold) => Decision::Hold(class),
+            (Marking::Pending, PendingPolicy::Hold) => Ruling::Hold(class),
             (Marking::Pending, PendingPolicy::Drop) => {
-                Decision::Final(FinalVerdict::Pending, "replication-pending")
+                Ruling::Final(FinalVerdict::Pending, "replication-pending")
             }
-            _ => Decision::Forward(class),
+            _ => Ruling::Forward(class),
         }
     }
 }
@@ -160,22 +160,22 @@ mod tests {
         let d = |n: &str, m| p.decide(Box::leak(Box::new(rec(n, m))), AvailableOn::Any);
         assert_eq!(
             d("s3:ObjectCreated:Put", Marking::Clean),
-            Decision::Forward(Class::Available)
+            Ruling::Forward(Class::Available)
         );
         assert_eq!(
             d(
                 "s3:Replication:OperationCompletedReplication",
                 Marking::Clean
             ),
-            Decision::Forward(Class::Available)
+            Ruling::Forward(Class::Available)
         );
         assert_eq!(
             d("s3:ObjectRemoved:Delete", Marking::Clean),
-            Decision::Forward(Class::Removed)
+            Ruling::Forward(Class::Removed)
         );
         assert_eq!(
             d("s3:ObjectCreated:Put", Marking::Pending),
-            Decision::Hold(Class::Available)
+            Ruling::Hold(Class::Available)
         );
         for ignored in [
             "s3:ObjectRemoved:NoOP",
@@ -187,7 +187,7 @@ mod tests {
         ] {
             assert_eq!(
                 d(ignored, Marking::Clean),
-                Decision::Final(FinalVerdict::Ignored, "event-not-forwarded"),
+                Ruling::Final(FinalVerdict::Ignored, "event-not-forwarded"),
                 "{ignored}"
             );
         }
@@ -197,7 +197,7 @@ mod tests {
         ] {
             assert!(matches!(
                 d(failed, Marking::Pending),
-                Decision::Final(FinalVerdict::ReplicationFailed, _)
+                Ruling::Final(FinalVerdict::ReplicationFailed, _)
             ));
         }
     }
@@ -207,11 +207,11 @@ mod tests {
         let r = rec("s3:ObjectCreated:Put", Marking::Pending);
         assert_eq!(
             default_policy(PendingPolicy::Drop).decide(&r, AvailableOn::Any),
-            Decision::Final(FinalVerdict::Pending, "replication-pending")
+            Ruling::Final(FinalVerdict::Pending, "replication-pending")
         );
         assert_eq!(
             default_policy(PendingPolicy::Forward).decide(&r, AvailableOn::Any),
-            Decision::Forward(Class::Available)
+            Ruling::Forward(Class::Available)
         );
     }
 
@@ -226,19 +226,19 @@ mod tests {
         let del = rec("s3:ObjectRemoved:Delete", Marking::Clean);
         assert_eq!(
             p.decide(&put, AvailableOn::Replicated),
-            Decision::Final(FinalVerdict::Ignored, "awaiting-replication")
+            Ruling::Final(FinalVerdict::Ignored, "awaiting-replication")
         );
         assert_eq!(
             p.decide(&repl, AvailableOn::Replicated),
-            Decision::Forward(Class::Available)
+            Ruling::Forward(Class::Available)
         );
         assert_eq!(
             p.decide(&repl, AvailableOn::Created),
-            Decision::Final(FinalVerdict::Ignored, "awaiting-creation")
+            Ruling::Final(FinalVerdict::Ignored, "awaiting-creation")
         );
         assert_eq!(
             p.decide(&del, AvailableOn::Replicated),
-            Decision::Forward(Class::Removed)
+            Ruling::Forward(Class::Removed)
         );
     }
 
@@ -248,7 +248,7 @@ mod tests {
         let r = rec("s3:ObjectCreated:PutTagging", Marking::Clean);
         assert_eq!(
             p.decide(&r, AvailableOn::Any),
-            Decision::Forward(Class::Other("s3:ObjectCreated:PutTagging"))
+            Ruling::Forward(Class::Other("s3:ObjectCreated:PutTagging"))
         );
     }
 }

@@ -36,7 +36,7 @@ use super::{
     Answer, Gateway, Inbound, RecordResult, Verdict,
     key::DedupKey,
     parse::{self, Record},
-    policy::Decision,
+    policy::Ruling,
 };
 use crate::{
     config::OnStoreError,
@@ -165,12 +165,12 @@ impl Gateway {
     ) -> Judged {
         let available_on = self.inner.cfg.service(&req.service).available_on;
         let (class, hold) = match self.inner.policy.decide(rec, available_on) {
-            Decision::Final(v, reason) => {
+            Ruling::Final(v, reason) => {
                 let verdict = Verdict::from(v);
                 return Judged::Done(verdict, Cow::Borrowed(reason), None);
             }
-            Decision::Forward(c) => (c, false),
-            Decision::Hold(c) => (c, true),
+            Ruling::Forward(c) => (c, false),
+            Ruling::Hold(c) => (c, true),
         };
         let key = self.inner.keys.key(scope, rec, class);
         let owner = new_owner();
