@@ -1,5 +1,5 @@
-//! Defaults: the lowest configuration layer, one `Default` a section so each reads next to its
-//! neighbours. `config/gateway.toml` states the same values and a test holds them equal.
+//! Defaults: the lowest configuration layer, one `Default` per section so each value reads next to
+//! its neighbours. `config/gateway.toml` states the same values; a test loads it and checks a few.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 

@@ -6,7 +6,8 @@
 //! configuration is the one way to lose or duplicate events silently.
 //!
 //! Nested keys are reached from the environment with a double underscore:
-//! `DEDUP_GATEWAY_DEDUP__TTL=1h` sets `dedup.ttl`; top-level keys need none (`DEDUP_GATEWAY_UPSTREAM`).//!
+//! `DEDUP_GATEWAY_DEDUP__TTL=1h` sets `dedup.ttl`; top-level keys need none (`DEDUP_GATEWAY_UPSTREAM`).
+//!
 //! Layout: this file holds [`Config`] and what reads it after start; `sections` the types of each
 //! table, `defaults` the lowest layer, `load` the layering, `validate` the checks in order.
 

@@ -1,4 +1,4 @@
-//! The packed entry: one `u64` a identity, so that a million identities cost the digest and eight
+//! The packed entry: one `u64` per identity, so that a million identities cost the digest and eight
 //! bytes each and every update is one store under the shard lock.
 //!
 //! Layout (low to high): 40 bits of expiry in milliseconds since the store started (34 years),

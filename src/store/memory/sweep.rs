@@ -1,8 +1,8 @@
 //! Bounding the map: the periodic expiry sweep and the eviction an insert at the bound triggers.
 //!
-//! Apart from the claim operations because they follow a different rule: they may scan every shard
-//! (never under one shard's lock), and they may remove only what no one can lose, expired entries
-//! and the oldest committed ones, never a held or reserved identity.
+//! Kept apart from the claim operations because it follows other rules: it may scan every shard
+//! (never under one shard's lock), and it may remove only what no one can lose (expired entries
+//! and the oldest committed ones), never a held or reserved identity.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
