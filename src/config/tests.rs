@@ -75,3 +75,44 @@ fn masked_output_hides_secrets() {
     // The masked output is itself valid configuration (modulo the masks).
     assert!(Config::from_toml(&out.replace("\"***\"", "\"xxxxxxxxxxxxxxxxxxxx\"")).is_ok());
 }
+
+/// `validate` runs its steps in a fixed order and names the first bad key, so an operator fixes
+/// one key at a time and the message does not change between runs.
+#[test]
+fn validation_names_the_first_bad_key_in_order() {
+    let first_bad = |toml: &str| match Config::from_toml(toml) {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("{toml}: {other:?}"),
+    };
+    assert_eq!(
+        first_bad("upstream = \"ftp://x\"\n[dedup]\nttl = \"0s\""),
+        "upstream"
+    );
+    for key in ["max_connections", "max_inflight", "max_records"] {
+        assert_eq!(
+            first_bad(&format!("[http]\n{key} = 0\n[dedup]\nttl = \"0s\"")),
+            format!("http.{key}")
+        );
+    }
+    assert_eq!(
+        first_bad("[delivery]\nmax_attempts = 0\n[dedup]\nttl = \"0s\""),
+        "delivery.max_attempts"
+    );
+    assert_eq!(
+        first_bad("[dedup]\nttl = \"0s\"\n[policy]\nforward = []"),
+        "dedup.ttl"
+    );
+    assert_eq!(
+        first_bad("[dedup]\nbackend = \"redis\"\n[policy]\nforward = []"),
+        "dedup.hash_secret"
+    );
+    assert_eq!(
+        first_bad("[policy]\nforward = []\n[admin]\ntoken = \"short\""),
+        "policy.forward"
+    );
+    assert_eq!(
+        first_bad("[admin]\ntoken = \"short\"\n[services.\"a b\"]\n"),
+        "admin.token"
+    );
+    assert_eq!(first_bad("[services.\"a b\"]\n"), "services");
+}
