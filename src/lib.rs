@@ -88,6 +88,57 @@ pub fn key_deriver(cfg: &Config) -> KeyDeriver {
     }
 }
 
+/// The configured dedup store, with its background task (sweeper or health probe) started.
+fn open_store(
+    cfg: &Config,
+    metrics: &Metrics,
+    background: &CancellationToken,
+) -> Result<Store, StartError> {
+    Ok(match cfg.dedup.backend {
+        StoreBackend::Memory => {
+            let m = MemoryStore::new(cfg.dedup.max_entries);
+            m.spawn_sweeper(cfg.dedup.sweep_interval, background.clone());
+            metrics.store_healthy(true);
+            Store::Memory(m)
+        }
+        StoreBackend::Redis => {
+            let r = RedisStore::new(&cfg.dedup.redis, metrics.clone())
+                .map_err(|e| StartError::Config(format!("invalid `dedup.redis.url`: {e}")))?;
+            r.spawn_health_probe(background.clone());
+            tracing::info!(key_prefix = %cfg.dedup.redis.key_prefix, on_store_error = ?cfg.dedup.on_store_error, "dedup store: redis");
+            Store::Redis(r)
+        }
+    })
+}
+
+/// The HTTP client towards OSCAR, one connection pool per worker thread.
+fn forwarder(cfg: &Config, workers: usize, metrics: &Metrics) -> Result<Forwarder, StartError> {
+    Forwarder::new(
+        &cfg.upstream,
+        &cfg.delivery,
+        cfg.delivery.ca_file.as_deref(),
+        workers,
+        metrics.clone(),
+    )
+    .map_err(|e| match cfg.delivery.ca_file {
+        Some(_) => StartError::Config(format!("invalid `delivery.ca_file`: {e}")),
+        None => StartError::Config(e.to_string()),
+    })
+}
+
+/// What sync mode's held copies need from the configuration.
+fn held_settings(cfg: &Config, backoff: Backoff) -> HeldSettings {
+    HeldSettings {
+        grace: cfg.policy.pending_grace,
+        lease: cfg.dedup.lease,
+        ttl: cfg.dedup.ttl,
+        backoff,
+        max_attempts: cfg.delivery.max_attempts,
+        max_age: cfg.delivery.max_age,
+        concurrency: cfg.delivery.concurrency,
+    }
+}
+
 /// Runs the gateway on `listener` until `shutdown` is cancelled, then drains and returns.
 pub async fn run(
     cfg: Config,
@@ -114,44 +165,12 @@ pub async fn run_with_hooks(
     };
     let metrics = Metrics::new();
     let background = CancellationToken::new();
-    let store = match cfg.dedup.backend {
-        StoreBackend::Memory => {
-            let m = MemoryStore::new(cfg.dedup.max_entries);
-            m.spawn_sweeper(cfg.dedup.sweep_interval, background.clone());
-            metrics.store_healthy(true);
-            Store::Memory(m)
-        }
-        StoreBackend::Redis => {
-            let r = RedisStore::new(&cfg.dedup.redis, metrics.clone())
-                .map_err(|e| StartError::Config(format!("invalid `dedup.redis.url`: {e}")))?;
-            r.spawn_health_probe(background.clone());
-            tracing::info!(key_prefix = %cfg.dedup.redis.key_prefix, on_store_error = ?cfg.dedup.on_store_error, "dedup store: redis");
-            Store::Redis(r)
-        }
-    };
-    let forwarder = Forwarder::new(
-        &cfg.upstream,
-        &cfg.delivery,
-        cfg.delivery.ca_file.as_deref(),
-        hooks.workers.len().max(1),
-        metrics.clone(),
-    )
-    .map_err(|e| match cfg.delivery.ca_file {
-        Some(_) => StartError::Config(format!("invalid `delivery.ca_file`: {e}")),
-        None => StartError::Config(e.to_string()),
-    })?;
+    let store = open_store(&cfg, &metrics, &background)?;
+    let forwarder = forwarder(&cfg, hooks.workers.len().max(1), &metrics)?;
     let backoff = Backoff::try_new(cfg.delivery.retry_initial, cfg.delivery.retry_max)
         .map_err(|e| StartError::Config(format!("invalid `delivery.retry_initial`: {e}")))?;
     let held = HeldQueue::new(
-        HeldSettings {
-            grace: cfg.policy.pending_grace,
-            lease: cfg.dedup.lease,
-            ttl: cfg.dedup.ttl,
-            backoff,
-            max_attempts: cfg.delivery.max_attempts,
-            max_age: cfg.delivery.max_age,
-            concurrency: cfg.delivery.concurrency,
-        },
+        held_settings(&cfg, backoff),
         store.clone(),
         forwarder.clone(),
         metrics.clone(),
