@@ -12,7 +12,7 @@
 //! The history is disabled (capacity 0, recording is a no-op) when `admin.verdict_history` is 0
 //! or no admin token is configured, because nobody could read it then.
 //!
-//! A held copy delivered after its grace is recorded by [`crate::deliver::held`] with its dedup key
+//! A held copy delivered after its grace is recorded by [`crate::pipeline::held`] with its dedup key
 //! only; a lookup by bucket/object/version first collects the keys of the matching decisions and
 //! then returns every decision with one of those keys, so the late delivery shows up too.
 

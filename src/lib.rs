@@ -6,17 +6,21 @@
 //! | receive | [`server`], [`http::receive`] | accept connections, check headers, read the body under a limit and a timeout |
 //! | parse | [`pipeline::parse`] | split `Records`, borrow the few fields a decision needs |
 //! | policy | [`pipeline::policy`] | event name, `available_on`, PENDING marking → verdict or forward/hold |
-//! | key | [`pipeline::key`] | the identity tuple → 16-byte keyed digest |
-//! | dedup | [`store`] | reserve / hold / commit / release with a TTL ([`store::memory`], shared: [`store::redis`]) |
-//! | deliver | [`deliver`] | POST to OSCAR, classify the answer, backoff; held copies in [`deliver::held`] |
-//! | spool | [`spool`] | spool mode: group-committed durable store, delivery workers, retries, dead-letter queue |
+//! | key | [`pipeline::key`] | the identity tuple → 16-byte keyed digest ([`identity::DedupKey`]) |
+//! | dedup | `pipeline::dedup`, [`store`] | claim, then settle, per mode; reserve / hold / commit / release with a TTL ([`store::memory`], shared: [`store::redis`]) |
+//! | held | [`pipeline::held`] | sync mode's PENDING-marked copies: grace, claim, deliver, re-hold |
+//! | spool | [`spool`] | spool mode: admission, group-committed durable store, delivery workers, retries, dead-letter queue |
+//! | deliver | [`deliver`] | POST to OSCAR, classify the answer; [`deliver::settle`] is the one settle path (commit / release, retry budget) |
 //!
 //! [`pipeline`] strings the stages together and documents the delivery semantics
-//! ([`pipeline::shadow`] is the count-only variant); [`config`] holds every setting; [`metrics`]
+//! ([`pipeline::shadow`] is the count-only variant). The vocabulary every stage shares sits in
+//! leaf modules, so no stage imports one above it: [`identity`] (dedup keys, owner tokens) and
+//! [`verdict`] (verdicts, per-record results). [`config`] holds every setting; [`metrics`]
 //! every counter; [`error`] maps failures to HTTP answers; [`http::admin`] and [`http::verdicts`]
 //! are the admin routes, fed by [`history`]; [`tls`] the HTTPS listener; [`logging`] the batched
 //! decision-log writer; [`replay`] runs captured payloads through the same stages offline;
-//! [`mcsetup`] prints the `mc` wiring.
+//! [`mcsetup`] prints the `mc` wiring. The module graph and one event's path through the files:
+//! `docs/architecture.md`.
 
 pub mod config;
 pub mod deliver;

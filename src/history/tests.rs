@@ -102,3 +102,29 @@ fn zero_capacity_records_nothing() {
     assert!(!h.is_enabled());
     assert!(h.by_key(&DedupKey([1; 16])).is_empty());
 }
+
+#[test]
+fn a_late_delivery_is_recorded_as_forwarded_with_its_attempts() {
+    let h = History::new(4);
+    let key = DedupKey([3; 16]);
+    let seen = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+    h.record_delivery("svc", key, "held-grace-elapsed", seen, 3);
+    let found = h.by_key(&key);
+    assert_eq!(found.len(), 1);
+    let view = DecisionView::from(&found[0]);
+    assert_eq!(
+        (view.verdict, view.reason.as_str(), view.service.as_str()),
+        ("forwarded", "held-grace-elapsed", "svc")
+    );
+    assert_eq!(view.seen_at, rfc3339(seen));
+    assert!(view.delivered_at.is_some());
+    assert_eq!(view.attempts, 3);
+}
+
+#[test]
+fn a_disabled_history_records_no_late_delivery() {
+    let h = History::new(0);
+    let key = DedupKey([4; 16]);
+    h.record_delivery("svc", key, "spooled-delivered", SystemTime::now(), 1);
+    assert!(h.by_key(&key).is_empty());
+}

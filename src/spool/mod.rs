@@ -53,7 +53,7 @@
 //! With the memory store a request claims the identity, then writes the record: a crash between
 //! the two loses the claim with the process. With Redis the claim would outlive the crash and
 //! stand for a record that was never written, so there the record is written first and then
-//! claimed ([`admit`]); every live Redis entry then has a record on some gateway's disk behind it.
+//! claimed (`admit.rs`); every live Redis entry then has a record on some gateway's disk behind it.
 //!
 //! # Limits and failures
 //! `spool.max_entries` and `spool.max_bytes` bound the undelivered events; beyond them, and while
