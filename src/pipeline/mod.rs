@@ -23,7 +23,7 @@
 //!   then stands for nothing until its lease (`dedup.lease`) ends. A `duplicate` answer there
 //!   would lose the event; waiting turns a crashed owner into a delay (503 until the lease ends,
 //!   then the copy is forwarded).
-//! - A PENDING-marked record is `held` (2xx) and forwarded by [`crate::deliver::held`] after the
+//! - A PENDING-marked record is `held` (2xx) and forwarded by [`crate::pipeline::held`] after the
 //!   grace, unless a clean copy of the same identity arrives first; that copy is forwarded at once
 //!   and the held copy is dropped. Exactly one of them reaches OSCAR.
 //! - A dedup-store failure answers 503 (fail-closed, default) or forwards unchecked and counts it
