@@ -1,6 +1,6 @@
 //! Dedup: the store of identities, with the two-phase marking of contract §7.
 //!
-//! # Semantics (what the property tests in `memory.rs` and the conformance suite check)
+//! # Semantics (what the property test in `memory/model_tests.rs` and the conformance suite check)
 //! An identity is in one of five states: *absent*, *held* (a PENDING-marked copy waits out its
 //! grace), *reserved* (a copy is being delivered by its owner), *held-delivering* (a held copy whose
 //! grace is over is being delivered) or *committed* (delivered; remembered until the TTL). Every
