@@ -204,26 +204,32 @@ fn main() -> ExitCode {
             service,
             authorization,
             files,
-        } => {
-            let cfg = match load(config.as_deref(), &Overrides::default()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            match dedup_gateway::replay::replay(
-                &cfg,
-                &files,
-                &service,
-                authorization.as_deref(),
-                &mut out,
-            ) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("dedup-gateway: {e}");
-                    ExitCode::from(1)
-                }
-            }
+        } => replay(
+            config.as_deref(),
+            &service,
+            authorization.as_deref(),
+            &files,
+        ),
+    }
+}
+
+fn replay(
+    config: Option<&std::path::Path>,
+    service: &str,
+    authorization: Option<&str>,
+    files: &[PathBuf],
+) -> ExitCode {
+    let cfg = match load(config, &Overrides::default()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match dedup_gateway::replay::replay(&cfg, files, service, authorization, &mut out) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dedup-gateway: {e}");
+            ExitCode::from(1)
         }
     }
 }

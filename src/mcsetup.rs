@@ -15,7 +15,11 @@
 //! Every value that reaches the script is validated or shell-quoted, so a bucket or prefix can
 //! never inject a command.
 
+mod validate;
+
 use std::fmt::Write as _;
+
+use validate::{shell_quote, validate};
 
 /// Which events the bucket subscribes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,17 +113,48 @@ pub fn render(o: &McSetup) -> Result<String, McSetupError> {
     } else {
         &o.target_id
     };
-    let endpoint = format!("{}/job/{}", o.gateway_url.trim_end_matches('/'), o.service);
-    let arn = format!("arn:minio:sqs:{}:{id}:webhook", o.region);
-    let target = format!("{}/{}", o.alias, o.bucket);
-    let prefix = if o.prefix.is_empty() {
-        String::new()
-    } else {
-        format!(" --prefix {}", shell_quote(&o.prefix))
+    let names = Names {
+        id,
+        endpoint: format!("{}/job/{}", o.gateway_url.trim_end_matches('/'), o.service),
+        arn: format!("arn:minio:sqs:{}:{id}:webhook", o.region),
+        target: format!("{}/{}", o.alias, o.bucket),
+        prefix: if o.prefix.is_empty() {
+            String::new()
+        } else {
+            format!(" --prefix {}", shell_quote(&o.prefix))
+        },
     };
-    let var = &o.token_env;
     let mut s = String::new();
+    header(&mut s, o);
+    point_target(&mut s, o, &names);
+    subscribe(&mut s, o.scenario, &names);
     // `writeln!` into a String cannot fail.
+    let _ = writeln!(s);
+    let _ = writeln!(s, "# 3. Check.");
+    let _ = writeln!(
+        s,
+        "mc admin config get {} notify_webhook:{}",
+        o.alias, names.id
+    );
+    let _ = writeln!(s, "mc event list {}", names.target);
+    Ok(s)
+}
+
+/// The validated values the script names again and again.
+struct Names<'a> {
+    /// Webhook target ID.
+    id: &'a str,
+    endpoint: String,
+    arn: String,
+    /// `alias/bucket`.
+    target: String,
+    /// ` --prefix WORD`, or empty.
+    prefix: String,
+}
+
+/// The shebang, what the script is for, and the guard that stops it without a token.
+fn header(s: &mut String, o: &McSetup) {
+    let var = &o.token_env;
     let _ = writeln!(s, "#!/bin/sh");
     let _ = writeln!(
         s,
@@ -138,18 +173,28 @@ pub fn render(o: &McSetup) -> Result<String, McSetupError> {
     let _ = writeln!(s, "set -eu");
     let _ = writeln!(s, ": \"${{{var}:?set {var} to the OSCAR service token}}\"");
     let _ = writeln!(s);
+}
+
+/// Step 1: the webhook target, with the token left to the shell that runs the script.
+fn point_target(s: &mut String, o: &McSetup, n: &Names<'_>) {
+    let var = &o.token_env;
     let _ = writeln!(
         s,
         "# 1. Point the webhook target at the gateway, with a persistent queue so MinIO retries."
     );
     let _ = writeln!(
         s,
-        "mc admin config set {} notify_webhook:{id} endpoint=\"{endpoint}\" auth_token=\"${{{var}}}\" queue_dir=\"{}\" queue_limit=\"{}\"",
-        o.alias, o.queue_dir, o.queue_limit
+        "mc admin config set {} notify_webhook:{} endpoint=\"{}\" auth_token=\"${{{var}}}\" queue_dir=\"{}\" queue_limit=\"{}\"",
+        o.alias, n.id, n.endpoint, o.queue_dir, o.queue_limit
     );
     let _ = writeln!(s, "mc admin service restart {}", o.alias);
     let _ = writeln!(s);
-    match o.scenario {
+}
+
+/// Step 2: the bucket's subscription, per scenario.
+fn subscribe(s: &mut String, scenario: Scenario, n: &Names<'_>) {
+    let (target, arn, prefix) = (&n.target, &n.arn, &n.prefix);
+    match scenario {
         Scenario::Plain => {
             let _ = writeln!(
                 s,
@@ -174,118 +219,6 @@ pub fn render(o: &McSetup) -> Result<String, McSetupError> {
             let _ = writeln!(s, "mc event add {target} {arn} --event replica{prefix}");
         }
     }
-    let _ = writeln!(s);
-    let _ = writeln!(s, "# 3. Check.");
-    let _ = writeln!(s, "mc admin config get {} notify_webhook:{id}", o.alias);
-    let _ = writeln!(s, "mc event list {target}");
-    Ok(s)
-}
-
-fn validate(o: &McSetup) -> Result<(), McSetupError> {
-    if !crate::config::valid_service_name(&o.service) {
-        return Err(bad("service", "use letters, digits, `-`, `_` and `.`"));
-    }
-    if !valid_bucket(&o.bucket) {
-        return Err(bad(
-            "bucket",
-            "not an S3 bucket name (3-63 of a-z, 0-9, `.`, `-`)",
-        ));
-    }
-    let url = reqwest::Url::parse(&o.gateway_url).map_err(|e| bad("gateway-url", e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(bad("gateway-url", "must be an http:// or https:// URL"));
-    }
-    if url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return Err(bad(
-            "gateway-url",
-            "must not carry credentials, a query or a fragment",
-        ));
-    }
-    if !url_is_shell_safe(&o.gateway_url) {
-        return Err(bad(
-            "gateway-url",
-            "contains characters that are unsafe in a shell word",
-        ));
-    }
-    if !valid_env_name(&o.token_env) {
-        return Err(bad(
-            "token-env",
-            "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
-        ));
-    }
-    if !word(&o.alias, |b| {
-        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
-    }) {
-        return Err(bad("alias", "use letters, digits, `-`, `_` and `.`"));
-    }
-    if !o.queue_dir.starts_with('/')
-        || !word(&o.queue_dir, |b| {
-            b.is_ascii_alphanumeric() || b"/-_.".contains(&b)
-        })
-    {
-        return Err(bad(
-            "queue-dir",
-            "must be an absolute path of letters, digits, `/`, `-`, `_` and `.`",
-        ));
-    }
-    if o.queue_limit == 0 {
-        return Err(bad("queue-limit", "must be at least 1"));
-    }
-    if o.prefix.len() > 1024
-        || o.prefix.contains('\\')
-        || o.prefix.split('/').any(|seg| seg == "." || seg == "..")
-    {
-        return Err(bad(
-            "prefix",
-            "MinIO refuses `.`/`..` segments, `\\` and more than 1024 bytes",
-        ));
-    }
-    if o.prefix.chars().any(char::is_control) {
-        return Err(bad("prefix", "must not contain control characters"));
-    }
-    if !o.target_id.is_empty() && !crate::config::valid_service_name(&o.target_id) {
-        return Err(bad("target-id", "use letters, digits, `-`, `_` and `.`"));
-    }
-    if !o.region.is_empty() && !word(&o.region, |b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(bad("region", "use letters, digits and `-`"));
-    }
-    Ok(())
-}
-
-fn word(s: &str, ok: impl Fn(u8) -> bool) -> bool {
-    !s.is_empty() && s.bytes().all(ok)
-}
-
-fn valid_bucket(b: &str) -> bool {
-    (3..=63).contains(&b.len())
-        && word(b, |c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-'
-        })
-        && b.as_bytes()[0].is_ascii_alphanumeric()
-        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
-}
-
-fn valid_env_name(v: &str) -> bool {
-    word(v, |b| b.is_ascii_alphanumeric() || b == b'_') && !v.as_bytes()[0].is_ascii_digit()
-}
-
-/// The URL goes inside double quotes: `$`, `` ` ``, `"` and `\` would be interpreted there.
-fn url_is_shell_safe(u: &str) -> bool {
-    word(u, |b| b.is_ascii_graphic() && !b"$`\"\\'".contains(&b))
-}
-
-/// A shell word for `s`: as is when it has only safe characters, else single-quoted.
-fn shell_quote(s: &str) -> String {
-    if word(s, |b| {
-        b.is_ascii_alphanumeric() || b"/-_.+=:,@%".contains(&b)
-    }) {
-        return s.to_owned();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]

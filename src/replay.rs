@@ -13,14 +13,15 @@ use std::{io::Write, path::PathBuf, time::Duration};
 use serde::Serialize;
 
 use crate::{
-    config::Config,
+    config::{AvailableOn, Config},
+    identity::DedupKey,
     pipeline::{
-        Verdict,
-        key::KeyDeriver,
-        parse,
-        policy::{Decision, Policy},
+        key::{KeyDeriver, RequestScope},
+        parse::{self, Record},
+        policy::{Policy, Ruling},
     },
     store::{Claim, MemoryStore},
+    verdict::Verdict,
 };
 
 #[derive(Debug, Serialize)]
@@ -50,89 +51,83 @@ pub fn replay(
     authorization: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<usize, String> {
-    let policy = Policy::new(&cfg.policy.forward, cfg.policy.pending)?;
-    // The gateway's own secret when there is one (configured, or kept in `data_dir`), so that
-    // the printed keys are the ones in the gateway's logs and `/admin/verdicts`.
-    let keys = if cfg.dedup.hash_secret.is_empty() {
-        KeyDeriver::load(&cfg.data_dir).unwrap_or_else(KeyDeriver::random)
-    } else {
-        KeyDeriver::new(cfg.dedup.hash_secret.as_bytes())
-    };
-    let store = MemoryStore::new(usize::MAX / 2);
-    let scope = keys.scope(service, authorization.map(str::as_bytes));
-    let available_on = cfg.service(service).available_on;
-    let forever = Duration::from_secs(u32::MAX as u64);
+    let replayer = Replayer::new(cfg, service, authorization)?;
     let mut seen = 0;
     for path in files {
         let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let source = path.display().to_string();
         for (doc_no, doc) in documents(&text).into_iter().enumerate() {
-            let mut emit = |line: Line<'_>| -> Result<(), String> {
-                serde_json::to_writer(&mut *out, &line).map_err(|e| e.to_string())?;
-                writeln!(out).map_err(|e| e.to_string())
-            };
-            let env = match parse::envelope(doc) {
-                Ok(env) => env,
+            seen += replayer.document(&source, doc_no + 1, doc, out)?;
+        }
+    }
+    Ok(seen)
+}
+
+/// The stages of one replay run, shared by every record of every file.
+struct Replayer {
+    policy: Policy,
+    keys: KeyDeriver,
+    scope: RequestScope,
+    store: MemoryStore,
+    available_on: AvailableOn,
+}
+
+/// A claim that never expires: nothing ends offline, so nothing may time out.
+const FOREVER: Duration = Duration::from_secs(u32::MAX as u64);
+
+impl Replayer {
+    fn new(cfg: &Config, service: &str, authorization: Option<&str>) -> Result<Self, String> {
+        let policy = Policy::new(&cfg.policy.forward, cfg.policy.pending)?;
+        // The gateway's own secret when there is one (configured, or kept in `data_dir`), so that
+        // the printed keys are the ones in the gateway's logs and `/admin/verdicts`.
+        let keys = if cfg.dedup.hash_secret.is_empty() {
+            KeyDeriver::load(&cfg.data_dir).unwrap_or_else(KeyDeriver::random)
+        } else {
+            KeyDeriver::new(cfg.dedup.hash_secret.as_bytes())
+        };
+        let scope = keys.scope(service, authorization.map(str::as_bytes));
+        Ok(Self {
+            policy,
+            keys,
+            scope,
+            store: MemoryStore::new(usize::MAX / 2),
+            available_on: cfg.service(service).available_on,
+        })
+    }
+
+    /// Replays one document (numbered from 1); returns how many records it held.
+    fn document(
+        &self,
+        source: &str,
+        document: usize,
+        doc: &[u8],
+        out: &mut dyn Write,
+    ) -> Result<usize, String> {
+        let env = match parse::envelope(doc) {
+            Ok(env) => env,
+            Err(e) => {
+                let line = bare(source, document, 0, Verdict::Invalid, e.to_string());
+                emit(out, &line)?;
+                return Ok(0);
+            }
+        };
+        for (i, raw) in env.records.iter().enumerate() {
+            let rec = match parse::record(raw) {
+                Ok(r) => r,
                 Err(e) => {
-                    emit(bare(
-                        &source,
-                        doc_no + 1,
-                        0,
-                        Verdict::Invalid,
-                        e.to_string(),
-                    ))?;
+                    emit(
+                        out,
+                        &bare(source, document, i, Verdict::Invalid, e.to_string()),
+                    )?;
                     continue;
                 }
             };
-            for (i, raw) in env.records.iter().enumerate() {
-                seen += 1;
-                let rec = match parse::record(raw) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        emit(bare(
-                            &source,
-                            doc_no + 1,
-                            i,
-                            Verdict::Invalid,
-                            e.to_string(),
-                        ))?;
-                        continue;
-                    }
-                };
-                let decision = policy.decide(&rec, available_on);
-                let hold = matches!(decision, Decision::Hold(_));
-                let (verdict, reason, key) = match decision {
-                    Decision::Final(v, reason) => {
-                        let v = Verdict::from(v);
-                        (v, reason.to_string(), None)
-                    }
-                    Decision::Forward(class) | Decision::Hold(class) => {
-                        let key = keys.key(&scope, &rec, class);
-                        let owner = crate::store::new_owner();
-                        let claim = if hold {
-                            store.hold_at(&key, owner, forever, 0)
-                        } else {
-                            store.reserve_at(&key, owner, forever, 0)
-                        }
-                        .map_err(|e| e.to_string())?;
-                        let (v, reason) = match claim {
-                            Claim::Duplicate(existing) => (Verdict::Duplicate, existing.reason()),
-                            _ if hold => (Verdict::Held, "replication-pending"),
-                            Claim::Preempted => {
-                                store.commit_at(&key, owner, forever, 0);
-                                (Verdict::Forwarded, "clean-copy-preempted-held")
-                            }
-                            _ => {
-                                store.commit_at(&key, owner, forever, 0);
-                                (Verdict::Forwarded, "would-deliver")
-                            }
-                        };
-                        (v, reason.to_string(), Some(key.to_hex()))
-                    }
-                };
-                emit(Line {
-                    source: &source,
-                    document: doc_no + 1,
+            let (verdict, reason, key) = self.judge(&rec)?;
+            emit(
+                out,
+                &Line {
+                    source,
+                    document,
                     record: i,
                     verdict: verdict.as_str(),
                     reason,
@@ -141,11 +136,53 @@ pub fn replay(
                     object: Some(rec.key.clone()),
                     version: Some(rec.version.to_string()),
                     key,
-                })?;
-            }
+                },
+            )?;
         }
+        Ok(env.records.len())
     }
-    Ok(seen)
+
+    /// The policy's ruling, then for a forward or a hold the dedup claim: the verdict, its reason
+    /// and the identity's key when one was derived.
+    fn judge(&self, rec: &Record<'_>) -> Result<(Verdict, String, Option<String>), String> {
+        let (class, hold) = match self.policy.decide(rec, self.available_on) {
+            Ruling::Final(v, reason) => return Ok((Verdict::from(v), reason.to_string(), None)),
+            Ruling::Forward(class) => (class, false),
+            Ruling::Hold(class) => (class, true),
+        };
+        let key = self.keys.key(&self.scope, rec, class);
+        let (verdict, reason) = self.claim(&key, hold)?;
+        Ok((verdict, reason.to_string(), Some(key.to_hex())))
+    }
+
+    /// Claims `key` as the gateway would, taking a forward as delivered at once.
+    fn claim(&self, key: &DedupKey, hold: bool) -> Result<(Verdict, &'static str), String> {
+        let owner = crate::identity::new_owner();
+        let claim = if hold {
+            self.store.hold_at(key, owner, FOREVER, 0)
+        } else {
+            self.store.reserve_at(key, owner, FOREVER, 0)
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(match claim {
+            Claim::Duplicate(existing) => (Verdict::Duplicate, existing.reason()),
+            _ if hold => (Verdict::Held, "replication-pending"),
+            Claim::Preempted => {
+                self.store.commit_at(key, owner, FOREVER, 0);
+                (Verdict::Forwarded, "clean-copy-preempted-held")
+            }
+            _ => {
+                self.store.commit_at(key, owner, FOREVER, 0);
+                (Verdict::Forwarded, "would-deliver")
+            }
+        })
+    }
+}
+
+/// One JSON line on `out`.
+fn emit(out: &mut dyn Write, line: &Line<'_>) -> Result<(), String> {
+    serde_json::to_writer(&mut *out, line).map_err(|e| e.to_string())?;
+    writeln!(out).map_err(|e| e.to_string())
 }
 
 fn bare(

@@ -84,19 +84,7 @@ pub async fn serve<S, B>(
         .header_read_timeout(opts.header_timeout)
         .keep_alive(true);
     let mut next = 0usize;
-    loop {
-        let (stream, _peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(stream) = accept(&listener, &shutdown).await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.shed();
             drop(stream);
@@ -126,6 +114,23 @@ pub async fn serve<S, B>(
         .is_err()
     {
         tracing::warn!("shutdown grace elapsed with connections still open");
+    }
+}
+
+/// The next accepted connection, or `None` once `shutdown` is cancelled.
+async fn accept(listener: &TcpListener, shutdown: &CancellationToken) -> Option<TcpStream> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => return Some(stream),
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
     }
 }
 

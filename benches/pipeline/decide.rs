@@ -13,7 +13,7 @@ use dedup_gateway::{
     pipeline::{
         key::{DedupKey, KeyDeriver},
         parse,
-        policy::{Decision, Policy},
+        policy::{Policy, Ruling},
     },
 };
 
@@ -68,10 +68,10 @@ fn decide_all(policy: &Policy, keys: &KeyDeriver, body: &[u8]) -> usize {
     let mut derived: Option<DedupKey> = None;
     let mut decide = |rec: &parse::Record<'_>| {
         match policy.decide(rec, AvailableOn::Any) {
-            Decision::Forward(class) | Decision::Hold(class) => {
+            Ruling::Forward(class) | Ruling::Hold(class) => {
                 derived = Some(keys.key(&scope, rec, class));
             }
-            Decision::Final(..) => {}
+            Ruling::Final(..) => {}
         }
         black_box(&derived);
     };

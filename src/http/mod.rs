@@ -14,8 +14,8 @@
 //! the per-connection limits (header timeout, connection cap) live in [`crate::server`], where
 //! they act before a request exists.
 
-pub mod admin;
 pub mod auth;
+pub mod dlq;
 pub mod ops;
 pub mod overload;
 pub mod receive;
@@ -67,14 +67,14 @@ impl App {
 }
 
 /// The future of one request, either way in.
-pub type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl hyper::service::Service<Request<Incoming>> for App {
     type Response = Response;
     type Error = Infallible;
-    type Future = Answer;
+    type Future = ResponseFuture;
 
-    fn call(&self, req: Request<Incoming>) -> Answer {
+    fn call(&self, req: Request<Incoming>) -> ResponseFuture {
         if req.method() == Method::POST
             && let Some(service) = plain_webhook_service(req.uri().path())
         {
@@ -104,10 +104,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/admin/verdicts", get(verdicts::verdicts))
-        .route("/admin/dlq", get(admin::list))
-        .route("/admin/dlq/replay", post(admin::replay_all))
-        .route("/admin/dlq/{id}", delete(admin::delete))
-        .route("/admin/dlq/{id}/replay", post(admin::replay_one))
+        .route("/admin/dlq", get(dlq::list))
+        .route("/admin/dlq/replay", post(dlq::replay_all))
+        .route("/admin/dlq/{id}", delete(dlq::delete))
+        .route("/admin/dlq/{id}/replay", post(dlq::replay_one))
         .fallback(ops::not_found)
         .with_state(state)
 }

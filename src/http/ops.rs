@@ -9,10 +9,7 @@ use axum::{
 use serde_json::json;
 
 use super::AppState;
-use crate::{
-    error::AppError,
-    store::{DedupStore, Store},
-};
+use crate::{error::AppError, store::DedupStore};
 
 /// 200 while the process serves.
 pub async fn healthz() -> impl IntoResponse {
@@ -44,10 +41,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(spool) = state.gateway.spool() {
         spool.refresh_metrics();
     }
-    match state.gateway.store() {
-        Store::Memory(s) => m.store_entries(s.len()),
-        // Redis counts its own keys (`DBSIZE`, `INFO keyspace`); no per-scrape round trip here.
-        Store::Redis(_) => {}
+    if let Some(n) = state.gateway.store().local_entries() {
+        m.store_entries(n);
     }
     (
         [(

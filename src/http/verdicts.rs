@@ -23,7 +23,8 @@ use super::{AppState, auth::check_admin};
 use crate::{
     error::AppError,
     history::{DecisionView, ObjectQuery, rfc3339},
-    pipeline::{Verdict, key::DedupKey},
+    identity::DedupKey,
+    verdict::Verdict,
 };
 
 /// The query string; either `key` or `bucket` + `object`.

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use super::{
     key::KeyDeriver,
     parse::{self, Marking, Record},
-    policy::{Class, Decision, FinalVerdict, Policy},
+    policy::{Class, FinalVerdict, Policy, Ruling},
 };
 use crate::config::{AvailableOn, DEFAULT_FORWARD, PendingPolicy};
 
@@ -93,7 +93,7 @@ pub fn check_body(body: &[u8]) -> Summary {
             for on in AVAILABLE_ON {
                 let decision = policy.decide(&rec, on);
                 check_decision(&rec, policy.pending, decision);
-                if let Decision::Forward(class) | Decision::Hold(class) = decision {
+                if let Ruling::Forward(class) | Ruling::Hold(class) = decision {
                     let a = keys.key(&scope, &rec, class);
                     assert_eq!(a, keys.key(&scope, &rec, class), "keys are deterministic");
                     match &class_seen {
@@ -107,7 +107,7 @@ pub fn check_body(body: &[u8]) -> Summary {
                 }
             }
         }
-        if let Decision::Forward(class) | Decision::Hold(class) =
+        if let Ruling::Forward(class) | Ruling::Hold(class) =
             policies[0].decide(&rec, AvailableOn::Any)
         {
             summary.keyed += 1;
@@ -157,7 +157,7 @@ fn check_fields(rec: &Record<'_>) {
     assert_eq!(again.as_deref(), Ok(rec.key.as_str()), "form round trip");
 }
 
-fn check_decision(rec: &Record<'_>, pending: PendingPolicy, d: Decision<'_>) {
+fn check_decision(rec: &Record<'_>, pending: PendingPolicy, d: Ruling<'_>) {
     let failed = matches!(
         rec.event_name.as_ref(),
         "s3:Replication:OperationFailedReplication" | "s3:Replication:OperationNotTracked"
@@ -165,10 +165,10 @@ fn check_decision(rec: &Record<'_>, pending: PendingPolicy, d: Decision<'_>) {
     if failed {
         assert_eq!(
             d,
-            Decision::Final(FinalVerdict::ReplicationFailed, "replication-not-complete")
+            Ruling::Final(FinalVerdict::ReplicationFailed, "replication-not-complete")
         );
     }
-    if let Decision::Hold(_) = d {
+    if let Ruling::Hold(_) = d {
         assert_eq!(
             rec.marking,
             Marking::Pending,
@@ -176,7 +176,7 @@ fn check_decision(rec: &Record<'_>, pending: PendingPolicy, d: Decision<'_>) {
         );
         assert_eq!(pending, PendingPolicy::Hold, "held only under `hold`");
     }
-    if let Decision::Final(FinalVerdict::Pending, _) = d {
+    if let Ruling::Final(FinalVerdict::Pending, _) = d {
         assert_eq!(
             pending,
             PendingPolicy::Drop,

@@ -10,60 +10,10 @@
 
 use crate::config::{AvailableOn, PendingPolicy};
 
-use super::parse::{Marking, Record};
-
-/// A wildcard event-name pattern (`*` matches any run of characters, including none).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
-    text: String,
-    /// No `*`: matching is plain equality. Every default pattern is literal, and the glob's
-    /// byte-by-byte walk over nine of them was most of the policy's time (BENCHMARKS.md).
-    literal: bool,
-}
-
-impl Pattern {
-    pub fn new(p: &str) -> Result<Self, String> {
-        if p.is_empty() {
-            return Err("an event pattern must not be empty".into());
-        }
-        if !p.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!("event pattern `{p}` has non-printable characters"));
-        }
-        Ok(Self {
-            text: p.to_owned(),
-            literal: !p.contains('*'),
-        })
-    }
-
-    pub fn matches(&self, name: &str) -> bool {
-        if self.literal {
-            return self.text == name;
-        }
-        glob(self.text.as_bytes(), name.as_bytes())
-    }
-}
-
-/// Iterative wildcard match with one backtrack point: linear in practice, no recursion.
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == s[si] {
-            pi += 1;
-            si += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&b| b == b'*')
-}
+use super::{
+    parse::{Marking, Record},
+    pattern::Pattern,
+};
 
 /// The identity class of contract §6: a Put and the replication of the same version are one
 /// trigger (`Available`), a delete of it is another (`Removed`). Event names outside both lists
@@ -122,7 +72,7 @@ pub struct Policy {
 
 /// The policy's answer for one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision<'a> {
+pub enum Ruling<'a> {
     /// Final without dedup: verdict and reason.
     Final(FinalVerdict, &'static str),
     /// Dedup, then forward now.
@@ -147,14 +97,14 @@ impl Policy {
         Ok(Self { forward, pending })
     }
 
-    pub fn decide<'r>(&self, record: &'r Record<'_>, available_on: AvailableOn) -> Decision<'r> {
+    pub fn decide<'r>(&self, record: &'r Record<'_>, available_on: AvailableOn) -> Ruling<'r> {
         let name: &'r str = &record.event_name;
         let kind = kind(name);
         if kind == Kind::ReplicationFailed {
-            return Decision::Final(FinalVerdict::ReplicationFailed, "replication-not-complete");
+            return Ruling::Final(FinalVerdict::ReplicationFailed, "replication-not-complete");
         }
         if !self.forward.iter().any(|p| p.matches(name)) {
-            return Decision::Final(FinalVerdict::Ignored, "event-not-forwarded");
+            return Ruling::Final(FinalVerdict::Ignored, "event-not-forwarded");
         }
         let class = match kind {
             Kind::Created | Kind::Replicated => Class::Available,
@@ -163,19 +113,19 @@ impl Policy {
         };
         match (available_on, kind) {
             (AvailableOn::Replicated, Kind::Created) => {
-                return Decision::Final(FinalVerdict::Ignored, "awaiting-replication");
+                return Ruling::Final(FinalVerdict::Ignored, "awaiting-replication");
             }
             (AvailableOn::Created, Kind::Replicated) => {
-                return Decision::Final(FinalVerdict::Ignored, "awaiting-creation");
+                return Ruling::Final(FinalVerdict::Ignored, "awaiting-creation");
             }
             _ => {}
         }
         match (record.marking, self.pending) {
-            (Marking::Pending, PendingPolicy::Hold) => Decision::Hold(class),
+            (Marking::Pending, PendingPolicy::Hold) => Ruling::Hold(class),
             (Marking::Pending, PendingPolicy::Drop) => {
-                Decision::Final(FinalVerdict::Pending, "replication-pending")
+                Ruling::Final(FinalVerdict::Pending, "replication-pending")
             }
-            _ => Decision::Forward(class),
+            _ => Ruling::Forward(class),
         }
     }
 }
@@ -205,62 +155,27 @@ mod tests {
     }
 
     #[test]
-    fn glob_matches_minio_wildcards() {
-        let p = Pattern::new("s3:ObjectCreated:*").unwrap();
-        assert!(p.matches("s3:ObjectCreated:Put"));
-        assert!(p.matches("s3:ObjectCreated:"));
-        assert!(!p.matches("s3:ObjectRemoved:Delete"));
-        assert!(Pattern::new("*").unwrap().matches("anything"));
-        assert!(
-            Pattern::new("s3:*:Put")
-                .unwrap()
-                .matches("s3:ObjectCreated:Put")
-        );
-        assert!(
-            !Pattern::new("s3:*:Put")
-                .unwrap()
-                .matches("s3:ObjectCreated:Post")
-        );
-        assert!(Pattern::new("a*b*c").unwrap().matches("aXXbYYbZc"));
-        // A pattern without `*` takes the equality shortcut; it answers as the glob does.
-        let lit = Pattern::new("s3:ObjectCreated:Put").unwrap();
-        for name in [
-            "s3:ObjectCreated:Put",
-            "s3:ObjectCreated:Pu",
-            "s3:ObjectCreated:Putt",
-            "S3:ObjectCreated:Put",
-            "",
-        ] {
-            assert_eq!(
-                lit.matches(name),
-                glob(lit.text.as_bytes(), name.as_bytes())
-            );
-        }
-        assert!(lit.matches("s3:ObjectCreated:Put"));
-    }
-
-    #[test]
     fn default_policy_verdicts() {
         let p = default_policy(PendingPolicy::Hold);
         let d = |n: &str, m| p.decide(Box::leak(Box::new(rec(n, m))), AvailableOn::Any);
         assert_eq!(
             d("s3:ObjectCreated:Put", Marking::Clean),
-            Decision::Forward(Class::Available)
+            Ruling::Forward(Class::Available)
         );
         assert_eq!(
             d(
                 "s3:Replication:OperationCompletedReplication",
                 Marking::Clean
             ),
-            Decision::Forward(Class::Available)
+            Ruling::Forward(Class::Available)
         );
         assert_eq!(
             d("s3:ObjectRemoved:Delete", Marking::Clean),
-            Decision::Forward(Class::Removed)
+            Ruling::Forward(Class::Removed)
         );
         assert_eq!(
             d("s3:ObjectCreated:Put", Marking::Pending),
-            Decision::Hold(Class::Available)
+            Ruling::Hold(Class::Available)
         );
         for ignored in [
             "s3:ObjectRemoved:NoOP",
@@ -272,7 +187,7 @@ mod tests {
         ] {
             assert_eq!(
                 d(ignored, Marking::Clean),
-                Decision::Final(FinalVerdict::Ignored, "event-not-forwarded"),
+                Ruling::Final(FinalVerdict::Ignored, "event-not-forwarded"),
                 "{ignored}"
             );
         }
@@ -282,7 +197,7 @@ mod tests {
         ] {
             assert!(matches!(
                 d(failed, Marking::Pending),
-                Decision::Final(FinalVerdict::ReplicationFailed, _)
+                Ruling::Final(FinalVerdict::ReplicationFailed, _)
             ));
         }
     }
@@ -292,11 +207,11 @@ mod tests {
         let r = rec("s3:ObjectCreated:Put", Marking::Pending);
         assert_eq!(
             default_policy(PendingPolicy::Drop).decide(&r, AvailableOn::Any),
-            Decision::Final(FinalVerdict::Pending, "replication-pending")
+            Ruling::Final(FinalVerdict::Pending, "replication-pending")
         );
         assert_eq!(
             default_policy(PendingPolicy::Forward).decide(&r, AvailableOn::Any),
-            Decision::Forward(Class::Available)
+            Ruling::Forward(Class::Available)
         );
     }
 
@@ -311,19 +226,19 @@ mod tests {
         let del = rec("s3:ObjectRemoved:Delete", Marking::Clean);
         assert_eq!(
             p.decide(&put, AvailableOn::Replicated),
-            Decision::Final(FinalVerdict::Ignored, "awaiting-replication")
+            Ruling::Final(FinalVerdict::Ignored, "awaiting-replication")
         );
         assert_eq!(
             p.decide(&repl, AvailableOn::Replicated),
-            Decision::Forward(Class::Available)
+            Ruling::Forward(Class::Available)
         );
         assert_eq!(
             p.decide(&repl, AvailableOn::Created),
-            Decision::Final(FinalVerdict::Ignored, "awaiting-creation")
+            Ruling::Final(FinalVerdict::Ignored, "awaiting-creation")
         );
         assert_eq!(
             p.decide(&del, AvailableOn::Replicated),
-            Decision::Forward(Class::Removed)
+            Ruling::Forward(Class::Removed)
         );
     }
 
@@ -333,7 +248,7 @@ mod tests {
         let r = rec("s3:ObjectCreated:PutTagging", Marking::Clean);
         assert_eq!(
             p.decide(&r, AvailableOn::Any),
-            Decision::Forward(Class::Other("s3:ObjectCreated:PutTagging"))
+            Ruling::Forward(Class::Other("s3:ObjectCreated:PutTagging"))
         );
     }
 }

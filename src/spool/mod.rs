@@ -53,17 +53,19 @@
 //! With the memory store a request claims the identity, then writes the record: a crash between
 //! the two loses the claim with the process. With Redis the claim would outlive the crash and
 //! stand for a record that was never written, so there the record is written first and then
-//! claimed (`Gateway::spool_write_first` in [`crate::pipeline`]); every live Redis entry then has
-//! a record on some gateway's disk behind it.
+//! claimed (`admit.rs`); every live Redis entry then has a record on some gateway's disk behind it.
 //!
 //! # Limits and failures
 //! `spool.max_entries` and `spool.max_bytes` bound the undelivered events; beyond them, and while
 //! the disk fails, new events get 503 + `Retry-After` and `/readyz` turns 503. Nothing that is not
 //! stored is acknowledged.
 
+mod admit;
+mod dlq;
 pub mod io;
-pub mod metrics;
+mod queue;
 pub mod record;
+mod restore;
 mod worker;
 mod writer;
 
@@ -78,14 +80,18 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    deliver::{Delivery, Forwarder, backoff::Backoff},
+    deliver::{
+        Forwarder,
+        backoff::Backoff,
+        settle::{RetryBudget, Settler},
+    },
     metrics::Metrics,
-    pipeline::key::DedupKey,
-    store::{Claim, DedupStore, Existing, Owner, Store, new_owner},
+    store::Store,
 };
+pub use admit::Admission;
+pub use dlq::{DlqPage, Replayed};
 pub use io::FaultSwitch;
-use record::Entry;
-use worker::{Due, Queue};
+use queue::Queue;
 use writer::{Job, Op};
 
 /// The spool file's name inside `data_dir`.
@@ -175,6 +181,15 @@ impl SpoolSettings {
     pub fn horizon(&self) -> Duration {
         self.max_age + self.backoff.ceiling(u32::MAX) + self.lease_margin
     }
+
+    /// How long a failed event is retried (`delivery.max_attempts`, `delivery.max_age`).
+    pub fn budget(&self) -> RetryBudget {
+        RetryBudget {
+            backoff: self.backoff,
+            max_attempts: self.max_attempts,
+            max_age: self.max_age,
+        }
+    }
 }
 
 /// A handle to the spool; cheap to clone.
@@ -190,9 +205,9 @@ pub(crate) struct Inner {
     tx: mpsc::Sender<Job>,
     queue: Queue,
     store: Store,
-    forwarder: Forwarder,
+    settler: Settler,
     metrics: Metrics,
-    spool_metrics: metrics::SpoolMetrics,
+    spool_metrics: crate::metrics::SpoolMetrics,
     /// Cancelled at shutdown: the dispatcher stops taking items.
     stop: CancellationToken,
     /// Cancelled when shutdown gives up waiting: outcome writes stop retrying.
@@ -202,25 +217,6 @@ pub(crate) struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Where deliveries are recorded for `/admin/verdicts` (set once at start, see `set_history`).
     history: std::sync::OnceLock<crate::history::History>,
-}
-
-/// One page of the dead-letter queue.
-#[derive(Debug)]
-pub struct DlqPage {
-    pub entries: Vec<(u64, Entry)>,
-    /// The `after` of the next page, if there may be one.
-    pub next: Option<u64>,
-    /// Entries in the whole queue, from the same snapshot as `entries`.
-    pub total: u64,
-}
-
-/// What replaying a dead-letter entry did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replayed {
-    /// Back in the spool; it will be delivered.
-    Accepted,
-    /// Its identity was delivered or is being delivered meanwhile; the entry stays in the DLQ.
-    Duplicate(Existing),
 }
 
 impl Spool {
@@ -261,13 +257,14 @@ impl Spool {
             .name("spool-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| SpoolError::Write(e.to_string()))?;
+        let settler = Settler::new(forwarder, store.clone(), metrics.clone(), settings.ttl);
         let inner = Arc::new(Inner {
             settings,
             shared: opened.shared,
             tx,
             queue: Queue::default(),
+            settler,
             store,
-            forwarder,
             metrics,
             spool_metrics,
             stop: CancellationToken::new(),
@@ -286,233 +283,6 @@ impl Spool {
             .tasks
             .spawn(worker::dispatch(spool.inner.clone()));
         Ok(spool)
-    }
-
-    /// Puts what the disk knows back into the dedup store and the delivery queue.
-    async fn restore(&self, committed: Vec<(DedupKey, u64)>, events: Vec<writer::Restored>) {
-        let i = &self.inner;
-        let now = unix_ms();
-        let mut restored_keys = 0usize;
-        // After the first store error the store is not asked again during the restore: with
-        // Redis down every call costs a command timeout, and the restore precedes serving, so
-        // asking per record would keep the gateway from starting for N timeouts. What is skipped:
-        // delivered identities (a shared store usually still has them) and event claims, which
-        // the workers make once the store answers again (or skip, fail-open).
-        let mut store_down = false;
-        let mut skipped_keys = 0usize;
-        for (key, expires) in &committed {
-            let ttl = Duration::from_millis(expires.saturating_sub(now));
-            if ttl.is_zero() {
-                continue;
-            }
-            if store_down {
-                skipped_keys += 1;
-                continue;
-            }
-            match i.store.insert_committed(key, ttl).await {
-                Ok(()) => restored_keys += 1,
-                Err(e) => {
-                    i.metrics.store_error();
-                    store_down = true;
-                    skipped_keys += 1;
-                    tracing::warn!(dedup_key = %key, error = %e, "cannot restore delivered identities; the dedup store fails");
-                }
-            }
-        }
-        let (mut queued, mut dropped) = (0usize, 0usize);
-        let horizon = i.settings.horizon();
-        for entry in events {
-            let id = entry.id;
-            let wait = Duration::from_millis(entry.not_before_ms.saturating_sub(now));
-            // A shared store (Redis) outlives the process, and the record's own reservation (or
-            // hold) from before the restart lasts the whole retry horizon: it would be taken for
-            // another copy, and the acknowledged event dropped. So it is released first (owner-
-            // checked: nobody else's entry is touched) and claimed again under the same token,
-            // which stays the one on disk. A record without a token (older version) gets a new one.
-            if store_down {
-                self.defer_claim(&entry, wait);
-                queued += 1;
-                continue;
-            }
-            let (owner, released) = match entry.owner {
-                0 => (new_owner(), Ok(())),
-                stored => (stored, i.store.release(&entry.key, stored).await.map(drop)),
-            };
-            let claim = match released {
-                Ok(()) if entry.held => i.store.hold(&entry.key, owner, wait + horizon).await,
-                Ok(()) => i.store.reserve(&entry.key, owner, horizon).await,
-                Err(e) => Err(e),
-            };
-            match claim {
-                Ok(Claim::Duplicate(existing)) => {
-                    // Delivered (and recorded) already, or another spooled copy carries it.
-                    tracing::info!(spool_id = id, dedup_key = %entry.key, reason = existing.reason(), "spooled copy is a duplicate; removed");
-                    if entry.held {
-                        i.metrics.held_superseded();
-                    }
-                    let _ = i.submit(Op::Remove { id }).await;
-                    dropped += 1;
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    i.metrics.store_error();
-                    store_down = true;
-                    tracing::warn!(dedup_key = %entry.key, error = %e, "cannot claim restored events; the dedup store fails");
-                    self.defer_claim(&entry, wait);
-                    queued += 1;
-                    continue;
-                }
-            }
-            i.queue.push(Due {
-                at: tokio::time::Instant::now() + wait,
-                id,
-                owner,
-                claim: entry.held,
-                release_first: false,
-            });
-            queued += 1;
-        }
-        if store_down {
-            tracing::warn!(
-                skipped_keys,
-                "restore skipped the dedup store after its first error; spooled events claim their identities when it answers again"
-            );
-        }
-        tracing::info!(
-            restored_keys,
-            queued,
-            dropped,
-            dlq = i.shared.dlq.load(Ordering::Relaxed),
-            "spool restored"
-        );
-    }
-
-    /// Queues a restored event without having claimed its identity (the store failed).
-    /// Fail-closed: the worker releases the record's own entry and claims afresh once the store
-    /// answers (as a request would wait for it). Fail-open: delivered unchecked — not as the
-    /// stored owner, whose entry may still be in the store — and marked delivered afterwards.
-    fn defer_claim(&self, entry: &writer::Restored, wait: Duration) {
-        let (owner, claim, release_first) = if self.inner.settings.fail_open {
-            (new_owner(), entry.held, false)
-        } else {
-            (entry.owner, true, entry.owner != 0)
-        };
-        self.inner.queue.push(Due {
-            at: tokio::time::Instant::now() + wait,
-            id: entry.id,
-            owner,
-            claim,
-            release_first,
-        });
-    }
-
-    /// The reservation lease of an accepted event.
-    pub fn lease(&self) -> Duration {
-        self.inner.settings.horizon()
-    }
-
-    /// The hold lease of a held record: its grace plus the retry horizon.
-    pub fn hold_lease(&self) -> Duration {
-        self.inner.settings.grace + self.inner.settings.horizon()
-    }
-
-    /// Stores `delivery` durably (fsync'd, group-committed) and queues it. The caller owns the
-    /// identity as `owner` (reserved, or held when `held`). Returns only once the event is on disk.
-    pub async fn accept(
-        &self,
-        delivery: &Delivery,
-        owner: Owner,
-        held: bool,
-    ) -> Result<(), SpoolError> {
-        let id = self.write(delivery, owner, held).await?;
-        self.enqueue(id, owner, held);
-        Ok(())
-    }
-
-    /// Stores `delivery` durably (fsync'd, group-committed) without queueing it; returns its spool
-    /// id for [`Self::enqueue`] or [`Self::discard`]. A record left behind by a crash before either
-    /// is claimed and queued (or dropped as a duplicate) by the restore.
-    pub async fn write(
-        &self,
-        delivery: &Delivery,
-        owner: Owner,
-        held: bool,
-    ) -> Result<u64, SpoolError> {
-        let i = &self.inner;
-        let now = unix_ms();
-        let not_before = if held {
-            now.saturating_add(ms(i.settings.grace))
-        } else {
-            0
-        };
-        let entry = Entry {
-            key: delivery.key,
-            service: delivery.service.clone(),
-            authorization: delivery
-                .authorization
-                .as_ref()
-                .map(|a| a.as_bytes().to_vec()),
-            body: delivery.body.clone(),
-            accepted_ms: now,
-            not_before_ms: not_before,
-            held,
-            attempts_made: 0,
-            attempts: Vec::new(),
-            dead: None,
-            owner,
-        };
-        i.submit(Op::Append(entry.encode())).await.inspect_err(|e| {
-            if matches!(e, SpoolError::Full) {
-                i.spool_metrics.rejected_full.inc();
-            }
-        })
-    }
-
-    /// Queues a written record for delivery (after its grace when `held`); the caller owns its
-    /// identity as `owner`.
-    pub fn enqueue(&self, id: u64, owner: Owner, held: bool) {
-        let wait = if held {
-            self.inner.settings.grace
-        } else {
-            Duration::ZERO
-        };
-        self.inner.queue.push(Due {
-            at: tokio::time::Instant::now() + wait,
-            id,
-            owner,
-            claim: held,
-            release_first: false,
-        });
-    }
-
-    /// Queues a written record whose claim failed on a store error: the worker clears whatever
-    /// that claim may have left under `owner`, then claims the identity afresh (or drops the
-    /// record if another copy holds it), once the store answers again. Thus a record is never
-    /// removed on a store error; it can only be delivered or found a duplicate.
-    pub fn enqueue_unclaimed(&self, id: u64, owner: Owner, held: bool) {
-        let s = &self.inner.settings;
-        let wait = if held {
-            s.grace
-        } else {
-            s.backoff.delay(1, None)
-        };
-        self.inner.queue.push(Due {
-            at: tokio::time::Instant::now() + wait,
-            id,
-            owner,
-            claim: true,
-            release_first: true,
-        });
-    }
-
-    /// Removes a written record that turned out not to be needed (its identity was a duplicate, or
-    /// could not be claimed). Best effort: a record left behind is dropped as a duplicate by the
-    /// next restore, or delivered if its identity is free by then.
-    pub async fn discard(&self, id: u64) {
-        if let Err(e) = self.inner.submit(Op::Remove { id }).await {
-            tracing::warn!(spool_id = id, error = %e, "could not remove an unneeded spool record; the next restore will");
-        }
     }
 
     /// `Ok` when the spool takes writes and has room; the reason otherwise (for `/readyz`). After a
@@ -556,76 +326,6 @@ impl Spool {
         m.oldest_age_seconds.set(age as i64);
     }
 
-    /// A page of the dead-letter queue: up to `limit` entries with ids above `after`.
-    pub async fn dlq_page(&self, after: Option<u64>, limit: usize) -> Result<DlqPage, SpoolError> {
-        let shared = self.inner.shared.clone();
-        let limit = limit.clamp(1, 1000);
-        let (entries, total, next) =
-            tokio::task::spawn_blocking(move || writer::dlq_page(&shared, after, limit))
-                .await
-                .map_err(|e| SpoolError::Read(e.to_string()))??;
-        Ok(DlqPage {
-            entries,
-            next,
-            total,
-        })
-    }
-
-    /// Moves dead-letter entry `id` back into the spool for delivery, unless its identity was
-    /// delivered or is being delivered meanwhile (then it stays: replaying would forward a duplicate).
-    pub async fn replay_dlq(&self, id: u64) -> Result<Replayed, SpoolError> {
-        let i = &self.inner;
-        let shared = i.shared.clone();
-        let mut entry = tokio::task::spawn_blocking(move || writer::load(&shared, true, id))
-            .await
-            .map_err(|e| SpoolError::Read(e.to_string()))??;
-        let owner = new_owner();
-        match i
-            .store
-            .reserve(&entry.key, owner, i.settings.horizon())
-            .await
-        {
-            Ok(Claim::Acquired | Claim::Preempted) => {}
-            Ok(Claim::Duplicate(existing)) => return Ok(Replayed::Duplicate(existing)),
-            Err(e) => {
-                i.metrics.store_error();
-                return Err(SpoolError::Write(e.to_string()));
-            }
-        }
-        // A fresh start: new retry budget and age; a replayed event is never held again.
-        entry.accepted_ms = unix_ms();
-        entry.not_before_ms = 0;
-        entry.held = false;
-        entry.attempts_made = 0;
-        entry.attempts.clear();
-        entry.dead = None;
-        entry.owner = owner;
-        if let Err(e) = i
-            .submit(Op::Revive {
-                id,
-                entry: entry.encode(),
-            })
-            .await
-        {
-            let _ = i.store.release(&entry.key, owner).await;
-            return Err(e);
-        }
-        tracing::info!(dlq_id = id, dedup_key = %entry.key, service = %entry.service, "dead-letter entry replayed");
-        i.queue.push(Due {
-            at: tokio::time::Instant::now(),
-            id,
-            owner,
-            claim: false,
-            release_first: false,
-        });
-        Ok(Replayed::Accepted)
-    }
-
-    /// Deletes dead-letter entry `id`.
-    pub async fn delete_dlq(&self, id: u64) -> Result<(), SpoolError> {
-        self.inner.submit(Op::DlqDelete { id }).await.map(|_| ())
-    }
-
     /// Stops delivering, lets running deliveries record their outcome (up to `grace`), commits
     /// what is queued and closes the file. Undelivered events stay on disk for the next start.
     pub async fn shutdown(&self, grace: Duration) {
@@ -659,6 +359,26 @@ impl Inner {
             .await
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Submits `op` until it is written, backing off between tries; gives up only when the spool is
+    /// closing for good (the event then stays on disk as it was).
+    async fn write_until_ok(&self, op: impl Fn() -> Op) -> Result<u64, SpoolError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.submit(op()).await {
+                Ok(v) => return Ok(v),
+                Err(e @ (SpoolError::NotFound | SpoolError::Closed)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "spool write failed; retrying it");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.abandon.cancelled() => return Err(e),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 }
 

@@ -21,7 +21,7 @@
 
 use bytes::Bytes;
 
-use crate::pipeline::key::DedupKey;
+use crate::identity::DedupKey;
 
 const VERSION: u8 = 1;
 const HELD: u8 = 1;

@@ -8,12 +8,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     SpoolError,
     io::FaultSwitch,
-    metrics::SpoolMetrics,
     record::Entry,
     unix_ms,
     writer::{self, Job, Limits, Op, Writer},
 };
-use crate::pipeline::key::DedupKey;
+use crate::{identity::DedupKey, metrics::SpoolMetrics};
 
 fn entry(i: u8) -> Vec<u8> {
     Entry {

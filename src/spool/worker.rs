@@ -1,11 +1,11 @@
 //! Delivery workers: a time-ordered queue of spool ids, one dispatcher, and at most
 //! `delivery.concurrency` deliveries at a time.
 //!
-//! The queue holds only `(due, id, owner)`: the event itself stays on disk and is read when its
-//! turn comes, so a long backlog (OSCAR down for hours) costs a few dozen bytes of memory per event,
-//! not its body. The dispatcher takes a concurrency permit, waits for the earliest due item (a
-//! `Notify` wakes it when something earlier is pushed), and hands the item to a tracked task that
-//! owns the permit until the item's outcome is on disk.
+//! The dispatcher takes a concurrency permit, waits for the earliest due item ([`super::queue`]),
+//! and hands the item to a tracked task that owns the permit until the item's outcome is on disk.
+//! Each item is a few named steps: load it, own its identity under a token the record names,
+//! attempt it through the one settle path ([`crate::deliver::settle`]), then record the outcome —
+//! delivered, queued again, or dead-lettered.
 //!
 //! One item's life (contract §7):
 //! - a held record first claims its identity (`claim_held`); if a clean copy took it over, the held
@@ -27,92 +27,23 @@
 //! Shutdown: the dispatcher stops taking items; running items finish (their outcome is written);
 //! everything else simply stays on disk for the next start.
 
-use std::{
-    cmp::Reverse,
-    collections::BinaryHeap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use reqwest::header::HeaderValue;
-use tokio::{
-    sync::{Notify, Semaphore},
-    time::Instant,
-};
+use tokio::{sync::Semaphore, time::Instant};
 
 use super::{
     Inner, SpoolError,
+    queue::Due,
     record::{Attempt, Dead, Entry},
     unix_ms,
     writer::{self, Op},
 };
 use crate::{
-    deliver::{Delivery, Outcome},
-    store::{Claim, DedupStore, Owner, new_owner},
+    deliver::{Delivery, Outcome, settle::Lost},
+    identity::{Owner, new_owner},
+    store::{Claim, DedupStore},
 };
-
-/// One scheduled delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Due {
-    pub at: Instant,
-    pub id: u64,
-    pub owner: Owner,
-    /// A record that has yet to claim its identity: a held one after its grace, or one whose
-    /// claim failed on a store error when it was accepted.
-    pub claim: bool,
-    /// Release `owner`'s entry before claiming: the claim at acceptance failed on a store error
-    /// and may have taken effect unseen (see `DedupStore`). Sent after that failed command on the
-    /// same connection, the release cannot be overtaken by it.
-    pub release_first: bool,
-}
-
-/// The time-ordered queue. The std mutex is held only to push or pop, never across an await.
-#[derive(Debug, Default)]
-pub(crate) struct Queue {
-    heap: Mutex<BinaryHeap<Reverse<Due>>>,
-    notify: Notify,
-}
-
-impl Queue {
-    pub fn push(&self, due: Due) {
-        if let Ok(mut h) = self.heap.lock() {
-            h.push(Reverse(due));
-        }
-        self.notify.notify_one();
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.lock().map(|h| h.len()).unwrap_or(0)
-    }
-
-    /// Waits for the earliest item to be due and takes it.
-    async fn next_due(&self) -> Due {
-        loop {
-            let next = {
-                let Ok(mut h) = self.heap.lock() else {
-                    return std::future::pending().await;
-                };
-                match h.peek() {
-                    Some(Reverse(d)) if d.at <= Instant::now() => match h.pop() {
-                        Some(Reverse(d)) => return d,
-                        None => None,
-                    },
-                    Some(Reverse(d)) => Some(d.at),
-                    None => None,
-                }
-            };
-            match next {
-                Some(at) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
-                        _ = self.notify.notified() => {}
-                    }
-                }
-                None => self.notify.notified().await,
-            }
-        }
-    }
-}
 
 /// Runs until the spool's stop token is cancelled.
 pub(crate) async fn dispatch(inner: Arc<Inner>) {
@@ -162,129 +93,22 @@ impl Inner {
         });
     }
 
+    /// One due item: load, own, attempt, record the outcome.
     async fn run_item(&self, due: Due) {
-        let mut entry = match self.load(due.id).await {
-            Ok(e) => e,
-            Err(SpoolError::NotFound) => return,
-            Err(e) => {
-                tracing::warn!(spool_id = due.id, error = %e, "cannot read spooled event; will try again");
-                // After a disk error only the writer reopens the database, on its next job; with
-                // no other traffic that job never comes, so ask for one (it fails fast while the
-                // disk still fails).
-                let _ = self.submit(Op::Probe).await;
-                self.later(
-                    due,
-                    self.settings
-                        .backoff
-                        .ceiling(1)
-                        .max(Duration::from_millis(200)),
-                );
-                return;
-            }
-        };
-        let mut owner = due.owner;
-        if due.release_first
-            && let Err(e) = self.store.release(&entry.key, owner).await
-        {
-            self.metrics.store_error();
-            tracing::warn!(dedup_key = %entry.key, error = %e, "cannot clear a failed claim; will retry");
-            self.later(due, self.settings.backoff.delay(1, None));
+        let Some(mut entry) = self.load_due(due).await else {
             return;
-        }
-        if due.claim {
-            match self.claim(due.id, &mut entry, owner).await {
-                ClaimResult::Deliver(o) => owner = o,
-                ClaimResult::Superseded => {
-                    self.metrics.held_superseded();
-                    tracing::info!(dedup_key = %entry.key, service = %entry.service, "held copy superseded by a clean copy");
-                    let _ = self.write_until_ok(|| Op::Remove { id: due.id }).await;
-                    return;
-                }
-                ClaimResult::Retry(owner) => {
-                    // A failed `claim_held` or `reserve` may have taken effect unseen (the entry is
-                    // then held-delivering or reserved under `owner`, which the next claim would
-                    // take for another copy): clear it first, as after a failed claim at acceptance.
-                    let due = Due {
-                        owner,
-                        release_first: true,
-                        ..due
-                    };
-                    self.later(due, self.settings.backoff.delay(1, None));
-                    return;
-                }
-            }
-        }
-        if owner != entry.owner {
-            // The identity is now owned under a token the record does not name (a record
-            // restored without one; a fresh token from `claim` is already on disk): put it on
-            // disk before the delivery, so that a restart releases this entry instead of taking
-            // it for another copy and dropping the event.
-            entry.owner = owner;
-            let r = self
-                .submit(Op::Update {
-                    id: due.id,
-                    entry: entry.encode(),
-                })
-                .await;
-            if let Err(e) = r {
-                if due.claim {
-                    // Claimed here: give it back; the next try claims again.
-                    let _ = self.store.release(&entry.key, owner).await;
-                }
-                if !matches!(e, SpoolError::NotFound) {
-                    tracing::warn!(spool_id = due.id, error = %e, "cannot record the owner of a spooled event; will try again");
-                    self.later(due, self.settings.backoff.delay(1, None));
-                }
-                return;
-            }
-        }
-        let delivery = Delivery {
-            service: entry.service.clone(),
-            authorization: entry
-                .authorization
-                .as_deref()
-                .and_then(|a| HeaderValue::from_bytes(a).ok()),
-            body: entry.body.clone(),
-            key: entry.key,
         };
-        let outcome = self.forwarder.send(&delivery).await;
+        let Some(owner) = self.own(due, &mut entry).await else {
+            return;
+        };
+        let delivery = delivery(&entry);
+        let outcome = self
+            .settler
+            .attempt(&delivery, owner, Lost::MarkDelivered)
+            .await;
         let now = unix_ms();
         match outcome {
-            Outcome::Delivered { status } => {
-                let s = &self.settings;
-                match self.store.commit(&entry.key, owner, s.ttl).await {
-                    Ok(true) => {}
-                    // Not (or no longer) ours: delivered unchecked after a store error at restore,
-                    // or the reservation lapsed. OSCAR has the event all the same, so the identity
-                    // is delivered: mark it, or a later copy would be forwarded again.
-                    Ok(false) => {
-                        if let Err(e) = self.store.insert_committed(&entry.key, s.ttl).await {
-                            self.metrics.store_error();
-                            tracing::warn!(dedup_key = %entry.key, error = %e, "delivered but the identity could not be marked delivered");
-                        }
-                    }
-                    Err(e) => {
-                        self.metrics.store_error();
-                        tracing::warn!(dedup_key = %entry.key, error = %e, "delivered but the store commit failed");
-                    }
-                }
-                let expires_ms =
-                    now.saturating_add(u64::try_from(s.ttl.as_millis()).unwrap_or(u64::MAX));
-                let (id, key) = (due.id, entry.key);
-                if self
-                    .write_until_ok(|| Op::Delivered {
-                        id,
-                        key,
-                        expires_ms,
-                    })
-                    .await
-                    .is_err()
-                {
-                    tracing::error!(dedup_key = %key, "delivered but not recorded; it may be delivered again after a restart");
-                }
-                tracing::info!(verdict = "forwarded", dedup_key = %entry.key, service = %entry.service, status, attempts = entry.attempts_made + 1, "spooled event delivered");
-                self.remember_delivery(&entry);
-            }
+            Outcome::Delivered { status } => self.delivered(due.id, &entry, status, now).await,
             Outcome::Permanent { status, reason } => {
                 entry.push_attempt(Attempt {
                     at_ms: now,
@@ -303,40 +127,178 @@ impl Inner {
                     status,
                     outcome: reason.clone(),
                 });
-                let s = &self.settings;
-                let age = Duration::from_millis(now.saturating_sub(entry.accepted_ms));
-                if entry.attempts_made >= s.max_attempts || age >= s.max_age {
-                    let why = format!(
-                        "retries exhausted after {} attempts: {reason}",
-                        entry.attempts_made
-                    );
-                    self.dead_letter(due.id, entry, owner, why).await;
-                    return;
-                }
-                let delay = s.backoff.delay(entry.attempts_made, retry_after);
-                tracing::warn!(dedup_key = %entry.key, service = %entry.service, reason, attempt = entry.attempts_made, delay_ms = delay.as_millis() as u64, "delivery failed; retrying");
-                self.metrics.retry();
-                // Recording the attempt is best effort: losing it only under-counts attempts.
-                if let Err(e) = self
-                    .submit(Op::Update {
-                        id: due.id,
-                        entry: entry.encode(),
-                    })
-                    .await
-                {
-                    tracing::warn!(spool_id = due.id, error = %e, "could not record the failed attempt");
-                }
-                self.later(
-                    Due {
-                        owner,
-                        claim: false,
-                        release_first: false,
-                        ..due
-                    },
-                    delay,
-                );
+                self.retry_or_dead_letter(due, entry, owner, retry_after, reason, now)
+                    .await;
             }
         }
+    }
+
+    /// The due record, or `None`: gone meanwhile, or unreadable (queued again).
+    async fn load_due(&self, due: Due) -> Option<Entry> {
+        match self.load(due.id).await {
+            Ok(e) => Some(e),
+            Err(SpoolError::NotFound) => None,
+            Err(e) => {
+                tracing::warn!(spool_id = due.id, error = %e, "cannot read spooled event; will try again");
+                // After a disk error only the writer reopens the database, on its next job; with
+                // no other traffic that job never comes, so ask for one (it fails fast while the
+                // disk still fails).
+                let _ = self.submit(Op::Probe).await;
+                self.later(
+                    due,
+                    self.settings
+                        .backoff
+                        .ceiling(1)
+                        .max(Duration::from_millis(200)),
+                );
+                None
+            }
+        }
+    }
+
+    /// Makes sure the record's identity is owned, under a token the record names, before it is
+    /// sent: clears a failed claim, claims (held, or unclaimed), records a new token. `None`:
+    /// not now (queued again) or never (superseded and removed).
+    async fn own(&self, due: Due, entry: &mut Entry) -> Option<Owner> {
+        let mut owner = due.owner;
+        if due.release_first
+            && let Err(e) = self.store.release(&entry.key, owner).await
+        {
+            self.metrics.store_error();
+            tracing::warn!(dedup_key = %entry.key, error = %e, "cannot clear a failed claim; will retry");
+            self.later(due, self.settings.backoff.delay(1, None));
+            return None;
+        }
+        if due.claim {
+            match self.claim(due.id, entry, owner).await {
+                ClaimResult::Deliver(o) => owner = o,
+                ClaimResult::Superseded => {
+                    self.metrics.held_superseded();
+                    tracing::info!(dedup_key = %entry.key, service = %entry.service, "held copy superseded by a clean copy");
+                    let _ = self.write_until_ok(|| Op::Remove { id: due.id }).await;
+                    return None;
+                }
+                ClaimResult::Retry(owner) => {
+                    // A failed `claim_held` or `reserve` may have taken effect unseen (the entry is
+                    // then held-delivering or reserved under `owner`, which the next claim would
+                    // take for another copy): clear it first, as after a failed claim at acceptance.
+                    let due = Due {
+                        owner,
+                        release_first: true,
+                        ..due
+                    };
+                    self.later(due, self.settings.backoff.delay(1, None));
+                    return None;
+                }
+            }
+        }
+        if owner != entry.owner && !self.record_owner(due, entry, owner).await {
+            return None;
+        }
+        Some(owner)
+    }
+
+    /// The identity is now owned under a token the record does not name (a record restored
+    /// without one; a fresh token from `claim` is already on disk): put it on disk before the
+    /// delivery, so that a restart releases this entry instead of taking it for another copy and
+    /// dropping the event. False: not recorded (queued again, or the record is gone).
+    async fn record_owner(&self, due: Due, entry: &mut Entry, owner: Owner) -> bool {
+        entry.owner = owner;
+        let r = self
+            .submit(Op::Update {
+                id: due.id,
+                entry: entry.encode(),
+            })
+            .await;
+        let Err(e) = r else {
+            return true;
+        };
+        if due.claim {
+            // Claimed here: give it back; the next try claims again.
+            let _ = self.store.release(&entry.key, owner).await;
+        }
+        if !matches!(e, SpoolError::NotFound) {
+            tracing::warn!(spool_id = due.id, error = %e, "cannot record the owner of a spooled event; will try again");
+            self.later(due, self.settings.backoff.delay(1, None));
+        }
+        false
+    }
+
+    /// 2xx (the identity is committed by the settle path): `Delivered` is written — retried until
+    /// it is, never the delivery — and the delivery recorded in the verdict history.
+    async fn delivered(&self, id: u64, entry: &Entry, status: u16, now: u64) {
+        let ttl = self.settings.ttl;
+        let expires_ms = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let key = entry.key;
+        if self
+            .write_until_ok(|| Op::Delivered {
+                id,
+                key,
+                expires_ms,
+            })
+            .await
+            .is_err()
+        {
+            tracing::error!(dedup_key = %key, "delivered but not recorded; it may be delivered again after a restart");
+        }
+        let attempts = entry.attempts_made + 1;
+        tracing::info!(verdict = "forwarded", dedup_key = %entry.key, service = %entry.service, status, attempts, "spooled event delivered");
+        if let Some(h) = self.history.get() {
+            // The accept decision is already there (`accepted`/`held`); this adds when OSCAR
+            // took it and after how many attempts.
+            let reason = if entry.held {
+                "held-grace-elapsed"
+            } else {
+                "spooled-delivered"
+            };
+            let accepted = std::time::UNIX_EPOCH + Duration::from_millis(entry.accepted_ms);
+            h.record_delivery(&entry.service, key, reason, accepted, attempts);
+        }
+    }
+
+    /// A retryable failure: queued again after the backoff (the reservation kept), or
+    /// dead-lettered once the retry budget is spent.
+    async fn retry_or_dead_letter(
+        &self,
+        due: Due,
+        entry: Entry,
+        owner: Owner,
+        retry_after: Option<Duration>,
+        reason: String,
+        now: u64,
+    ) {
+        let budget = self.settings.budget();
+        let age = Duration::from_millis(now.saturating_sub(entry.accepted_ms));
+        if budget.exhausted(entry.attempts_made, age) {
+            let why = format!(
+                "retries exhausted after {} attempts: {reason}",
+                entry.attempts_made
+            );
+            self.dead_letter(due.id, entry, owner, why).await;
+            return;
+        }
+        let delay = budget.delay(entry.attempts_made, retry_after);
+        tracing::warn!(dedup_key = %entry.key, service = %entry.service, reason, attempt = entry.attempts_made, delay_ms = delay.as_millis() as u64, "delivery failed; retrying");
+        self.metrics.retry();
+        // Recording the attempt is best effort: losing it only under-counts attempts.
+        if let Err(e) = self
+            .submit(Op::Update {
+                id: due.id,
+                entry: entry.encode(),
+            })
+            .await
+        {
+            tracing::warn!(spool_id = due.id, error = %e, "could not record the failed attempt");
+        }
+        self.later(
+            Due {
+                owner,
+                claim: false,
+                release_first: false,
+                ..due
+            },
+            delay,
+        );
     }
 
     /// Claims a record's identity: a held one once its grace is over (see the module doc), or
@@ -399,51 +361,22 @@ impl Inner {
             return;
         }
         self.spool_metrics.dead_lettered.inc();
-        if let Err(e) = self.store.release(&entry.key, owner).await {
-            self.metrics.store_error();
-            tracing::warn!(dedup_key = %entry.key, error = %e, "could not release a dead-lettered identity; its lease will");
-        }
+        self.settler
+            .release(&entry.key, owner, "dead-lettered")
+            .await;
         tracing::error!(verdict = "dead-lettered", dedup_key = %entry.key, service = %entry.service, reason, attempts = entry.attempts_made, dlq_id = id, "event moved to the dead-letter queue");
-    }
-
-    /// Submits `op` until it is written, backing off between tries; gives up only when the spool is
-    /// closing for good (the event then stays on disk as it was).
-    async fn write_until_ok(&self, op: impl Fn() -> Op) -> Result<u64, SpoolError> {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match self.submit(op()).await {
-                Ok(v) => return Ok(v),
-                Err(e @ (SpoolError::NotFound | SpoolError::Closed)) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "spool write failed; retrying it");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.abandon.cancelled() => return Err(e),
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
     }
 }
 
-impl Inner {
-    /// Records a delivery in the verdict history, when there is one: the accept decision is
-    /// already there (`accepted`/`held`); this adds when OSCAR took it and after how many attempts.
-    fn remember_delivery(&self, entry: &Entry) {
-        use crate::{history::Decision, pipeline::Verdict};
-        let Some(h) = self.history.get().filter(|h| h.is_enabled()) else {
-            return;
-        };
-        let reason = if entry.held {
-            "held-grace-elapsed"
-        } else {
-            "spooled-delivered"
-        };
-        let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.accepted_ms);
-        let d = Decision::keyed(&entry.service, entry.key, Verdict::Forwarded, reason)
-            .seen_at(accepted)
-            .delivered_at(Some(std::time::SystemTime::now()), entry.attempts_made + 1);
-        h.record(d);
+/// The request a spooled record stands for.
+fn delivery(entry: &Entry) -> Delivery {
+    Delivery {
+        service: entry.service.clone(),
+        authorization: entry
+            .authorization
+            .as_deref()
+            .and_then(|a| HeaderValue::from_bytes(a).ok()),
+        body: entry.body.clone(),
+        key: entry.key,
     }
 }

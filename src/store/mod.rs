@@ -1,6 +1,6 @@
 //! Dedup: the store of identities, with the two-phase marking of contract §7.
 //!
-//! # Semantics (what the property tests in `memory.rs` and the conformance suite check)
+//! # Semantics (what the property test in `memory/model_tests.rs` and the conformance suite check)
 //! An identity is in one of five states: *absent*, *held* (a PENDING-marked copy waits out its
 //! grace), *reserved* (a copy is being delivered by its owner), *held-delivering* (a held copy whose
 //! grace is over is being delivered) or *committed* (delivered; remembered until the TTL). Every
@@ -32,18 +32,10 @@ pub mod redis;
 
 use std::{future::Future, time::Duration};
 
-use crate::pipeline::key::DedupKey;
+use crate::identity::{DedupKey, Owner};
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
-
-/// Identifies one reservation; generated per accepted copy.
-pub type Owner = u64;
-
-/// A fresh owner token.
-pub fn new_owner() -> Owner {
-    rand::random::<u64>() | 1
-}
 
 /// What the store found for a reserve or hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +144,34 @@ pub enum Store {
     Redis(RedisStore),
 }
 
+impl Store {
+    /// Whether the store is shared beyond this process (Redis), which decides three orders in
+    /// the pipeline and the spool:
+    /// - an entry can outlive its owner (another replica, or this process before a crash), so a
+    ///   copy meeting a reservation in flight cannot trust it to answer for the event (sync mode
+    ///   waits for its outcome);
+    /// - a claim can outlive a crash, so in spool mode the record is written before the claim;
+    /// - every call is a network round trip that can take effect and then be cut off, so it runs
+    ///   in a task a client hang-up cannot cancel.
+    ///
+    /// The memory store is none of these: it dies with the process and answers without waiting.
+    pub fn is_shared(&self) -> bool {
+        match self {
+            Store::Memory(_) => false,
+            Store::Redis(_) => true,
+        }
+    }
+
+    /// Live entries, when counting them is free (the memory store). Redis counts its own keys
+    /// (`DBSIZE`, `INFO keyspace`), so it is not asked per scrape.
+    pub fn local_entries(&self) -> Option<usize> {
+        match self {
+            Store::Memory(s) => Some(s.len()),
+            Store::Redis(_) => None,
+        }
+    }
+}
+
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
@@ -205,5 +225,23 @@ impl DedupStore for Store {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_memory_store_is_local_and_counts_its_entries() {
+        let store = Store::Memory(MemoryStore::new(16));
+        assert!(!store.is_shared());
+        assert_eq!(store.local_entries(), Some(0));
+        let claim = store
+            .reserve(&DedupKey([1; 16]), 3, Duration::from_secs(5))
+            .await
+            .expect("the memory store answers");
+        assert_eq!(claim, Claim::Acquired);
+        assert_eq!(store.local_entries(), Some(1));
     }
 }

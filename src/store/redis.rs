@@ -47,7 +47,7 @@ use ::redis::{
 use tokio_util::sync::CancellationToken;
 
 use super::{Claim, DedupStore, Existing, Owner, StoreError};
-use crate::{config::RedisConfig, metrics::Metrics, pipeline::key::DedupKey};
+use crate::{config::RedisConfig, identity::DedupKey, metrics::Metrics};
 
 /// Reply codes shared by the reserve and hold scripts.
 const ACQUIRED: i64 = 0;
@@ -134,7 +134,7 @@ const UNHEALTHY: u8 = 2;
 const MAX_REPAIRS: usize = 10_000;
 /// How long a repair keeps trying: past sync mode's default lease (`dedup.lease`, 120 s). Spool
 /// mode's leases are far longer (the retry horizon) but do not rely on repairs: there a failed
-/// claim keeps its record and the spool clears the entry itself (`Gateway::spool_write_first`).
+/// claim keeps its record and the spool clears the entry itself (`Spool::admit`).
 const REPAIR_WINDOW: Duration = Duration::from_secs(180);
 /// Health probe interval while healthy, and the bounds of its backoff while not.
 const PROBE_HEALTHY: Duration = Duration::from_secs(1);

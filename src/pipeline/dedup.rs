@@ -1,0 +1,252 @@
+//! Dedup: the decision the gateway is named for — claim the identity, then settle the claim.
+//!
+//! [`super::Gateway::judge`] has a record's identity; from there this file decides, per mode:
+//! - **claim**: reserve (clean copy) or hold (PENDING-marked copy) the identity for a fresh owner
+//!   token, with the lease of the mode. A store that answers without waiting (memory) is asked in
+//!   the request's own task, so a duplicate costs no task; a shared store
+//!   ([`crate::store::Store::is_shared`], Redis) is asked in the settling task, since a networked call can take
+//!   effect and then be cut off by a client hang-up.
+//! - **wait**: in sync mode a copy that meets a held copy's delivery (or, with a shared store,
+//!   any delivery in flight) waits for its outcome instead of being a `duplicate` (see
+//!   [`super`]'s delivery semantics).
+//! - **settle**: in a spawned task the request awaits (a hang-up cannot cut it short): sync mode
+//!   sends and commits or releases ([`crate::deliver::settle`]), or hands a held copy to
+//!   [`super::held`]; spool mode hands the record to [`crate::spool::Spool::admit`], which writes
+//!   and claims in the order the store needs.
+//! - **store errors**: fail-closed answers 503; fail-open forwards unchecked.
+
+use std::time::SystemTime;
+
+use super::{Gateway, parse::Record};
+use crate::{
+    config::{Mode, OnStoreError},
+    deliver::{Delivery, settle::Lost},
+    identity::{DedupKey, Owner},
+    spool::Admission,
+    store::{Claim, DedupStore, Existing, StoreError},
+    verdict::{RecordResult, Verdict},
+};
+
+/// How often a copy waiting for its original's delivery (see `Gateway::waits_for`) asks the
+/// store again.
+const ORIGINAL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What the claim in the request's own task found.
+pub(super) enum InPlace {
+    /// A duplicate that needs nothing more (no task, no body).
+    Duplicate(RecordResult),
+    /// Go on in the settling task, with the claim made here (`Some`) or still to make (`None`).
+    Settle(Option<Result<Claim, StoreError>>),
+}
+
+impl Gateway {
+    /// The claim made before any task is spawned: only with a store whose claim cannot be cut
+    /// off half-way (nothing can cancel between it and the spawn), see the module doc.
+    pub(super) async fn claim_in_place(&self, key: &DedupKey, owner: Owner, hold: bool) -> InPlace {
+        if self.inner.store.is_shared() {
+            return InPlace::Settle(None);
+        }
+        match self.claim(key, owner, hold).await {
+            Ok(Claim::Duplicate(existing)) if !self.waits_for(existing) => InPlace::Duplicate(
+                RecordResult::keyed(Verdict::Duplicate, existing.reason(), *key),
+            ),
+            claimed => InPlace::Settle(Some(claimed)),
+        }
+    }
+
+    /// Runs [`Self::settle_claim`] in its own task and waits for it. The task owns what it logs,
+    /// so the decision line, the history entry and the verdict count are written even when the
+    /// request is cancelled while it runs.
+    pub(super) async fn settle_in_task(
+        &self,
+        seen: SystemTime,
+        delivery: Delivery,
+        rec: &Record<'_>,
+        owner: Owner,
+        hold: bool,
+        claim: Option<Result<Claim, StoreError>>,
+    ) -> RecordResult {
+        let key = delivery.key;
+        let rec = rec.clone().into_owned();
+        let gateway = self.clone();
+        let task = tokio::spawn(async move {
+            let result = gateway.settle_claim(&delivery, owner, hold, claim).await;
+            gateway.finish(seen, &delivery.service, &rec, &result);
+            result
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => {
+                // A panic (or runtime shutdown) mid-delivery: the request is retried.
+                tracing::error!(dedup_key = %key, error = %e, "delivery task failed; answering 503");
+                self.inner.metrics.verdict(Verdict::Failed);
+                RecordResult::keyed(Verdict::Failed, "internal-error", key)
+            }
+        }
+    }
+
+    /// Reserves (or holds) `key` for `owner` with the lease of the mode.
+    async fn claim(&self, key: &DedupKey, owner: Owner, hold: bool) -> Result<Claim, StoreError> {
+        if let Some(spool) = self.spool() {
+            return spool.claim(key, owner, hold).await;
+        }
+        let s = &self.inner.store;
+        if hold {
+            s.hold(key, owner, self.inner.held.hold_lease()).await
+        } else {
+            s.reserve(key, owner, self.inner.cfg.dedup.lease).await
+        }
+    }
+
+    /// From the claim (already made by the memory store, `claim = Some`; made here for Redis) to
+    /// its settlement: sync mode sends and commits or releases, or hands a held copy to the held
+    /// queue; spool mode hands the record to the spool. Runs in its own task.
+    async fn settle_claim(
+        &self,
+        delivery: &Delivery,
+        owner: Owner,
+        hold: bool,
+        claim: Option<Result<Claim, StoreError>>,
+    ) -> RecordResult {
+        let key = delivery.key;
+        if let Some(spool) = self.spool() {
+            let admission = spool.admit(delivery, owner, hold, claim).await;
+            return self.admitted(admission, delivery, hold).await;
+        }
+        let mut claim = match claim {
+            Some(claim) => claim,
+            None => self.claim(&key, owner, hold).await,
+        };
+        if matches!(claim, Ok(Claim::Duplicate(e)) if self.waits_for(e)) {
+            match self.await_original(&key, owner, hold).await {
+                Some(c) => claim = c,
+                None => {
+                    return RecordResult::keyed(Verdict::Failed, "original-still-in-flight", key);
+                }
+            }
+        }
+        let preempted = match claim {
+            Ok(Claim::Acquired) => false,
+            Ok(Claim::Preempted) => true,
+            Ok(Claim::Duplicate(existing)) => {
+                return RecordResult::keyed(Verdict::Duplicate, existing.reason(), key);
+            }
+            Err(e) => return self.on_store_error(e, delivery).await,
+        };
+        if hold {
+            self.inner.held.schedule(delivery.clone(), owner);
+            return RecordResult::keyed(Verdict::Held, "replication-pending", key);
+        }
+        self.send(delivery, owner, preempted).await
+    }
+
+    /// Whether a copy that met `existing` waits for its outcome instead of being a `duplicate`
+    /// (sync mode; see the module doc): a held copy's delivery, which no request answers for; and,
+    /// with a shared store (Redis), any delivery in flight — its owner may be another process,
+    /// which can die without a word, and its reservation would then answer for nothing until
+    /// the lease ends. (With the memory store the owner is this process: if it dies, so does
+    /// the reservation.)
+    fn waits_for(&self, existing: Existing) -> bool {
+        self.inner.cfg.mode == Mode::Sync
+            && match existing {
+                Existing::HeldInFlight => true,
+                Existing::InFlight => self.inner.store.is_shared(),
+                Existing::Held | Existing::Delivered => false,
+            }
+    }
+
+    /// Sync mode: claims `key` again until the delivery it met (see [`Self::waits_for`]) has an
+    /// outcome, or gives up (`None`) after the longest one delivery attempt can take. Polls the
+    /// store, which works the same for every backend and every replica sharing one.
+    async fn await_original(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        hold: bool,
+    ) -> Option<Result<Claim, StoreError>> {
+        let d = &self.inner.cfg.delivery;
+        // One delivery attempt at most; never past the lease, after which the entry is gone.
+        let bound = (d.connect_timeout + d.request_timeout).min(self.inner.cfg.dedup.lease);
+        let deadline = tokio::time::Instant::now() + bound + ORIGINAL_POLL;
+        tracing::debug!(dedup_key = %key, "the original is being delivered; waiting for its outcome");
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(dedup_key = %key, "the original is still being delivered; answering 503 so the copy is sent again");
+                return None;
+            }
+            tokio::time::sleep(ORIGINAL_POLL).await;
+            // Reusing `owner` is safe: every earlier answer was a duplicate, which changed nothing.
+            let claim = self.claim(key, owner, hold).await;
+            if !matches!(claim, Ok(Claim::Duplicate(e)) if self.waits_for(e)) {
+                return Some(claim);
+            }
+        }
+    }
+
+    /// Sync mode: POST a reserved record, then commit (2xx) or release (anything else).
+    async fn send(&self, delivery: &Delivery, owner: Owner, preempted: bool) -> RecordResult {
+        let key = delivery.key;
+        let settler = &self.inner.settler;
+        let outcome = settler.attempt(delivery, owner, Lost::Ignore).await;
+        if outcome.is_delivered() {
+            let reason = if preempted {
+                "clean-copy-preempted-held"
+            } else {
+                "delivered"
+            };
+            return RecordResult::keyed(Verdict::Forwarded, reason, key);
+        }
+        settler.release(&key, owner, "a failed delivery").await;
+        RecordResult::failed(outcome.describe(), key)
+    }
+
+    async fn on_store_error(&self, e: StoreError, delivery: &Delivery) -> RecordResult {
+        self.inner.metrics.store_error();
+        let key = delivery.key;
+        match (self.inner.cfg.dedup.on_store_error, &e) {
+            (OnStoreError::FailOpen, StoreError::Unavailable(_)) => {
+                self.inner.metrics.fail_open();
+                tracing::warn!(dedup_key = %key, error = %e, "dedup store failed; forwarding unchecked (fail-open)");
+                let outcome = self.inner.forwarder.send(delivery).await;
+                if outcome.is_delivered() {
+                    RecordResult::keyed(Verdict::Forwarded, "fail-open-unchecked", key)
+                } else {
+                    RecordResult::failed(outcome.describe(), key)
+                }
+            }
+            _ => {
+                tracing::warn!(dedup_key = %key, error = %e, "dedup store failed; answering 503 (fail-closed)");
+                RecordResult::keyed(Verdict::Failed, "dedup-store-unavailable", key)
+            }
+        }
+    }
+
+    /// Spool mode's answer: the spool claimed and stored the record in the order the store needs
+    /// ([`crate::spool::Spool::admit`]); `held` or `accepted` (202) only once it is on disk and
+    /// claimed.
+    async fn admitted(
+        &self,
+        admission: Admission,
+        delivery: &Delivery,
+        hold: bool,
+    ) -> RecordResult {
+        let key = delivery.key;
+        match admission {
+            Admission::Spooled { preempted } => spooled(hold, preempted, key),
+            Admission::Duplicate(existing) => {
+                RecordResult::keyed(Verdict::Duplicate, existing.reason(), key)
+            }
+            Admission::StoreFailed(e) => self.on_store_error(e, delivery).await,
+            Admission::Refused(e) => RecordResult::keyed(Verdict::Failed, e.reason(), key),
+        }
+    }
+}
+
+/// The answer for a record that is on disk and claimed: `held`, or `accepted`.
+fn spooled(hold: bool, preempted: bool, key: DedupKey) -> RecordResult {
+    match (hold, preempted) {
+        (true, _) => RecordResult::keyed(Verdict::Held, "replication-pending", key),
+        (false, true) => RecordResult::keyed(Verdict::Accepted, "clean-copy-preempted-held", key),
+        (false, false) => RecordResult::keyed(Verdict::Accepted, "spooled", key),
+    }
+}

@@ -1,0 +1,248 @@
+//! Admission: how an event enters the spool — claimed and on disk, or refused with nothing left
+//! behind.
+//!
+//! The pipeline makes one call, [`Spool::admit`]; the order of the write and the claim is the
+//! spool's business, because it is what keeps a crash from losing an acknowledged event:
+//! - **memory store: claim, then write.** A crash between the two loses the claim with the
+//!   process. A write that fails or is refused releases the claim: nothing that is not stored is
+//!   acknowledged. (A held copy this one preempted is still spooled; its worker finds the
+//!   identity free again and delivers it, so the release cannot lose it.)
+//! - **shared store (Redis): write, then claim.** The claim would outlive a crash and stand for a
+//!   record that was never written: an orphan reservation for the whole retry horizon, and
+//!   MinIO's retry answered `duplicate` for an event nobody has. Written first, every live entry
+//!   in the store stands for a record on some gateway's disk, so a copy that meets one is safely
+//!   a `duplicate` — which a read-only peek finds without writing anything, so repeats (the
+//!   common case) cost no disk write. After the write: claimed → queued; a duplicate after all →
+//!   removed; a store error → kept and claimed later by the workers (fail-closed: the failed claim
+//!   may have taken effect unseen, and removing the record would leave that entry standing for
+//!   nothing), or removed (fail-open forwards now, unchecked; a queued copy would be a second
+//!   delivery).
+
+use std::time::Duration;
+
+use super::{Spool, SpoolError, ms, queue::Due, record::Entry, unix_ms, writer::Op};
+use crate::{
+    deliver::Delivery,
+    identity::{DedupKey, Owner},
+    store::{Claim, DedupStore, Existing, StoreError},
+};
+
+/// What [`Spool::admit`] did with an event.
+#[derive(Debug)]
+pub enum Admission {
+    /// On disk and claimed; the workers deliver it. `preempted`: taken over from a held copy.
+    Spooled { preempted: bool },
+    /// Another copy carries the identity; nothing of this one stays on disk.
+    Duplicate(Existing),
+    /// The dedup store failed; the caller applies `dedup.on_store_error`. A record already
+    /// written stays queued unclaimed (fail-closed) or was removed (fail-open).
+    StoreFailed(StoreError),
+    /// Not stored (full, disk error, shutting down), and no claim left behind.
+    Refused(SpoolError),
+}
+
+impl Spool {
+    /// Claims `delivery`'s identity for `owner` (held when `hold`) and stores it durably, in the
+    /// order the store needs (see the module doc). `claim`: the claim the caller already made
+    /// with [`Self::claim`] (only with a store that is not shared), `None` to make it here.
+    pub async fn admit(
+        &self,
+        delivery: &Delivery,
+        owner: Owner,
+        hold: bool,
+        claim: Option<Result<Claim, StoreError>>,
+    ) -> Admission {
+        if self.inner.store.is_shared() {
+            return self.write_then_claim(delivery, owner, hold).await;
+        }
+        let claim = match claim {
+            Some(claim) => claim,
+            None => self.claim(&delivery.key, owner, hold).await,
+        };
+        match claim {
+            Ok(Claim::Duplicate(existing)) => Admission::Duplicate(existing),
+            Err(e) => Admission::StoreFailed(e),
+            Ok(claim) => {
+                self.write_claimed(delivery, owner, hold, claim == Claim::Preempted)
+                    .await
+            }
+        }
+    }
+
+    /// Reserves (or holds) `key` for `owner` for the whole retry horizon (plus the grace).
+    pub async fn claim(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        hold: bool,
+    ) -> Result<Claim, StoreError> {
+        let store = &self.inner.store;
+        if hold {
+            store.hold(key, owner, self.hold_lease()).await
+        } else {
+            store.reserve(key, owner, self.lease()).await
+        }
+    }
+
+    /// The reservation lease of an accepted event.
+    pub fn lease(&self) -> Duration {
+        self.inner.settings.horizon()
+    }
+
+    /// The hold lease of a held record: its grace plus the retry horizon.
+    pub fn hold_lease(&self) -> Duration {
+        self.inner.settings.grace + self.inner.settings.horizon()
+    }
+
+    /// Memory store: the identity is claimed; write and queue the record, or release the claim.
+    async fn write_claimed(
+        &self,
+        delivery: &Delivery,
+        owner: Owner,
+        hold: bool,
+        preempted: bool,
+    ) -> Admission {
+        let key = delivery.key;
+        match self.write(delivery, owner, hold).await {
+            Ok(id) => {
+                self.enqueue(id, owner, hold);
+                Admission::Spooled { preempted }
+            }
+            Err(e) => {
+                if let Err(se) = self.inner.store.release(&key, owner).await {
+                    self.inner.metrics.store_error();
+                    tracing::warn!(dedup_key = %key, error = %se, "could not release after a failed spool write; the lease will");
+                }
+                tracing::warn!(dedup_key = %key, error = %e, "event not stored; answering 503");
+                Admission::Refused(e)
+            }
+        }
+    }
+
+    /// Shared store: peek, write, claim, then queue, keep or remove the record.
+    async fn write_then_claim(&self, delivery: &Delivery, owner: Owner, hold: bool) -> Admission {
+        let key = delivery.key;
+        match self.inner.store.peek(&key).await {
+            // A clean copy takes a held identity over; anything else live is a duplicate.
+            Ok(Some(existing)) if hold || existing != Existing::Held => {
+                return Admission::Duplicate(existing);
+            }
+            Ok(_) => {}
+            Err(e) => return Admission::StoreFailed(e),
+        }
+        let id = match self.write(delivery, owner, hold).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(dedup_key = %key, error = %e, "event not stored; answering 503");
+                return Admission::Refused(e);
+            }
+        };
+        match self.claim(&key, owner, hold).await {
+            Ok(claim @ (Claim::Acquired | Claim::Preempted)) => {
+                self.enqueue(id, owner, hold);
+                Admission::Spooled {
+                    preempted: claim == Claim::Preempted,
+                }
+            }
+            Ok(Claim::Duplicate(existing)) => {
+                self.discard(id).await;
+                Admission::Duplicate(existing)
+            }
+            Err(e) if !self.inner.settings.fail_open => {
+                // The record stays: the workers claim it once the store answers again (never
+                // removing it on this error), and MinIO's retry of the 503 meets that claim.
+                self.enqueue_unclaimed(id, owner, hold);
+                Admission::StoreFailed(e)
+            }
+            Err(e) => {
+                self.discard(id).await;
+                Admission::StoreFailed(e)
+            }
+        }
+    }
+
+    /// Stores `delivery` durably (fsync'd, group-committed) without queueing it; returns its spool
+    /// id for [`Self::enqueue`] or [`Self::discard`]. A record left behind by a crash before either
+    /// is claimed and queued (or dropped as a duplicate) by the restore.
+    async fn write(
+        &self,
+        delivery: &Delivery,
+        owner: Owner,
+        held: bool,
+    ) -> Result<u64, SpoolError> {
+        let i = &self.inner;
+        let now = unix_ms();
+        let not_before = if held {
+            now.saturating_add(ms(i.settings.grace))
+        } else {
+            0
+        };
+        let entry = Entry {
+            key: delivery.key,
+            service: delivery.service.clone(),
+            authorization: delivery
+                .authorization
+                .as_ref()
+                .map(|a| a.as_bytes().to_vec()),
+            body: delivery.body.clone(),
+            accepted_ms: now,
+            not_before_ms: not_before,
+            held,
+            attempts_made: 0,
+            attempts: Vec::new(),
+            dead: None,
+            owner,
+        };
+        i.submit(Op::Append(entry.encode())).await.inspect_err(|e| {
+            if matches!(e, SpoolError::Full) {
+                i.spool_metrics.rejected_full.inc();
+            }
+        })
+    }
+
+    /// Queues a written record for delivery (after its grace when `held`); the caller owns its
+    /// identity as `owner`.
+    fn enqueue(&self, id: u64, owner: Owner, held: bool) {
+        let wait = if held {
+            self.inner.settings.grace
+        } else {
+            Duration::ZERO
+        };
+        self.inner.queue.push(Due {
+            at: tokio::time::Instant::now() + wait,
+            id,
+            owner,
+            claim: held,
+            release_first: false,
+        });
+    }
+
+    /// Queues a written record whose claim failed on a store error: the worker clears whatever
+    /// that claim may have left under `owner`, then claims the identity afresh (or drops the
+    /// record if another copy holds it), once the store answers again. Thus a record is never
+    /// removed on a store error; it can only be delivered or found a duplicate.
+    fn enqueue_unclaimed(&self, id: u64, owner: Owner, held: bool) {
+        let s = &self.inner.settings;
+        let wait = if held {
+            s.grace
+        } else {
+            s.backoff.delay(1, None)
+        };
+        self.inner.queue.push(Due {
+            at: tokio::time::Instant::now() + wait,
+            id,
+            owner,
+            claim: true,
+            release_first: true,
+        });
+    }
+
+    /// Removes a written record that turned out not to be needed (its identity was a duplicate, or
+    /// could not be claimed). Best effort: a record left behind is dropped as a duplicate by the
+    /// next restore, or delivered if its identity is free by then.
+    async fn discard(&self, id: u64) {
+        if let Err(e) = self.inner.submit(Op::Remove { id }).await {
+            tracing::warn!(spool_id = id, error = %e, "could not remove an unneeded spool record; the next restore will");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Bounding the map: the periodic expiry sweep and the eviction an insert at the bound triggers.
+//!
+//! Kept apart from the claim operations because it follows other rules: it may scan every shard
+//! (never under one shard's lock), and it may remove only what no one can lose (expired entries
+//! and the oldest committed ones), never a held or reserved identity.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    MemoryStore, StoreError,
+    slot::{Slot, State},
+};
+
+impl MemoryStore {
+    /// Runs the expiry sweep every `interval` until `stop` is cancelled.
+    pub fn spawn_sweeper(
+        &self,
+        interval: Duration,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        let removed = store.sweep_at(store.now());
+                        if removed > 0 {
+                            tracing::debug!(removed, "dedup sweep");
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Removes every entry expired at `now`; returns how many.
+    pub fn sweep_at(&self, now: u64) -> usize {
+        let before = self.inner.map.len();
+        self.inner.map.retain(|_, v| Slot::unpack(*v).expires > now);
+        let after = self.inner.map.len();
+        self.inner.len.store(after, Ordering::Relaxed);
+        before.saturating_sub(after)
+    }
+
+    /// Makes room for one insert when the map is at its bound.
+    pub(super) fn make_room(&self, now: u64) -> Result<(), StoreError> {
+        if self.inner.len.load(Ordering::Relaxed) < self.inner.max_entries {
+            return Ok(());
+        }
+        self.sweep_at(now);
+        if self.inner.map.len() < self.inner.max_entries {
+            return Ok(());
+        }
+        // Evict the oldest ~1% of committed entries: one scan to find the expiry threshold.
+        let mut expiries: Vec<u64> = self
+            .inner
+            .map
+            .iter()
+            .map(|e| Slot::unpack(*e.value()))
+            .filter(|s| s.state == State::Committed)
+            .map(|s| s.expires)
+            .collect();
+        if expiries.is_empty() {
+            return Err(StoreError::Full);
+        }
+        let nth = (self.inner.max_entries / 100).clamp(1, expiries.len()) - 1;
+        let (_, threshold, _) = expiries.select_nth_unstable(nth);
+        let threshold = *threshold;
+        self.inner.map.retain(|_, v| {
+            let s = Slot::unpack(*v);
+            s.state != State::Committed || s.expires > threshold
+        });
+        self.inner
+            .len
+            .store(self.inner.map.len(), Ordering::Relaxed);
+        tracing::warn!(
+            max_entries = self.inner.max_entries,
+            "dedup store full: evicted the oldest delivered identities; raise dedup.max_entries or lower dedup.ttl"
+        );
+        Ok(())
+    }
+}
