@@ -130,6 +130,25 @@ fn forwarder(cfg: &Config, workers: usize, metrics: &Metrics) -> Result<Forwarde
     })
 }
 
+/// Spool mode: opens the spool, restores delivered identities and reservations, starts
+/// delivering. `None` in the other modes.
+async fn open_spool(
+    cfg: &Config,
+    hooks: &Hooks,
+    backoff: Backoff,
+    store: &Store,
+    forwarder: &Forwarder,
+    metrics: &Metrics,
+) -> Result<Option<spool::Spool>, StartError> {
+    if cfg.mode != Mode::Spool {
+        return Ok(None);
+    }
+    let faults = hooks.spool_faults.clone().unwrap_or_default();
+    let settings = spool::SpoolSettings::from_config(cfg, backoff, faults);
+    let spool = spool::Spool::open(settings, store.clone(), forwarder.clone(), metrics.clone());
+    Ok(Some(spool.await?))
+}
+
 /// What sync mode's held copies need from the configuration.
 fn held_settings(cfg: &Config, backoff: Backoff) -> HeldSettings {
     HeldSettings {
@@ -179,14 +198,7 @@ pub async fn run_with_hooks(
         forwarder.clone(),
         metrics.clone(),
     );
-    // Spool mode: open the spool, restore delivered identities and reservations, start delivering.
-    let spool = if cfg.mode == Mode::Spool {
-        let faults = hooks.spool_faults.clone().unwrap_or_default();
-        let settings = spool::SpoolSettings::from_config(&cfg, backoff, faults);
-        Some(spool::Spool::open(settings, store.clone(), forwarder.clone(), metrics.clone()).await?)
-    } else {
-        None
-    };
+    let spool = open_spool(&cfg, &hooks, backoff, &store, &forwarder, &metrics).await?;
     let gateway = Gateway::new(
         cfg.clone(),
         key_deriver(&cfg),

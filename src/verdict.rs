@@ -108,7 +108,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn would_drop_is_what_sync_mode_does_not_forward() {
+    fn would_drop_is_the_final_verdicts_and_duplicates() {
         let dropped: Vec<_> = Verdict::ALL
             .into_iter()
             .filter(|v| v.would_drop())

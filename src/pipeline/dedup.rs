@@ -3,9 +3,9 @@
 //! [`super::Gateway::judge`] has a record's identity; from there this file decides, per mode:
 //! - **claim**: reserve (clean copy) or hold (PENDING-marked copy) the identity for a fresh owner
 //!   token, with the lease of the mode. A store that answers without waiting (memory) is asked in
-//!   the request's own task, so a duplicate costs no task; a shared store
-//!   ([`crate::store::Store::is_shared`], Redis) is asked in the settling task, since a networked call can take
-//!   effect and then be cut off by a client hang-up.
+//!   the request's own task, so a duplicate costs no task; a shared store (Redis, see
+//!   [`crate::store::Store::is_shared`]) is asked in the settling task, since a networked call
+//!   can take effect and then be cut off by a client hang-up.
 //! - **wait**: in sync mode a copy that meets a held copy's delivery (or, with a shared store,
 //!   any delivery in flight) waits for its outcome instead of being a `duplicate` (see
 //!   [`super`]'s delivery semantics).

@@ -362,27 +362,3 @@ fn log_shadow(
         "shadow decision"
     );
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drop_set_is_the_final_verdicts_and_duplicates() {
-        let dropped: Vec<&str> = Verdict::ALL
-            .iter()
-            .filter(|v| v.would_drop())
-            .map(|v| v.as_str())
-            .collect();
-        assert_eq!(
-            dropped,
-            [
-                "duplicate",
-                "pending",
-                "replication-failed",
-                "ignored",
-                "invalid"
-            ]
-        );
-    }
-}

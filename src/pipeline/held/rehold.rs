@@ -23,8 +23,7 @@ impl Inner {
         retry_after: Option<Duration>,
     ) -> bool {
         if self.budget.exhausted(*attempt, started.elapsed()) || self.flush.is_cancelled() {
-            let _ = self.store.release(&delivery.key, *owner).await;
-            tracing::error!(dedup_key = %delivery.key, service = %delivery.service, attempts = *attempt, "held copy given up after its retry limit");
+            self.give_up(delivery, *owner, *attempt).await;
             return false;
         }
         self.metrics.retry();
@@ -75,6 +74,12 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Past the retry limit (or shutting down): the claim is given back and the copy dropped.
+    async fn give_up(&self, delivery: &Delivery, owner: Owner, attempts: u32) {
+        let _ = self.store.release(&delivery.key, owner).await;
+        tracing::error!(dedup_key = %delivery.key, service = %delivery.service, attempts, "held copy given up after its retry limit");
     }
 
     /// A store error while re-holding counts as an attempt: waits `delay` and returns true, or
