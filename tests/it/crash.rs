@@ -111,12 +111,7 @@ impl Bin {
         me
     }
 
-    fn spawn(
-        dir: &std::path::Path,
-        upstream: &str,
-        env: &Vec<(String, String)>,
-        port: u16,
-    ) -> Child {
+    fn spawn(dir: &std::path::Path, upstream: &str, env: &[(String, String)], port: u16) -> Child {
         Command::new(env!("CARGO_BIN_EXE_dedup-gateway"))
             .arg("serve")
             .env("DEDUP_GATEWAY_MODE", "spool")
