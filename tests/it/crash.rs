@@ -93,7 +93,7 @@ impl Bin {
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
-        let env = env
+        let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
