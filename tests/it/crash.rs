@@ -137,7 +137,8 @@ impl Bin {
         let _ = self.child.wait();
     }
 
-    /// SIGKILL, then start again on the same data directory and a fresh port.
+    /// SIGKILL (a no-op if the process already ended), then start again on the same data
+    /// directory and a fresh port.
     pub(crate) async fn restart(&mut self) {
         self.kill9();
         self.port = free_port();
@@ -146,6 +147,27 @@ impl Bin {
             wait_up(&self.client, self.port).await,
             "gateway did not come back"
         );
+    }
+
+    /// Sets (or overrides) a `DEDUP_GATEWAY_*` setting for the next start.
+    pub(crate) fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// SIGTERM (a graceful stop) and waits, at most `limit`, for the exit; whether it exited.
+    pub(crate) async fn terminate(&mut self, limit: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

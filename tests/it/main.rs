@@ -8,3 +8,4 @@ mod helpers;
 mod ops;
 mod redis;
 mod spool;
+mod windows;

@@ -1,0 +1,245 @@
+//! `kill -9` variants of the restart tests that stop the gateway gracefully
+//! (`spool::restart_keeps_delivered_keys_for_the_ttl_and_undelivered_events`,
+//! `spool::held_record_survives_restart_and_clean_copy_preempts`,
+//! `redis::spool::spooled_events_survive_a_restart_on_redis`,
+//! `redis::spool::held_copy_that_reserved_anew_survives_a_restart_on_redis`), on the real binary.
+//!
+//! A graceful stop lets running deliveries write their outcome; a kill does not, so these check
+//! what the disk alone (and, with Redis, a store that outlived the process) brings back. After the
+//! expected delivery each waits a quiet period longer than the retry ceiling and the grace, so a
+//! late redelivery would be seen.
+
+use std::time::Duration;
+
+use super::{delivered, key_of, metric_of, quiet};
+use crate::{
+    crash::Bin,
+    helpers::*,
+    redis::server::RedisServer,
+    spool::{pending_event, put_event},
+};
+
+/// The settings of the binary on `redis` (the same as the in-process Redis spool tests).
+fn redis_env(redis: &RedisServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("DEDUP_GATEWAY_DEDUP__BACKEND", "redis".into()),
+        ("DEDUP_GATEWAY_DEDUP__REDIS__URL", redis.url()),
+        ("DEDUP_GATEWAY_DEDUP__REDIS__KEY_PREFIX", "it:".into()),
+        (
+            "DEDUP_GATEWAY_DEDUP__HASH_SECRET",
+            "replicas-share-this-secret-0123456789".into(),
+        ),
+        ("DEDUP_GATEWAY_POLICY__PENDING_GRACE", "300ms".into()),
+    ]
+}
+
+fn as_env<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Posts until a 2xx (the Redis store connects lazily); at most 100 tries.
+async fn post_until_2xx(gw: &Bin, body: Vec<u8>) -> (u16, serde_json::Value) {
+    for _ in 0..100 {
+        let (status, a) = gw.post(GOOD_TOKEN, body.clone()).await;
+        if (200..300).contains(&status) {
+            return (status, a);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never acknowledged");
+}
+
+/// Delivered identities survive a kill -9 (a redelivery is a duplicate) until their TTL ends; an
+/// event undelivered at the kill is delivered after the restart, once — also across a second kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_keeps_delivered_keys_for_the_ttl_and_undelivered_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oscar = FakeOscar::start().await;
+    let env = [("DEDUP_GATEWAY_DEDUP__TTL", "4s")];
+    let mut gw = Bin::start(tmp.path(), &oscar.url(), &env).await;
+    let (status, a) = gw.post(GOOD_TOKEN, put_event("k9-ttl-1")).await;
+    assert_eq!(status, 202, "{a}");
+    let k1 = key_of(&a);
+    assert!(eventually(Duration::from_secs(10), || delivered(&oscar, &k1) == 1).await);
+    let delivered_at = std::time::Instant::now();
+    // Let the outcome reach the disk (one group commit), then one that cannot be delivered yet.
+    quiet(Duration::from_millis(300)).await;
+    oscar.set_status(503);
+    let (status, a) = gw.post(GOOD_TOKEN, put_event("k9-ttl-2")).await;
+    assert_eq!(status, 202, "{a}");
+    let k2 = key_of(&a);
+    gw.restart().await;
+
+    oscar.set_status(201);
+    let (status, a) = gw.post(GOOD_TOKEN, put_event("k9-ttl-1")).await;
+    assert_eq!(
+        (status, verdicts(&a)),
+        (200, vec!["duplicate".to_string()]),
+        "{a}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || delivered(&oscar, &k2) == 1).await,
+        "the event undelivered at the kill is delivered after the restart"
+    );
+    quiet(Duration::from_millis(300)).await;
+    gw.restart().await;
+    let (_, a) = gw.post(GOOD_TOKEN, put_event("k9-ttl-2")).await;
+    assert_eq!(verdicts(&a), ["duplicate"], "{a}");
+    quiet(Duration::from_millis(800)).await;
+    assert_eq!(
+        (delivered(&oscar, &k1), delivered(&oscar, &k2)),
+        (1, 1),
+        "no late redelivery"
+    );
+
+    // After the TTL the identity is forgotten, across a kill too.
+    let left = Duration::from_secs(4).saturating_sub(delivered_at.elapsed());
+    quiet(left + Duration::from_millis(300)).await;
+    gw.restart().await;
+    let (status, a) = gw.post(GOOD_TOKEN, put_event("k9-ttl-1")).await;
+    assert_eq!(
+        (status, verdicts(&a)),
+        (202, vec!["accepted".to_string()]),
+        "{a}"
+    );
+    assert!(eventually(Duration::from_secs(10), || delivered(&oscar, &k1) == 2).await);
+}
+
+/// A held record survives a kill -9 right after its 202 and is delivered after its grace, once —
+/// also across a kill after the delivery; a clean copy preempting a held one after a kill leaves
+/// exactly one delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_held_record_survives_and_clean_copy_preempts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oscar = FakeOscar::start().await;
+    let env = [("DEDUP_GATEWAY_POLICY__PENDING_GRACE", "1s")];
+    let mut gw = Bin::start(tmp.path(), &oscar.url(), &env).await;
+    let (status, a) = gw.post(GOOD_TOKEN, pending_event("k9-held-1", false)).await;
+    assert_eq!(
+        (status, verdicts(&a)),
+        (202, vec!["held".to_string()]),
+        "{a}"
+    );
+    let k1 = key_of(&a);
+    gw.restart().await;
+    assert!(
+        oscar.received().is_empty(),
+        "not delivered before its grace"
+    );
+    let (_, a) = gw.post(GOOD_TOKEN, pending_event("k9-held-1", false)).await;
+    assert_eq!(verdicts(&a), ["duplicate"], "{a}");
+    assert!(
+        eventually(Duration::from_secs(10), || delivered(&oscar, &k1) == 1).await,
+        "held record delivered after its grace"
+    );
+    quiet(Duration::from_millis(300)).await;
+    gw.restart().await;
+
+    let (_, a) = gw.post(GOOD_TOKEN, pending_event("k9-held-2", false)).await;
+    assert_eq!(verdicts(&a), ["held"], "{a}");
+    let k2 = key_of(&a);
+    gw.restart().await;
+    let (status, a) = gw.post(GOOD_TOKEN, pending_event("k9-held-2", true)).await;
+    assert_eq!(status, 202, "{a}");
+    assert_eq!(
+        a["results"][0]["reason"], "clean-copy-preempted-held",
+        "{a}"
+    );
+    assert!(eventually(Duration::from_secs(10), || delivered(&oscar, &k2) == 1).await);
+    gw.restart().await;
+    // Longer than the grace and the retry ceiling: the held copy must not come back.
+    quiet(Duration::from_millis(1800)).await;
+    assert_eq!(
+        (delivered(&oscar, &k1), delivered(&oscar, &k2)),
+        (1, 1),
+        "no late redelivery"
+    );
+    let clean = oscar
+        .accepted()
+        .iter()
+        .filter(|r| r.body.windows(9).any(|w| w == b"COMPLETED"))
+        .count();
+    assert_eq!(clean, 1, "the clean copy went");
+    assert_eq!(metric_of(&gw, "dedup_gateway_spool_depth").await, 0.0);
+}
+
+/// Redis: an accepted and a held event undelivered at a kill -9 are delivered after the restart,
+/// once each: their reservations outlived the process in Redis, and the restore must not take them
+/// for another copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_spooled_events_survive_on_redis() {
+    let redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = redis_env(&redis);
+    let mut gw = Bin::start(tmp.path(), &oscar.url(), &as_env(&env)).await;
+    let (status, a) = post_until_2xx(&gw, put_event("k9-redis-accepted")).await;
+    assert_eq!(
+        (status, verdicts(&a)),
+        (202, vec!["accepted".into()]),
+        "{a}"
+    );
+    let ka = key_of(&a);
+    let (status, a) = post_until_2xx(&gw, pending_event("k9-redis-held", false)).await;
+    assert_eq!((status, verdicts(&a)), (202, vec!["held".into()]), "{a}");
+    let kh = key_of(&a);
+    gw.restart().await;
+    assert!(oscar.accepted().is_empty());
+
+    oscar.set_status(201);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            delivered(&oscar, &ka) == 1 && delivered(&oscar, &kh) == 1
+        })
+        .await,
+        "both acknowledged events delivered after the kill: {} delivered",
+        oscar.accepted().len()
+    );
+    quiet(Duration::from_millis(300)).await;
+    gw.restart().await;
+    quiet(Duration::from_millis(1000)).await;
+    assert_eq!(
+        (delivered(&oscar, &ka), delivered(&oscar, &kh)),
+        (1, 1),
+        "each once"
+    );
+}
+
+/// Redis: a held copy that found its identity free after its grace (the clean copy that preempted
+/// it was refused by a full spool, 503) reserves anew under a fresh token; undelivered at a kill -9,
+/// it is delivered after the restart, once. (The graceful test makes the clean copy's write fail
+/// with a fault switch; here `spool.max_entries = 1` refuses it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_held_copy_that_reserved_anew_survives_on_redis() {
+    let redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env = redis_env(&redis);
+    env.push(("DEDUP_GATEWAY_SPOOL__MAX_ENTRIES", "1".into()));
+    let mut gw = Bin::start(tmp.path(), &oscar.url(), &as_env(&env)).await;
+    let (status, a) = post_until_2xx(&gw, pending_event("k9-reheld", false)).await;
+    assert_eq!((status, verdicts(&a)), (202, vec!["held".into()]), "{a}");
+    let k = key_of(&a);
+    let (status, a) = gw.post(GOOD_TOKEN, pending_event("k9-reheld", true)).await;
+    assert_eq!(
+        status, 503,
+        "the clean copy is refused by the full spool: {a}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || !oscar.received().is_empty()).await,
+        "the held copy is attempted after its grace"
+    );
+    gw.restart().await;
+    oscar.set_status(201);
+    assert!(
+        eventually(Duration::from_secs(15), || delivered(&oscar, &k) == 1).await,
+        "the held copy is delivered after the kill"
+    );
+    quiet(Duration::from_millis(300)).await;
+    gw.restart().await;
+    quiet(Duration::from_millis(1000)).await;
+    assert_eq!(delivered(&oscar, &k), 1, "once");
+    assert_eq!(metric_of(&gw, "dedup_gateway_spool_depth").await, 0.0);
+}
