@@ -208,7 +208,7 @@ impl World {
         // Past the outcome the record may be gone (moved to the DLQ, or removed).
         let rec = self.disk.events.get(&id).cloned();
         let needs_record = !matches!(st, Item::Commit | Item::InsertCommitted | Item::ReleaseDead);
-        let Some(rec) = rec.or_else(|| (!needs_record).then(|| dummy_rec())) else {
+        let Some(rec) = rec.or_else(|| (!needs_record).then(dummy_rec)) else {
             return Some(None);
         };
         match st {
