@@ -41,6 +41,22 @@ pub(crate) fn key_of(answer: &Value) -> String {
         .to_string()
 }
 
+/// Waits (bounded, 5 s) until the gateway has *recorded* the delivery of `key` (the verdict history
+/// shows a delivery time only after the spool wrote the outcome): past the crash window, a
+/// kill no longer repeats it.
+pub(crate) async fn recorded(gw: &Bin, key: &str) -> bool {
+    for _ in 0..100 {
+        let (_, v) = gw
+            .admin(reqwest::Method::GET, &format!("/admin/verdicts?key={key}"))
+            .await;
+        if v.to_string().contains("\"delivered_at\":\"") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// Sleeps `d`: the quiet period after the expected outcome in which a late redelivery would show.
 pub(crate) async fn quiet(d: Duration) {
     tokio::time::sleep(d).await;

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::{delivered, key_of, metric_of, quiet};
+use super::{delivered, key_of, metric_of, quiet, recorded};
 use crate::{
     crash::Bin,
     helpers::*,
@@ -62,8 +62,8 @@ async fn kill9_keeps_delivered_keys_for_the_ttl_and_undelivered_events() {
     let k1 = key_of(&a);
     assert!(eventually(Duration::from_secs(10), || delivered(&oscar, &k1) == 1).await);
     let delivered_at = std::time::Instant::now();
-    // Let the outcome reach the disk (one group commit), then one that cannot be delivered yet.
-    quiet(Duration::from_millis(300)).await;
+    // Once the outcome is on disk (past the crash window), one that cannot be delivered yet.
+    assert!(recorded(&gw, &k1).await, "outcome on disk");
     oscar.set_status(503);
     let (status, a) = gw.post(GOOD_TOKEN, put_event("k9-ttl-2")).await;
     assert_eq!(status, 202, "{a}");
@@ -81,7 +81,7 @@ async fn kill9_keeps_delivered_keys_for_the_ttl_and_undelivered_events() {
         eventually(Duration::from_secs(10), || delivered(&oscar, &k2) == 1).await,
         "the event undelivered at the kill is delivered after the restart"
     );
-    quiet(Duration::from_millis(300)).await;
+    assert!(recorded(&gw, &k2).await, "outcome on disk");
     gw.restart().await;
     let (_, a) = gw.post(GOOD_TOKEN, put_event("k9-ttl-2")).await;
     assert_eq!(verdicts(&a), ["duplicate"], "{a}");
@@ -132,7 +132,7 @@ async fn kill9_held_record_survives_and_clean_copy_preempts() {
         eventually(Duration::from_secs(10), || delivered(&oscar, &k1) == 1).await,
         "held record delivered after its grace"
     );
-    quiet(Duration::from_millis(300)).await;
+    assert!(recorded(&gw, &k1).await, "outcome on disk");
     gw.restart().await;
 
     let (_, a) = gw.post(GOOD_TOKEN, pending_event("k9-held-2", false)).await;
@@ -146,6 +146,8 @@ async fn kill9_held_record_survives_and_clean_copy_preempts() {
         "{a}"
     );
     assert!(eventually(Duration::from_secs(10), || delivered(&oscar, &k2) == 1).await);
+    // Past the crash window (one group commit): a kill inside it may deliver once more.
+    assert!(recorded(&gw, &k2).await);
     gw.restart().await;
     // Longer than the grace and the retry ceiling: the held copy must not come back.
     quiet(Duration::from_millis(1800)).await;
@@ -196,7 +198,10 @@ async fn kill9_spooled_events_survive_on_redis() {
         "both acknowledged events delivered after the kill: {} delivered",
         oscar.accepted().len()
     );
-    quiet(Duration::from_millis(300)).await;
+    assert!(
+        recorded(&gw, &ka).await && recorded(&gw, &kh).await,
+        "outcomes on disk"
+    );
     gw.restart().await;
     quiet(Duration::from_millis(1000)).await;
     assert_eq!(
@@ -237,7 +242,7 @@ async fn kill9_held_copy_that_reserved_anew_survives_on_redis() {
         eventually(Duration::from_secs(15), || delivered(&oscar, &k) == 1).await,
         "the held copy is delivered after the kill"
     );
-    quiet(Duration::from_millis(300)).await;
+    assert!(recorded(&gw, &k).await, "outcome on disk");
     gw.restart().await;
     quiet(Duration::from_millis(1000)).await;
     assert_eq!(delivered(&oscar, &k), 1, "once");
