@@ -13,6 +13,8 @@ pub(crate) enum Actor {
         held: bool,
         owner: Owner,
         st: Req,
+        /// When it arrived (and claimed): its write ends well within the reservation.
+        since: u64,
     },
     Item {
         id: u64,
@@ -27,6 +29,22 @@ pub(crate) enum Actor {
         id: u64,
         owner: Owner,
         st: Replay,
+    },
+    SyncRequest {
+        copy: usize,
+        held: bool,
+        owner: Owner,
+        st: super::sync::Req,
+        /// When the claim succeeded: a delivery ends (or times out) within the lease.
+        since: u64,
+    },
+    SyncHeld {
+        copy: usize,
+        owner: Owner,
+        st: super::sync::Held,
+        attempts: u32,
+        takeovers: u32,
+        since: u64,
     },
 }
 
@@ -59,12 +77,13 @@ pub(crate) enum Replay {
 }
 
 impl Actor {
-    pub fn request(copy: usize, held: bool, owner: Owner) -> Self {
+    pub fn request(copy: usize, held: bool, owner: Owner, since: u64) -> Self {
         Actor::Request {
             copy,
             held,
             owner,
             st: Req::Claim,
+            since,
         }
     }
 
@@ -83,6 +102,37 @@ impl Actor {
             id,
             owner,
             st: Replay::Reserve,
+        }
+    }
+
+    /// The copy a request carries (and whether it is marked).
+    pub fn carried(&self) -> Option<(usize, bool)> {
+        match self {
+            Actor::Request { copy, held, .. } | Actor::SyncRequest { copy, held, .. } => {
+                Some((*copy, *held))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sync mode: until when time may pass for this actor's delivery in flight (its lease;
+    /// `delivery.request_timeout` is shorter, so the delivery ends first).
+    pub fn deadline(&self) -> Option<u64> {
+        use super::sync::{Held, LEASE, Req};
+        match self {
+            // A spool write takes one group commit, far less than the reservation's horizon.
+            Actor::Request { st, since, .. } if *st != self::Req::Claim => {
+                Some(since + HORIZON - 1)
+            }
+            Actor::SyncRequest { st, since, .. } if !matches!(st, Req::Claim { .. }) => {
+                Some(since + LEASE - 1)
+            }
+            Actor::SyncHeld {
+                st: Held::Send | Held::Commit,
+                since,
+                ..
+            } => Some(since + LEASE - 1),
+            _ => None,
         }
     }
 
@@ -107,7 +157,8 @@ impl World {
                 held,
                 owner,
                 st,
-            } => self.step_request(copy, held, owner, st),
+                since,
+            } => self.step_request(copy, held, owner, st, since),
             Actor::Item {
                 id,
                 owner,
@@ -120,24 +171,56 @@ impl World {
                 None => return false,
             },
             Actor::Replay { id, owner, st } => self.step_replay(id, owner, st),
+            Actor::SyncRequest {
+                copy,
+                held,
+                owner,
+                st,
+                since,
+            } => self.step_sync_request(copy, held, owner, st, since),
+            Actor::SyncHeld {
+                copy,
+                owner,
+                st,
+                attempts,
+                takeovers,
+                since,
+            } => match self.step_sync_held(copy, owner, st, (attempts, takeovers), since) {
+                Some(next) => next,
+                None => return false,
+            },
         };
         match next {
             Some(a) => self.actors[i] = a,
             None => {
-                self.actors.remove(i);
+                let done = self.actors.remove(i);
+                // A request that ended without a 2xx: MinIO (queue_dir) sends it again.
+                if let Some((copy, held)) = done.carried()
+                    && !self.acked.iter().any(|(c, _)| *c == copy)
+                {
+                    self.unanswered.push((copy, held));
+                }
             }
         }
         true
     }
 
     /// `judge` → `claim` → `spool_write`; `None` when the request is answered.
-    fn step_request(&mut self, copy: usize, held: bool, owner: Owner, st: Req) -> Option<Actor> {
+    fn step_request(
+        &mut self,
+        copy: usize,
+        held: bool,
+        owner: Owner,
+        st: Req,
+        since: u64,
+    ) -> Option<Actor> {
         let again = |st| {
             Some(Actor::Request {
                 copy,
                 held,
                 owner,
                 st,
+                since,
             })
         };
         match st {
@@ -181,7 +264,7 @@ impl World {
             }
             Req::Write => again(Req::Release),
             Req::Release => {
-                let _ = self.store_op(|s, now| s.release_at(&K, owner, now));
+                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
                 None
             }
         }
@@ -214,13 +297,13 @@ impl World {
         match st {
             Item::Due if self.now < rec.not_before => None,
             Item::Due if release_first => {
-                match self.store_op(|s, now| s.release_at(&K, owner, now)) {
+                match self.store_infallible(|s, now| s.release_at(&K, owner, now)) {
                     Ok(_) => at(owner, claim, false, Item::Due),
                     Err(_) => at(owner, claim, true, Item::Due),
                 }
             }
             Item::Due if claim => {
-                match self.store_op(|s, now| s.claim_held_at(&K, owner, ms(HORIZON), now)) {
+                match self.store_infallible(|s, now| s.claim_held_at(&K, owner, ms(HORIZON), now)) {
                     Ok(true) => at(owner, false, false, Item::Send),
                     Ok(false) => {
                         let fresh = self.owner();
@@ -262,10 +345,12 @@ impl World {
                 }
                 Answer::Retry | Answer::Refuse => at(owner, false, false, Item::WriteDead),
             },
-            Item::Commit => match self.store_op(|s, now| s.commit_at(&K, owner, ms(TTL), now)) {
-                Ok(false) => at(owner, false, false, Item::InsertCommitted),
-                _ => at(owner, false, false, Item::Record),
-            },
+            Item::Commit => {
+                match self.store_infallible(|s, now| s.commit_at(&K, owner, ms(TTL), now)) {
+                    Ok(false) => at(owner, false, false, Item::InsertCommitted),
+                    _ => at(owner, false, false, Item::Record),
+                }
+            }
             Item::InsertCommitted => {
                 let _ = self.store_op(|s, now| s.insert_committed_at(&K, ms(TTL), now));
                 at(owner, false, false, Item::Record)
@@ -282,7 +367,7 @@ impl World {
                 at(owner, false, false, Item::ReleaseDead)
             }
             Item::ReleaseDead => {
-                let _ = self.store_op(|s, now| s.release_at(&K, owner, now));
+                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
                 Some(None)
             }
             Item::Remove if self.disk_ok() => {
@@ -290,47 +375,6 @@ impl World {
                 Some(None)
             }
             Item::Record | Item::WriteDead | Item::Remove => at(owner, claim, release_first, st),
-        }
-    }
-
-    /// `replay_dlq`: reserve, then write the revived record.
-    fn step_replay(&mut self, id: u64, owner: Owner, st: Replay) -> Option<Actor> {
-        match st {
-            Replay::Reserve => {
-                match self.store_op(|s, now| s.reserve_at(&K, owner, ms(HORIZON), now)) {
-                    Ok(Ok(Claim::Acquired | Claim::Preempted)) => Some(Actor::Replay {
-                        id,
-                        owner,
-                        st: Replay::Write,
-                    }),
-                    _ => None,
-                }
-            }
-            Replay::Write if self.disk_ok() => {
-                let Some(mut rec) = self.disk.dlq.remove(&id) else {
-                    return Some(Actor::Replay {
-                        id,
-                        owner,
-                        st: Replay::Release,
-                    });
-                };
-                rec.owner = owner;
-                rec.held = false;
-                rec.not_before = 0;
-                rec.accepted = self.now;
-                self.disk.events.insert(id, rec);
-                self.actors.push(Actor::item(id, owner, false, false));
-                None
-            }
-            Replay::Write => Some(Actor::Replay {
-                id,
-                owner,
-                st: Replay::Release,
-            }),
-            Replay::Release => {
-                let _ = self.store_op(|s, now| s.release_at(&K, owner, now));
-                None
-            }
         }
     }
 }
