@@ -2,7 +2,12 @@
 //! (`spool::restart_keeps_delivered_keys_for_the_ttl_and_undelivered_events`,
 //! `spool::held_record_survives_restart_and_clean_copy_preempts`,
 //! `redis::spool::spooled_events_survive_a_restart_on_redis`,
-//! `redis::spool::held_copy_that_reserved_anew_survives_a_restart_on_redis`), on the real binary.
+//! `redis::spool::held_copy_that_reserved_anew_survives_a_restart_on_redis`,
+//! `redis::spool::event_restored_while_redis_is_down_is_committed_once_delivered`,
+//! `redis::spool::restore_with_redis_down_asks_the_store_once`), on the real binary. Not here:
+//! `spool::disk_write_failure_answers_503_and_loses_nothing` (its fault switch exists only in
+//! process; the crash test covers "nothing delivered again after a kill") and
+//! `spool::undecodable_dlq_entry_does_not_hide_the_rest` (a damaged file, not a delivery).
 //!
 //! A graceful stop lets running deliveries write their outcome; a kill does not, so these check
 //! what the disk alone (and, with Redis, a store that outlived the process) brings back. After the
@@ -211,10 +216,11 @@ async fn kill9_spooled_events_survive_on_redis() {
     );
 }
 
-/// Redis: a held copy that found its identity free after its grace (the clean copy that preempted
-/// it was refused by a full spool, 503) reserves anew under a fresh token; undelivered at a kill -9,
-/// it is delivered after the restart, once. (The graceful test makes the clean copy's write fail
-/// with a fault switch; here `spool.max_entries = 1` refuses it.)
+/// Redis: a held copy whose clean copy was refused by a full spool (503; `spool.max_entries = 1`
+/// here, a fault switch in the graceful test) is attempted after its grace; undelivered at a
+/// kill -9, it is delivered after the restart, once. (On Redis the clean copy is written before
+/// it claims, so its refused write never touches the held copy's entry: the held copy claims its
+/// own hold, and does not reserve anew as the graceful test's doc says.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_held_copy_that_reserved_anew_survives_on_redis() {
     let redis = RedisServer::start().await;
@@ -247,4 +253,94 @@ async fn kill9_held_copy_that_reserved_anew_survives_on_redis() {
     quiet(Duration::from_millis(1000)).await;
     assert_eq!(delivered(&oscar, &k), 1, "once");
     assert_eq!(metric_of(&gw, "dedup_gateway_spool_depth").await, 0.0);
+}
+
+/// Redis: an event accepted before a kill -9 is restored while Redis is down (delivered
+/// unchecked); once Redis is back and OSCAR took it, a repeat is a `duplicate`, and no late
+/// redelivery follows. (The kill -9 variant of
+/// `redis::spool::event_restored_while_redis_is_down_is_committed_once_delivered`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_event_restored_while_redis_is_down_is_committed_once_delivered() {
+    let mut redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env = redis_env(&redis);
+    env.push((
+        "DEDUP_GATEWAY_DEDUP__REDIS__COMMAND_TIMEOUT",
+        "300ms".into(),
+    ));
+    let mut gw = Bin::start(tmp.path(), &oscar.url(), &as_env(&env)).await;
+    let (status, a) = post_until_2xx(&gw, put_event("k9-restore-down")).await;
+    assert_eq!(status, 202, "{a}");
+    let k = key_of(&a);
+    gw.kill9();
+    redis.stop();
+    gw.restart().await;
+    assert!(
+        metric_of(&gw, "dedup_gateway_store_errors_total").await >= 1.0,
+        "the restore met the store error"
+    );
+    redis.restart().await;
+    oscar.set_status(201);
+    assert!(
+        eventually(Duration::from_secs(15), || delivered(&oscar, &k) == 1).await,
+        "the restored event is delivered"
+    );
+    assert!(recorded(&gw, &k).await, "outcome on disk");
+    let (status, a) = post_until_2xx(&gw, put_event("k9-restore-down")).await;
+    assert_eq!(
+        (status, verdicts(&a)),
+        (200, vec!["duplicate".into()]),
+        "{a}"
+    );
+    gw.restart().await;
+    quiet(Duration::from_millis(1000)).await;
+    assert_eq!(delivered(&oscar, &k), 1, "once");
+}
+
+/// Redis: five events accepted before a kill -9, restored while Redis does not answer (paused):
+/// the restore asks the store once, and every event is delivered once when Redis answers again,
+/// also across one more kill. (The kill -9 variant of
+/// `redis::spool::restore_with_redis_down_asks_the_store_once`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_restore_with_redis_down_asks_the_store_once() {
+    let redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env = redis_env(&redis);
+    env.push(("DEDUP_GATEWAY_DEDUP__REDIS__COMMAND_TIMEOUT", "3s".into()));
+    let mut gw = Bin::start(tmp.path(), &oscar.url(), &as_env(&env)).await;
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let (status, a) = post_until_2xx(&gw, put_event(&format!("k9-down-{i}"))).await;
+        assert_eq!(status, 202, "{a}");
+        keys.push(key_of(&a));
+    }
+    gw.kill9();
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "60000", "WRITE"]), "OK");
+    gw.restart().await;
+    assert_eq!(
+        metric_of(&gw, "dedup_gateway_store_errors_total").await,
+        1.0,
+        "the restore asked the failing store once"
+    );
+    assert_eq!(redis.cli(&["CLIENT", "UNPAUSE"]), "OK");
+    oscar.set_status(201);
+    assert!(
+        eventually(Duration::from_secs(20), || keys
+            .iter()
+            .all(|k| delivered(&oscar, k) == 1))
+        .await,
+        "{} of 5 delivered once Redis answers",
+        oscar.accepted().len()
+    );
+    for k in &keys {
+        assert!(recorded(&gw, k).await, "outcome on disk");
+    }
+    gw.restart().await;
+    quiet(Duration::from_millis(1000)).await;
+    let counts: Vec<usize> = keys.iter().map(|k| delivered(&oscar, k)).collect();
+    assert_eq!(counts, [1; 5], "each once");
 }
