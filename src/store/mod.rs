@@ -28,6 +28,8 @@
 //! A reservation's lease bounds how long a crashed or stuck owner can block the identity.
 
 pub mod memory;
+#[cfg(test)]
+mod model;
 pub mod redis;
 
 use std::{future::Future, time::Duration};

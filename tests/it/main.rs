@@ -17,3 +17,4 @@ mod restart;
 mod shadow;
 mod shutdown;
 mod spool;
+mod windows;

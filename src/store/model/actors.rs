@@ -1,0 +1,391 @@
+//! The protocols of the model, one atomic step (one store operation or one disk write) at a time,
+//! in the order the code performs them: a request in spool mode on the memory store
+//! (`Gateway::judge` → `Gateway::spool_write`), a spooled event's delivery (`Inner::run_item`
+//! and `Inner::claim` in `spool::worker`) and a DLQ replay (`Spool::replay_dlq`).
+
+use super::{Answer, Finding, GRACE, HORIZON, K, MAX_AGE, Rec, TTL, World, ms};
+use crate::store::{Claim, Owner};
+
+#[derive(Debug, Clone)]
+pub(crate) enum Actor {
+    Request {
+        copy: usize,
+        held: bool,
+        owner: Owner,
+        st: Req,
+        /// When it arrived (and claimed): its write ends well within the reservation.
+        since: u64,
+    },
+    Item {
+        id: u64,
+        owner: Owner,
+        /// A held record (or one whose claim failed) that must claim its identity first.
+        claim: bool,
+        /// Release `owner` before claiming (after a failed claim).
+        release_first: bool,
+        st: Item,
+    },
+    Replay {
+        id: u64,
+        owner: Owner,
+        st: Replay,
+    },
+    SyncRequest {
+        copy: usize,
+        held: bool,
+        owner: Owner,
+        st: super::sync::Req,
+        /// When the claim succeeded: a delivery ends (or times out) within the lease.
+        since: u64,
+    },
+    SyncHeld {
+        copy: usize,
+        owner: Owner,
+        st: super::sync::Held,
+        attempts: u32,
+        takeovers: u32,
+        since: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Req {
+    Claim,
+    Write,
+    Release,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Item {
+    Due,
+    FreshWrite(Owner),
+    FreshReserve(Owner),
+    Send,
+    Commit,
+    InsertCommitted,
+    Record,
+    WriteDead,
+    ReleaseDead,
+    Remove,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replay {
+    Reserve,
+    Write,
+    Release,
+}
+
+impl Actor {
+    pub fn request(copy: usize, held: bool, owner: Owner, since: u64) -> Self {
+        Actor::Request {
+            copy,
+            held,
+            owner,
+            st: Req::Claim,
+            since,
+        }
+    }
+
+    pub fn item(id: u64, owner: Owner, claim: bool, release_first: bool) -> Self {
+        Actor::Item {
+            id,
+            owner,
+            claim,
+            release_first,
+            st: Item::Due,
+        }
+    }
+
+    pub fn replay(id: u64, owner: Owner) -> Self {
+        Actor::Replay {
+            id,
+            owner,
+            st: Replay::Reserve,
+        }
+    }
+
+    /// The copy a request carries (and whether it is marked).
+    pub fn carried(&self) -> Option<(usize, bool)> {
+        match self {
+            Actor::Request { copy, held, .. } | Actor::SyncRequest { copy, held, .. } => {
+                Some((*copy, *held))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sync mode: until when time may pass for this actor's delivery in flight (its lease;
+    /// `delivery.request_timeout` is shorter, so the delivery ends first).
+    pub fn deadline(&self) -> Option<u64> {
+        use super::sync::{Held, LEASE, Req};
+        match self {
+            // A spool write takes one group commit, far less than the reservation's horizon.
+            Actor::Request { st, since, .. } if *st != self::Req::Claim => {
+                Some(since + HORIZON - 1)
+            }
+            Actor::SyncRequest { st, since, .. } if !matches!(st, Req::Claim { .. }) => {
+                Some(since + LEASE - 1)
+            }
+            Actor::SyncHeld {
+                st: Held::Send | Held::Commit,
+                since,
+                ..
+            } => Some(since + LEASE - 1),
+            _ => None,
+        }
+    }
+
+    /// OSCAR has the event, the disk does not know yet: a crash now may deliver it again.
+    pub fn in_window(&self) -> bool {
+        matches!(
+            self,
+            Actor::Item {
+                st: Item::Commit | Item::InsertCommitted | Item::Record,
+                ..
+            }
+        )
+    }
+}
+
+impl World {
+    /// One step of actor `i`; false when it is waiting for time to pass.
+    pub(crate) fn step(&mut self, i: usize) -> bool {
+        let next = match self.actors[i].clone() {
+            Actor::Request {
+                copy,
+                held,
+                owner,
+                st,
+                since,
+            } => self.step_request(copy, held, owner, st, since),
+            Actor::Item {
+                id,
+                owner,
+                claim,
+                release_first,
+                st,
+            } => match self.step_item(id, owner, claim, release_first, st) {
+                Some(Some(a)) => Some(a),
+                Some(None) => None,
+                None => return false,
+            },
+            Actor::Replay { id, owner, st } => self.step_replay(id, owner, st),
+            Actor::SyncRequest {
+                copy,
+                held,
+                owner,
+                st,
+                since,
+            } => self.step_sync_request(copy, held, owner, st, since),
+            Actor::SyncHeld {
+                copy,
+                owner,
+                st,
+                attempts,
+                takeovers,
+                since,
+            } => match self.step_sync_held(copy, owner, st, (attempts, takeovers), since) {
+                Some(next) => next,
+                None => return false,
+            },
+        };
+        match next {
+            Some(a) => self.actors[i] = a,
+            None => {
+                let done = self.actors.remove(i);
+                // A request that ended without a 2xx: MinIO (queue_dir) sends it again.
+                if let Some((copy, held)) = done.carried()
+                    && !self.acked.iter().any(|(c, _)| *c == copy)
+                {
+                    self.unanswered.push((copy, held));
+                }
+            }
+        }
+        true
+    }
+
+    /// `judge` → `claim` → `spool_write`; `None` when the request is answered.
+    fn step_request(
+        &mut self,
+        copy: usize,
+        held: bool,
+        owner: Owner,
+        st: Req,
+        since: u64,
+    ) -> Option<Actor> {
+        let again = |st| {
+            Some(Actor::Request {
+                copy,
+                held,
+                owner,
+                st,
+                since,
+            })
+        };
+        match st {
+            Req::Claim => {
+                let claim = self.store_op(|s, now| {
+                    if held {
+                        s.hold_at(&K, owner, ms(GRACE + HORIZON), now)
+                    } else {
+                        s.reserve_at(&K, owner, ms(HORIZON), now)
+                    }
+                });
+                match claim {
+                    Ok(Ok(Claim::Acquired | Claim::Preempted)) => again(Req::Write),
+                    Ok(Ok(Claim::Duplicate(_))) => {
+                        if !self.durable_elsewhere(None) {
+                            self.find(Finding::DuplicateBeforeDurable);
+                        }
+                        self.acked.push((copy, "duplicate"));
+                        None
+                    }
+                    // 503: MinIO retries (a later `Copy`).
+                    _ => None,
+                }
+            }
+            Req::Write if self.disk_ok() => {
+                let id = self.disk.next_id;
+                self.disk.next_id += 1;
+                let not_before = if held { self.now + GRACE } else { 0 };
+                let rec = Rec {
+                    owner,
+                    held,
+                    not_before,
+                    accepted: self.now,
+                    copy,
+                };
+                self.disk.events.insert(id, rec);
+                self.actors.push(Actor::item(id, owner, held, false));
+                self.acked
+                    .push((copy, if held { "held" } else { "accepted" }));
+                None
+            }
+            Req::Write => again(Req::Release),
+            Req::Release => {
+                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
+                None
+            }
+        }
+    }
+
+    /// `run_item`: `None` while not due, `Some(None)` when done.
+    fn step_item(
+        &mut self,
+        id: u64,
+        owner: Owner,
+        claim: bool,
+        release_first: bool,
+        st: Item,
+    ) -> Option<Option<Actor>> {
+        let at = |owner, claim, release_first, st| {
+            Some(Some(Actor::Item {
+                id,
+                owner,
+                claim,
+                release_first,
+                st,
+            }))
+        };
+        // Past the outcome the record may be gone (moved to the DLQ, or removed).
+        let rec = self.disk.events.get(&id).cloned();
+        let needs_record = !matches!(st, Item::Commit | Item::InsertCommitted | Item::ReleaseDead);
+        let Some(rec) = rec.or_else(|| (!needs_record).then(dummy_rec)) else {
+            return Some(None);
+        };
+        match st {
+            Item::Due if self.now < rec.not_before => None,
+            Item::Due if release_first => {
+                match self.store_infallible(|s, now| s.release_at(&K, owner, now)) {
+                    Ok(_) => at(owner, claim, false, Item::Due),
+                    Err(_) => at(owner, claim, true, Item::Due),
+                }
+            }
+            Item::Due if claim => {
+                match self.store_infallible(|s, now| s.claim_held_at(&K, owner, ms(HORIZON), now)) {
+                    Ok(true) => at(owner, false, false, Item::Send),
+                    Ok(false) => {
+                        let fresh = self.owner();
+                        at(owner, claim, false, Item::FreshWrite(fresh))
+                    }
+                    Err(_) => at(owner, claim, true, Item::Due),
+                }
+            }
+            Item::Due => at(owner, false, false, Item::Send),
+            // The fresh token goes to disk before it is reserved.
+            Item::FreshWrite(fresh) if self.disk_ok() => {
+                if let Some(r) = self.disk.events.get_mut(&id) {
+                    r.owner = fresh;
+                }
+                at(owner, claim, false, Item::FreshReserve(fresh))
+            }
+            Item::FreshWrite(_) => at(owner, claim, true, Item::Due),
+            Item::FreshReserve(fresh) => {
+                match self.store_op(|s, now| s.reserve_at(&K, fresh, ms(HORIZON), now)) {
+                    Ok(Ok(Claim::Acquired | Claim::Preempted)) => {
+                        at(fresh, false, false, Item::Send)
+                    }
+                    Ok(Ok(Claim::Duplicate(_))) => {
+                        if !self.durable_elsewhere(Some(id)) {
+                            self.find(Finding::HeldDroppedForNonDurable);
+                        }
+                        at(fresh, false, false, Item::Remove)
+                    }
+                    _ => at(fresh, claim, true, Item::Due),
+                }
+            }
+            Item::Send => match std::mem::replace(&mut self.answer, Answer::Ok) {
+                Answer::Ok => {
+                    self.deliveries += 1;
+                    at(owner, false, false, Item::Commit)
+                }
+                Answer::Retry if self.now.saturating_sub(rec.accepted) < MAX_AGE => {
+                    at(owner, false, false, Item::Due)
+                }
+                Answer::Retry | Answer::Refuse => at(owner, false, false, Item::WriteDead),
+            },
+            Item::Commit => {
+                match self.store_infallible(|s, now| s.commit_at(&K, owner, ms(TTL), now)) {
+                    Ok(false) => at(owner, false, false, Item::InsertCommitted),
+                    _ => at(owner, false, false, Item::Record),
+                }
+            }
+            Item::InsertCommitted => {
+                let _ = self.store_op(|s, now| s.insert_committed_at(&K, ms(TTL), now));
+                at(owner, false, false, Item::Record)
+            }
+            // `write_until_ok`: retried until it succeeds.
+            Item::Record if self.disk_ok() => {
+                self.disk.events.remove(&id);
+                self.disk.committed_until = Some(self.now + TTL);
+                Some(None)
+            }
+            Item::WriteDead if self.disk_ok() => {
+                self.disk.events.remove(&id);
+                self.disk.dlq.insert(id, rec);
+                at(owner, false, false, Item::ReleaseDead)
+            }
+            Item::ReleaseDead => {
+                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
+                Some(None)
+            }
+            Item::Remove if self.disk_ok() => {
+                self.disk.events.remove(&id);
+                Some(None)
+            }
+            Item::Record | Item::WriteDead | Item::Remove => at(owner, claim, release_first, st),
+        }
+    }
+}
+
+/// A stand-in for a record the remaining steps do not read.
+fn dummy_rec() -> Rec {
+    Rec {
+        owner: 0,
+        held: false,
+        not_before: 0,
+        accepted: 0,
+        copy: usize::MAX,
+    }
+}

@@ -1,0 +1,319 @@
+//! A small-scope model of one identity's life in spool mode and in sync mode, run against the
+//! real [`MemoryStore`] operations, checked against the invariant of contract §7: every
+//! acknowledged event is delivered once (a repeat only inside the crash window), or is in the
+//! dead-letter queue.
+//!
+//! # Why a model, and what is real in it
+//! The delivery code spreads one identity's state machine — free, reserved, held,
+//! held-delivering, delivered, dead — over the pipeline (claim, spool write or send, answer), the
+//! spool worker (claim after the grace, send, commit, record the outcome, dead-letter), the
+//! held-copy tasks of sync mode, and the restore after a crash. Races between concurrent copies,
+//! crashes between any two steps, store errors, lease expiry and eviction are too many to reach
+//! with timed integration tests, so here each of those *protocols* is written down as a sequence
+//! of atomic steps, one store operation or one disk write each, in the order the code performs
+//! them (`pipeline::Gateway::spool_write` and `send`, `spool::worker`, `Spool::restore`,
+//! `Spool::replay_dlq`, `deliver::held`): [`actors`] for spool mode, [`sync`] for sync mode. The
+//! store operations are the real ones (`MemoryStore::*_at` with the model's clock); the disk is a
+//! map that a crash keeps, and the memory store is what a crash loses. A proptest draws the mode
+//! and a sequence of actions: copies arriving (clean or PENDING-marked), one step of any running
+//! actor, a crash, time passing, a store error (`Full`, on the operations that can fail) or a
+//! disk error on the next operation, OSCAR's next answer, filler identities that fill the store
+//! to its bound (eviction), and a DLQ replay. Each case ends by letting everything run to
+//! completion with a healthy OSCAR, MinIO (with `queue_dir`) sending again every copy that got no
+//! 2xx, and then checks the invariant.
+//!
+//! What the model assumes, as the code's configuration guarantees: a delivery in flight ends (or
+//! times out) within its reservation's lease (`dedup.lease > delivery.request_timeout`), and a
+//! spool write within the horizon; time passes freely otherwise (queues, grace, backoff). Sync
+//! mode keeps no disk: a crash forgets delivered identities and waiting held copies (§6a,
+//! documented), which the check allows for.
+//!
+//! # Known departures
+//! Checks made at the moment they apply name the issue-13 item they catch (see [`Finding`]):
+//! a `duplicate` answered while no durable record carries the event (item 2), a held copy
+//! dropped for a copy that is neither durable nor delivered (item 1, both modes), a queued event
+//! whose reservation lapsed (item 3), an acknowledged sync-mode held copy given up after a
+//! permanent answer or its retries (item 7), a delivered identity evicted inside its TTL
+//! (item 8). The property excuses those findings and the losses and repeats they explain
+//! (today's code has them) and fails on anything else; each also has a named `#[ignore]`d test
+//! in `tests.rs` with the smallest sequence that shows it (items 1 and 2 lose the event only when
+//! MinIO has no `queue_dir`, so those tests run without MinIO's retries). `MODEL_STRICT=1,8` (or
+//! `all`) stops excusing those items, so the property searches for them itself (it finds each
+//! within a few hundred cases). When an item is fixed, change its protocol here to the fixed
+//! order, remove it from [`KNOWN`] and un-ignore its test.
+//!
+//! # How to extend
+//! - A new step in the code: add a state to the actor's enum and its arm in `step_*`, in the
+//!   order the code does it; every fallible store call goes through [`World::store_op`] (so
+//!   injected store errors reach it), every other one through [`World::store_infallible`], and
+//!   every disk write through [`World::disk_ok`].
+//! - A new protocol (the Redis write-first order, fail-open, a networked store whose errors may
+//!   have taken effect): a new [`Mode`], [`actors::Actor`] variant and `step_*` function; a crash
+//!   drops every actor, so a protocol that must survive one keeps its state on [`Disk`]. A new
+//!   wait that cannot outlast a lease gets an [`actors::Actor::deadline`].
+//! - A new fault: a new [`Action`] and its weight in `tests::action`.
+
+mod actors;
+mod env;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use super::{Owner, StoreError, memory::MemoryStore};
+use crate::pipeline::key::DedupKey;
+
+/// The identity under study; fillers use other digests.
+pub(crate) const K: DedupKey = DedupKey([7; 16]);
+/// `dedup.max_entries` (the smallest valid bound).
+pub(crate) const BOUND: usize = 16;
+pub(crate) const GRACE: u64 = 100;
+/// `delivery.max_age`: a retryable failure past it dead-letters.
+pub(crate) const MAX_AGE: u64 = 600;
+/// The reservation lease of a spooled event (`SpoolSettings::horizon`: max age plus margins).
+pub(crate) const HORIZON: u64 = 1_000;
+/// The dedup TTL: longer than any case, so no repeat is legitimate by expiry.
+pub(crate) const TTL: u64 = 10_000_000;
+
+pub(crate) fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// One step of the environment or of an actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// A MinIO copy of the event arrives.
+    Copy { held: bool },
+    /// Actor `n` (modulo the running ones) takes one step.
+    Step(u8),
+    /// kill -9 and restart: actors and the memory store are gone, the disk stays.
+    Crash,
+    /// Time passes (grace, backoff, lease expiry).
+    Advance(u16),
+    /// The next store operation fails without effect.
+    StoreFault,
+    /// The next disk write fails.
+    DiskFault,
+    /// OSCAR's next answer.
+    Oscar(Answer),
+    /// Filler identities are delivered until the store is at its bound, and one more.
+    Pressure,
+    /// An operator replays the first dead-letter entry.
+    Replay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Ok,
+    Retry,
+    Refuse,
+}
+
+/// A spooled event on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rec {
+    pub owner: Owner,
+    pub held: bool,
+    pub not_before: u64,
+    pub accepted: u64,
+    /// The copy whose request wrote it (replays keep it).
+    pub copy: usize,
+}
+
+/// What survives a crash.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Disk {
+    pub events: BTreeMap<u64, Rec>,
+    pub dlq: BTreeMap<u64, Rec>,
+    /// The identity's entry in the `committed` table: until when.
+    pub committed_until: Option<u64>,
+    pub next_id: u64,
+}
+
+/// An issue-13 departure seen while it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Finding {
+    /// Item 1: a held record removed as superseded while no other durable record carries it.
+    HeldDroppedForNonDurable,
+    /// Item 2: `duplicate` answered while no durable record carries the event.
+    DuplicateBeforeDurable,
+    /// Item 3: the reservation of a queued event lapsed.
+    LeaseLapsed,
+    /// Item 8: the delivered identity was evicted inside its TTL.
+    EvictedLive,
+    /// Item 1, sync mode: a held copy dropped as superseded by a copy that was not delivered.
+    SyncHeldDroppedForInFlight,
+    /// Item 7: an acknowledged held copy (sync mode) refused or out of retries ends nowhere.
+    SyncHeldGivenUp,
+    /// Not reported: the restore removed a record as a duplicate while nothing else durable
+    /// carries the event.
+    RestoreDroppedNonDurable,
+}
+
+/// The findings today's code has (issue 13 items 1, 2, 3, 7, 8); see the module doc.
+pub(crate) const KNOWN: [Finding; 6] = [
+    Finding::HeldDroppedForNonDurable,
+    Finding::DuplicateBeforeDurable,
+    Finding::LeaseLapsed,
+    Finding::EvictedLive,
+    Finding::SyncHeldDroppedForInFlight,
+    Finding::SyncHeldGivenUp,
+];
+
+/// Which protocol the copies follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Spool,
+    Sync,
+}
+
+/// The model's whole state.
+pub(crate) struct World {
+    pub mode: Mode,
+    pub now: u64,
+    pub store: MemoryStore,
+    pub disk: Disk,
+    pub actors: Vec<actors::Actor>,
+    pub copies: usize,
+    /// Copies answered 2xx: (copy, verdict).
+    pub acked: Vec<(usize, &'static str)>,
+    /// 2xx deliveries of the identity at OSCAR.
+    pub deliveries: usize,
+    /// Crashes that came while a delivery was in the window (OSCAR took it, the disk not yet).
+    pub windows: usize,
+    pub findings: Vec<Finding>,
+    /// How often a queued event's reservation lapsed (item 3) and the delivered identity was
+    /// evicted inside its TTL (item 8).
+    pub lapses: usize,
+    pub evictions: usize,
+    /// Sync mode: acknowledged held copies whose task is still running.
+    pub sync_held_acked: Vec<usize>,
+    /// Sync mode: held copies a crash took with it (memory only, contract §6a), and crashes that
+    /// forgot a delivered identity (no disk: a later copy is forwarded again).
+    pub documented_lost: Vec<usize>,
+    pub forgotten: usize,
+    /// Copies answered non-2xx or cut off by a crash; MinIO with `queue_dir` sends them again
+    /// (at the end of a case, when `minio_retries`).
+    pub unanswered: Vec<(usize, bool)>,
+    pub minio_retries: bool,
+    pub store_fault: bool,
+    pub disk_fault: bool,
+    pub answer: Answer,
+    fillers: u8,
+    next_owner: Owner,
+}
+
+impl World {
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            now: 0,
+            store: MemoryStore::new(BOUND),
+            disk: Disk::default(),
+            actors: Vec::new(),
+            copies: 0,
+            acked: Vec::new(),
+            deliveries: 0,
+            windows: 0,
+            findings: Vec::new(),
+            lapses: 0,
+            evictions: 0,
+            sync_held_acked: Vec::new(),
+            documented_lost: Vec::new(),
+            forgotten: 0,
+            unanswered: Vec::new(),
+            minio_retries: true,
+            store_fault: false,
+            disk_fault: false,
+            answer: Answer::Ok,
+            fillers: 0,
+            next_owner: 1,
+        }
+    }
+
+    /// A fresh owner token (deterministic, so a failing case replays exactly).
+    pub fn owner(&mut self) -> Owner {
+        self.next_owner += 2;
+        self.next_owner
+    }
+
+    /// A fallible store operation (`reserve`, `hold`, `insert_committed`: `Full` at the bound),
+    /// unless an injected error takes its place (no effect, as a memory store's `Full` has none).
+    pub fn store_op<T>(&mut self, f: impl FnOnce(&MemoryStore, u64) -> T) -> Result<T, StoreError> {
+        if std::mem::take(&mut self.store_fault) {
+            return Err(StoreError::Full);
+        }
+        Ok(f(&self.store, self.now))
+    }
+
+    /// A memory-store operation that cannot fail (`claim_held`, `commit`, `release`): an injected
+    /// error waits for the next fallible one.
+    pub fn store_infallible<T>(
+        &mut self,
+        f: impl FnOnce(&MemoryStore, u64) -> T,
+    ) -> Result<T, StoreError> {
+        Ok(f(&self.store, self.now))
+    }
+
+    /// Whether the next disk write succeeds (an injected error fails it).
+    pub fn disk_ok(&mut self) -> bool {
+        !std::mem::take(&mut self.disk_fault)
+    }
+
+    /// Whether a durable record other than event `except` carries the event: a spooled record,
+    /// or the delivered identity in the `committed` table.
+    pub fn durable_elsewhere(&self, except: Option<u64>) -> bool {
+        self.disk.committed_until.is_some_and(|t| t > self.now)
+            || self.disk.events.keys().any(|id| Some(*id) != except)
+    }
+
+    pub fn find(&mut self, f: Finding) {
+        if !self.findings.contains(&f) {
+            self.findings.push(f);
+        }
+    }
+
+    /// A copy arrives (again, for a MinIO retry of `copy`).
+    fn resend(&mut self, copy: usize, held: bool) {
+        let owner = self.owner();
+        let actor = match self.mode {
+            Mode::Spool => actors::Actor::request(copy, held, owner, self.now),
+            Mode::Sync => actors::Actor::SyncRequest {
+                copy,
+                held,
+                owner,
+                st: sync::Req::Claim { polls: 0 },
+                since: self.now,
+            },
+        };
+        self.actors.push(actor);
+    }
+
+    pub fn apply(&mut self, a: Action) {
+        match a {
+            Action::Copy { held } => {
+                let copy = self.copies;
+                self.copies += 1;
+                self.resend(copy, held);
+            }
+            Action::Step(n) if !self.actors.is_empty() => {
+                let i = usize::from(n) % self.actors.len();
+                self.step(i);
+            }
+            Action::Step(_) => {}
+            Action::Crash => self.crash(),
+            Action::Advance(d) => self.advance(u64::from(d)),
+            Action::StoreFault => self.store_fault = true,
+            Action::DiskFault => self.disk_fault = true,
+            Action::Oscar(answer) => self.answer = answer,
+            Action::Pressure => self.pressure(),
+            Action::Replay => {
+                if let Some(id) = self.disk.dlq.keys().next().copied() {
+                    let owner = self.owner();
+                    self.actors.push(actors::Actor::replay(id, owner));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Sync mode on the memory store, one atomic step at a time: a request (`Gateway::judge` →
+//! `settle_claim` → `send`, with `await_original` for a held copy's delivery) and a held copy's
+//! task (`deliver::held`: grace, claim, re-hold after a takeover, send, re-hold after a failure).
+//!
+//! Sync mode keeps nothing on disk: a crash forgets every delivered identity and every waiting
+//! held copy (contract §6a, documented), so [`super::World`] counts what a crash forgets instead
+//! of restoring it.
+
+use super::{Answer, Finding, GRACE, HORIZON, K, TTL, World, ms};
+use crate::store::{Claim, Existing, Owner};
+
+/// `dedup.lease` in sync mode (one delivery).
+pub(crate) const LEASE: u64 = HORIZON / 4;
+/// `delivery.max_attempts` for a held copy.
+pub(crate) const MAX_ATTEMPTS: u32 = 3;
+/// `await_original`: how often a copy polls a held copy's delivery before answering 503.
+const POLLS: u8 = 3;
+/// `held::MAX_TAKEOVERS`.
+const MAX_TAKEOVERS: u32 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Req {
+    Claim { polls: u8 },
+    Send { preempted: bool },
+    Commit,
+    Release,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// Waiting out the grace (or a backoff) until `due`, then claiming.
+    Wait {
+        due: u64,
+    },
+    /// Lost the claim: hold afresh under `next`.
+    Rehold {
+        next: Owner,
+    },
+    Send,
+    Commit,
+    /// After a failed delivery: release, then hold under a fresh token for the backoff.
+    Release,
+    Backoff {
+        next: Owner,
+    },
+}
+
+impl World {
+    /// A sync-mode request; `None` when answered.
+    pub(super) fn step_sync_request(
+        &mut self,
+        copy: usize,
+        held: bool,
+        owner: Owner,
+        st: Req,
+        since: u64,
+    ) -> Option<super::actors::Actor> {
+        let now = self.now;
+        let again = |st, since| {
+            Some(super::actors::Actor::SyncRequest {
+                copy,
+                held,
+                owner,
+                st,
+                since,
+            })
+        };
+        match st {
+            Req::Claim { polls } => {
+                let claim = self.store_op(|s, now| {
+                    if held {
+                        s.hold_at(&K, owner, ms(GRACE + LEASE), now)
+                    } else {
+                        s.reserve_at(&K, owner, ms(LEASE), now)
+                    }
+                });
+                match claim {
+                    Ok(Ok(Claim::Acquired | Claim::Preempted)) if held => {
+                        self.acked.push((copy, "held"));
+                        self.sync_held_acked.push(copy);
+                        let due = self.now + GRACE;
+                        self.actors.push(super::actors::Actor::SyncHeld {
+                            copy,
+                            owner,
+                            st: Held::Wait { due },
+                            attempts: 0,
+                            takeovers: 0,
+                            since: now,
+                        });
+                        None
+                    }
+                    Ok(Ok(c @ (Claim::Acquired | Claim::Preempted))) => again(
+                        Req::Send {
+                            preempted: c == Claim::Preempted,
+                        },
+                        now,
+                    ),
+                    // A held copy's delivery has no request behind it: wait for its outcome.
+                    Ok(Ok(Claim::Duplicate(Existing::HeldInFlight))) if polls < POLLS => {
+                        again(Req::Claim { polls: polls + 1 }, since)
+                    }
+                    Ok(Ok(Claim::Duplicate(Existing::HeldInFlight))) => None,
+                    Ok(Ok(Claim::Duplicate(_))) => {
+                        self.acked.push((copy, "duplicate"));
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            Req::Send { .. } => match std::mem::replace(&mut self.answer, Answer::Ok) {
+                Answer::Ok => {
+                    self.deliveries += 1;
+                    again(Req::Commit, since)
+                }
+                _ => again(Req::Release, since),
+            },
+            Req::Commit => {
+                let _ = self.store_infallible(|s, now| s.commit_at(&K, owner, ms(TTL), now));
+                self.acked.push((copy, "forwarded"));
+                None
+            }
+            Req::Release => {
+                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
+                None
+            }
+        }
+    }
+
+    /// A held copy's task; `None` while waiting for time, `Some(None)` when it ends.
+    pub(super) fn step_sync_held(
+        &mut self,
+        copy: usize,
+        owner: Owner,
+        st: Held,
+        (attempts, takeovers): (u32, u32),
+        since: u64,
+    ) -> Option<Option<super::actors::Actor>> {
+        let now = self.now;
+        let at = |owner, st, attempts, takeovers| {
+            // The lease of a delivery counts from the claim that started it.
+            let since = if st == Held::Send { now } else { since };
+            Some(Some(super::actors::Actor::SyncHeld {
+                copy,
+                owner,
+                st,
+                attempts,
+                takeovers,
+                since,
+            }))
+        };
+        match st {
+            Held::Wait { due } if self.now < due => None,
+            Held::Wait { .. } => {
+                match self.store_infallible(|s, now| s.claim_held_at(&K, owner, ms(LEASE), now)) {
+                    Ok(true) => at(owner, Held::Send, attempts, 0),
+                    Ok(false) => {
+                        let next = self.owner();
+                        at(owner, Held::Rehold { next }, attempts, takeovers + 1)
+                    }
+                    Err(_) => at(owner, Held::Release, attempts + 1, takeovers),
+                }
+            }
+            Held::Rehold { next } => {
+                match self.store_op(|s, now| s.hold_at(&K, next, ms(LEASE), now)) {
+                    Ok(Ok(Claim::Acquired)) if takeovers <= MAX_TAKEOVERS => {
+                        at(next, Held::Wait { due: self.now }, attempts, takeovers)
+                    }
+                    Ok(Ok(_)) => {
+                        // Superseded: only a *delivered* copy may carry the trigger for it.
+                        if self.store.state_at(&K, self.now) != Some(Existing::Delivered) {
+                            self.find(Finding::SyncHeldDroppedForInFlight);
+                        }
+                        self.sync_held_done(copy);
+                        Some(None)
+                    }
+                    Ok(Err(_)) | Err(_) => at(next, Held::Release, attempts + 1, takeovers),
+                }
+            }
+            Held::Send => match std::mem::replace(&mut self.answer, Answer::Ok) {
+                Answer::Ok => {
+                    self.deliveries += 1;
+                    at(owner, Held::Commit, attempts + 1, takeovers)
+                }
+                Answer::Retry => at(owner, Held::Release, attempts + 1, takeovers),
+                Answer::Refuse => {
+                    // Dropped with a log line: the acknowledged copy ends nowhere (item 7).
+                    let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
+                    self.find(Finding::SyncHeldGivenUp);
+                    self.sync_held_done(copy);
+                    Some(None)
+                }
+            },
+            Held::Commit => {
+                let _ = self.store_infallible(|s, now| s.commit_at(&K, owner, ms(TTL), now));
+                self.sync_held_done(copy);
+                Some(None)
+            }
+            Held::Release if attempts >= MAX_ATTEMPTS => {
+                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
+                self.find(Finding::SyncHeldGivenUp);
+                self.sync_held_done(copy);
+                Some(None)
+            }
+            Held::Release => match self.store_infallible(|s, now| s.release_at(&K, owner, now)) {
+                Ok(_) => {
+                    let next = self.owner();
+                    at(owner, Held::Backoff { next }, attempts, takeovers)
+                }
+                Err(_) => at(owner, Held::Release, attempts + 1, takeovers),
+            },
+            Held::Backoff { next } => {
+                match self.store_op(|s, now| s.hold_at(&K, next, ms(GRACE + LEASE), now)) {
+                    Ok(Ok(Claim::Acquired)) => at(
+                        next,
+                        Held::Wait {
+                            due: self.now + GRACE,
+                        },
+                        attempts,
+                        takeovers,
+                    ),
+                    Ok(Ok(_)) => {
+                        if self.store.state_at(&K, self.now) != Some(Existing::Delivered) {
+                            self.find(Finding::SyncHeldDroppedForInFlight);
+                        }
+                        self.sync_held_done(copy);
+                        Some(None)
+                    }
+                    Ok(Err(_)) | Err(_) => at(owner, Held::Release, attempts + 1, takeovers),
+                }
+            }
+        }
+    }
+
+    /// A held copy's task ended (delivered, superseded or given up).
+    fn sync_held_done(&mut self, copy: usize) {
+        self.sync_held_acked.retain(|c| *c != copy);
+    }
+}

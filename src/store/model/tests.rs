@@ -1,0 +1,254 @@
+//! The property over random action sequences, and the smallest sequence for each finding.
+
+use proptest::prelude::*;
+
+use super::{Action, Answer, Finding, GRACE, HORIZON, KNOWN, Mode, World};
+
+use Action::{Advance, Copy, Crash, DiskFault, Pressure, Step};
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        3 => any::<bool>().prop_map(|held| Copy { held }),
+        12 => any::<u8>().prop_map(Step),
+        1 => Just(Crash),
+        2 => (1u16..400).prop_map(Advance),
+        1 => Just(Action::StoreFault),
+        1 => Just(DiskFault),
+        1 => prop_oneof![Just(Answer::Retry), Just(Answer::Refuse)].prop_map(Action::Oscar),
+        1 => Just(Pressure),
+        1 => Just(Action::Replay),
+    ]
+}
+
+/// [`KNOWN`], less the issue-13 items named in `MODEL_STRICT` (`1,8`, or `all`): lets the
+/// property search for the failing sequences of an item (`MODEL_STRICT=2 cargo test --lib model`).
+fn excused() -> Vec<Finding> {
+    let strict = std::env::var("MODEL_STRICT").unwrap_or_default();
+    let item = |f: Finding| match f {
+        Finding::HeldDroppedForNonDurable | Finding::SyncHeldDroppedForInFlight => "1",
+        Finding::SyncHeldGivenUp => "7",
+        Finding::DuplicateBeforeDurable => "2",
+        Finding::LeaseLapsed => "3",
+        Finding::EvictedLive => "8",
+        Finding::RestoreDroppedNonDurable => "-",
+    };
+    KNOWN
+        .into_iter()
+        .filter(|f| strict != "all" && !strict.split(',').any(|s| s.trim() == item(*f)))
+        .collect()
+}
+
+/// Runs `actions` in spool mode (at most six copies), lets everything finish, returns the world.
+fn run(actions: &[Action]) -> World {
+    run_in(Mode::Spool, actions)
+}
+
+fn run_in(mode: Mode, actions: &[Action]) -> World {
+    run_with(mode, true, actions)
+}
+
+/// `minio_retries: false` is MinIO without `queue_dir`: a copy answered 503 (or cut off) is gone.
+fn run_with(mode: Mode, minio_retries: bool, actions: &[Action]) -> World {
+    let mut w = World::new(mode);
+    w.minio_retries = minio_retries;
+    for a in actions {
+        if matches!(a, Copy { .. }) && w.copies >= 6 {
+            continue;
+        }
+        w.apply(*a);
+    }
+    w.quiesce();
+    w
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    /// Contract §7 over every interleaving drawn, in spool and in sync mode: each acknowledged
+    /// event delivered once (a repeat only for a crash inside the window, or in sync mode for a
+    /// crash that forgot the delivered identity) or in the DLQ (sync mode: or a held copy a crash
+    /// took, §6a) — except what a known issue-13 finding explains (see [`KNOWN`]); any other
+    /// departure fails with its sequence.
+    #[test]
+    fn every_acknowledged_event_is_delivered_once_or_dead_lettered(
+        sync in any::<bool>(),
+        actions in prop::collection::vec(action(), 1..80)
+    ) {
+        let w = run_in(if sync { Mode::Sync } else { Mode::Spool }, &actions);
+        let excused = excused();
+        prop_assert!(w.check(&excused).is_ok(), "{}", w.check(&excused).unwrap_err());
+        // A finding is a departure in itself (e.g. a `duplicate` before the original is durable),
+        // even where MinIO's retry happens to save the event.
+        let unknown: Vec<_> = w.findings.iter().filter(|f| !excused.contains(f)).collect();
+        prop_assert!(unknown.is_empty(), "findings not excused {:?}", unknown);
+    }
+}
+
+/// The checker is not vacuous: a crash after OSCAR took the event and before the disk knew is
+/// counted as a window, the repeat it causes is allowed, and nothing else is.
+#[test]
+fn a_crash_inside_the_window_allows_exactly_one_repeat() {
+    // Claim, write (202), due, send (OSCAR 2xx): in the window.
+    let mut actions = vec![Copy { held: false }, Step(0), Step(0), Step(0), Step(0)];
+    actions.push(Crash);
+    let w = run(&actions);
+    assert_eq!((w.windows, w.deliveries), (1, 2));
+    assert_eq!(w.check(&[]), Ok(()));
+    // The same without the crash: one delivery, no window.
+    let w = run(&actions[..5]);
+    assert_eq!((w.windows, w.deliveries), (0, 1));
+    assert_eq!(w.check(&[]), Ok(()));
+    // A refused event ends in the DLQ; its replay delivers it once.
+    let w = run(&[
+        Copy { held: false },
+        Step(0),
+        Step(0),
+        Action::Oscar(Answer::Refuse),
+        Step(0),
+        Step(0),
+    ]);
+    assert_eq!((w.deliveries, w.disk.dlq.len()), (0, 1));
+    assert_eq!(w.check(&[]), Ok(()));
+    let mut w = w;
+    w.apply(Action::Replay);
+    w.quiesce();
+    assert_eq!((w.deliveries, w.disk.dlq.len()), (1, 0));
+}
+
+/// Item 2, found by the model: a copy meets a reservation whose spool write has not completed
+/// and is answered `duplicate`; a crash before the write leaves nothing on disk. The copy was
+/// acknowledged; with MinIO without `queue_dir` (the original's cut-off request is not sent
+/// again) the event is never delivered.
+#[test]
+#[ignore = "issue 13 item 2: reproduces a duplicate answered before the original is durable, then lost in a crash"]
+fn model_item2_duplicate_before_the_original_is_durable() {
+    let w = run_with(
+        Mode::Spool,
+        false,
+        &[
+            Copy { held: false },
+            Step(0),
+            Copy { held: false },
+            Step(1),
+            Crash,
+        ],
+    );
+    assert_eq!(w.findings, [Finding::DuplicateBeforeDurable]);
+    assert_eq!(w.check(&[]), Ok(()));
+}
+
+/// Item 1, found by the model: a held record's grace ends while the clean copy that preempted it
+/// waits for its write; the held worker meets that reservation and removes the held record; the
+/// clean copy's write fails (503) and it releases. The held copy was acknowledged; with MinIO
+/// without `queue_dir` (the 503 is not sent again) the event is never delivered.
+#[test]
+#[ignore = "issue 13 item 1: reproduces a held copy dropped for an in-flight clean copy that then fails"]
+fn model_item1_held_copy_dropped_for_a_copy_that_then_fails() {
+    let w = run_with(
+        Mode::Spool,
+        false,
+        &[
+            Copy { held: true },
+            Step(0), // hold
+            Step(0), // write: 202 held; the worker's item is actor 0
+            Copy { held: false },
+            Step(1), // the clean copy preempts; its write is pending
+            Advance(GRACE as u16),
+            Step(0), // claim_held: lost
+            Step(0), // fresh token to disk
+            Step(0), // reserve: the clean copy's reservation → superseded
+            Step(0), // the held record is removed
+            DiskFault,
+            Step(0), // the clean copy's write fails
+            Step(0), // release: 503
+        ],
+    );
+    assert_eq!(w.findings, [Finding::HeldDroppedForNonDurable]);
+    assert_eq!(w.check(&[]), Ok(()));
+}
+
+/// Item 3, found by the model: an accepted event still queued when its reservation lease ends;
+/// a copy arriving then is accepted again, and both are delivered.
+#[test]
+#[ignore = "issue 13 item 3: reproduces a queued event outliving its reservation, delivered twice"]
+fn model_item3_reservation_lapses_while_queued() {
+    let w = run(&[
+        Copy { held: false },
+        Step(0),
+        Step(0),
+        Advance(HORIZON as u16 + 1),
+        Copy { held: false },
+        Step(1),
+        Step(1),
+    ]);
+    assert_eq!(w.findings, [Finding::LeaseLapsed]);
+    assert_eq!(w.check(&[]), Ok(()));
+}
+
+/// Item 8, found by the model: the delivered identity is evicted when new identities fill the
+/// store to its bound; the next copy inside the TTL is accepted and delivered again.
+#[test]
+#[ignore = "issue 13 item 8: reproduces a delivered identity evicted inside its TTL, delivered twice"]
+fn model_item8_eviction_forgets_a_delivered_identity() {
+    let delivered = [
+        Copy { held: false },
+        Step(0),
+        Step(0),
+        Step(0),
+        Step(0),
+        Step(0),
+        Step(0),
+    ];
+    let mut actions = delivered.to_vec();
+    actions.extend([Advance(1), Pressure, Copy { held: false }]);
+    let w = run(&actions);
+    assert_eq!(w.findings, [Finding::EvictedLive]);
+    assert_eq!(w.check(&[]), Ok(()));
+}
+
+/// Item 1 (sync mode), found by the model: a held copy's grace ends while the clean copy that
+/// preempted it is in flight; the held copy meets that reservation and drops itself as
+/// superseded; the clean copy then fails (503). The held copy was acknowledged; with MinIO
+/// without `queue_dir` the event is never delivered.
+#[test]
+#[ignore = "issue 13 item 1: reproduces a sync held copy dropped for an in-flight clean copy that then fails"]
+fn model_item1_sync_held_copy_dropped_for_an_in_flight_copy() {
+    let w = run_with(
+        Mode::Sync,
+        false,
+        &[
+            Copy { held: true },
+            Step(0), // hold: 200 held; the held task is actor 0
+            Copy { held: false },
+            Step(1), // the clean copy preempts and is sent
+            Advance(GRACE as u16),
+            Step(0), // claim_held: lost
+            Step(0), // re-hold: the clean copy's reservation → superseded, dropped
+            Action::Oscar(Answer::Retry),
+            Step(0), // the clean copy fails
+            Step(0), // release: 503
+        ],
+    );
+    assert_eq!(w.findings, [Finding::SyncHeldDroppedForInFlight]);
+    assert_eq!(w.check(&[]), Ok(()));
+}
+
+/// Item 7, found by the model: a held copy in sync mode (answered 200 `held`) that OSCAR refuses
+/// permanently is dropped with a log line; it ends nowhere an operator can see or replay.
+#[test]
+#[ignore = "issue 13 item 7: reproduces an acknowledged sync held copy dropped after a permanent answer"]
+fn model_item7_sync_held_copy_refused_ends_nowhere() {
+    let w = run_in(
+        Mode::Sync,
+        &[
+            Copy { held: true },
+            Step(0),
+            Advance(GRACE as u16),
+            Action::Oscar(Answer::Refuse),
+            Step(0), // claim_held
+            Step(0), // send: refused, released, dropped
+        ],
+    );
+    assert_eq!(w.findings, [Finding::SyncHeldGivenUp]);
+    assert_eq!(w.check(&[]), Ok(()));
+}
