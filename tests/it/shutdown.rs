@@ -13,7 +13,12 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let gw = Arc::new(TestGateway::start(test_config(&oscar.url())).await);
     let g = gw.clone();
     let req = tokio::spawn(async move { g.post_event(fixture("put-versioned.json")).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Shut down only once the request is in flight at OSCAR (a fixed sleep lost the race on a
+    // loaded machine: the stop came before the POST was accepted).
+    wait_for("the POST to reach OSCAR", Duration::from_secs(10), || {
+        oscar.arrivals() == 1
+    })
+    .await;
     gw.shutdown.cancel();
     req.await.unwrap().assert(200, &["forwarded"]);
     assert_eq!(oscar.accepted().len(), 1);

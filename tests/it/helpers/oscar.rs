@@ -42,6 +42,8 @@ struct FakeState {
     status: AtomicU16,
     delay_ms: AtomicU64,
     require_token: AtomicBool,
+    /// Requests that reached the handler, counted before any delay (a request in flight counts).
+    arrived: AtomicU64,
 }
 
 /// A stand-in for OSCAR's `POST /job/{service}`: records requests, answers a switchable status
@@ -97,6 +99,11 @@ impl FakeOscar {
         self.state.require_token.store(on, Ordering::SeqCst);
     }
 
+    /// Requests that have reached the fake, including those still waiting out the delay.
+    pub fn arrivals(&self) -> u64 {
+        self.state.arrived.load(Ordering::SeqCst)
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }
@@ -120,6 +127,7 @@ async fn job(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    state.arrived.fetch_add(1, Ordering::SeqCst);
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
