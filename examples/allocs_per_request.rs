@@ -12,6 +12,11 @@
 //! above plus the upstream POST). Run: `cargo run --release --example allocs_per_request [N]`.
 //! Prints one line per scenario: `scenario=… requests=… allocs_per_request=… bytes_per_request=…`.
 
+// The counting global allocator is the one unsafe code in the tree (SAFETY note below).
+#![allow(unsafe_code)]
+// Test and measurement code: a panic on unexpected data is the failure it reports.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,

@@ -9,6 +9,9 @@
 //! printed on the first line of stdout. Uses the same multi-thread runtime as the gateway (one
 //! worker per core). It runs until killed.
 
+// Test and measurement code: a panic on unexpected data is the failure it reports.
+#![allow(clippy::unwrap_used)]
+
 use axum::{Router, body::Bytes, http::StatusCode, routing::post};
 use tokio::net::TcpListener;
 

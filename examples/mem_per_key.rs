@@ -8,6 +8,9 @@
 //!
 //! Run: `cargo run --release --example mem_per_key [N]`. Prints one line of `key=value` pairs.
 
+// Test and measurement code: a panic on unexpected data is the failure it reports.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use dedup_gateway::{pipeline::key::DedupKey, store::MemoryStore};

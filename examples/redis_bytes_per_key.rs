@@ -12,6 +12,9 @@
 //!
 //! The database must be empty of other writers during the run (the delta would count them).
 
+// Test and measurement code: a panic on unexpected data is the failure it reports.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use dedup_gateway::{

@@ -9,6 +9,9 @@
 //! printed on the first line of stdout. `SINK_THREADS` sets the worker threads (default: one per
 //! core). It runs until killed.
 
+// Test and measurement code: a panic on unexpected data is the failure it reports.
+#![allow(clippy::unwrap_used)]
+
 use std::convert::Infallible;
 
 use bytes::Bytes;

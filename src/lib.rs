@@ -22,6 +22,8 @@
 //! [`mcsetup`] prints the `mc` wiring. The module graph and one event's path through the files:
 //! `docs/architecture.md`.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod deliver;
 pub mod error;

@@ -1,6 +1,8 @@
 //! The `dedup-gateway` binary: parse the command line, load configuration, set up logging, and
 //! hand over to the library. Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.
 
+#![forbid(unsafe_code)]
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};

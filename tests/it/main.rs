@@ -1,5 +1,8 @@
 //! One integration binary: every test starts the real gateway on 127.0.0.1:0 against a fake OSCAR.
 
+// Test and measurement code: a panic on unexpected data is the failure it reports.
+#![allow(clippy::unwrap_used)]
+
 mod admin;
 mod cli;
 mod crash;
