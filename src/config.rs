@@ -242,6 +242,9 @@ pub struct ServiceConfig {
     /// If non-empty, only requests whose `Authorization` is one of these are accepted (else 401).
     #[serde(default)]
     pub inbound_tokens: Vec<String>,
+    /// Reconciliation of the bucket this service reads (contract §8); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<crate::reconcile::ReconcileConfig>,
 }
 
 /// The forwarding patterns used when none are configured: creations, removals and completed replications.
@@ -578,6 +581,9 @@ impl Config {
                     "tokens must not be empty",
                 ));
             }
+            if let Some(r) = &svc.reconcile {
+                r.validate(self.dedup.ttl)?;
+            }
         }
         Ok(())
     }
@@ -587,6 +593,7 @@ impl Config {
         static DEFAULT: ServiceConfig = ServiceConfig {
             available_on: AvailableOn::Any,
             inbound_tokens: Vec::new(),
+            reconcile: None,
         };
         self.services.get(name).unwrap_or(&DEFAULT)
     }

@@ -27,6 +27,7 @@ pub mod logging;
 pub mod mcsetup;
 pub mod metrics;
 pub mod pipeline;
+pub mod reconcile;
 pub mod replay;
 pub mod runtime;
 pub mod server;
@@ -176,7 +177,10 @@ pub async fn run_with_hooks(
         gateway.attach_spool(s.clone());
     }
     held.set_history(gateway.history().clone());
-    let app = http::App::new(http::AppState::new(gateway));
+    let reconcilers =
+        reconcile::Reconcilers::new(&gateway).map_err(|e| StartError::Config(e.to_string()))?;
+    let reconcile_loops = reconcilers.spawn_loops(shutdown.clone());
+    let app = http::App::new(http::AppState::new(gateway).with_reconcilers(reconcilers));
     let opts = server::ServeOptions {
         header_timeout: cfg.http.header_timeout,
         max_connections: cfg.http.max_connections,
@@ -186,6 +190,7 @@ pub async fn run_with_hooks(
     };
     tracing::info!(listen = %listener.local_addr()?, tls = opts.tls.is_some(), workers = opts.workers.len().max(1), upstream = %cfg.upstream, mode = ?cfg.mode, "gateway serving");
     server::serve(listener, app, opts, metrics, shutdown).await;
+    reconcile_loops.join().await;
     held.flush_and_wait(cfg.http.shutdown_grace).await;
     if let Some(s) = &spool {
         // In-flight deliveries record their outcome; undelivered events stay on disk.

@@ -105,6 +105,7 @@ struct Inner {
     store_entries: Gauge,
     /// Spool mode: depth, bytes, DLQ, fsync batch size and latency (see `spool::metrics`).
     spool: crate::spool::metrics::SpoolMetrics,
+    reconcile: crate::reconcile::metrics::ReconcileMetrics,
     shadow_verdicts: Vec<(Verdict, Counter)>,
     shadow_superseded: Counter,
     store_healthy: Gauge,
@@ -238,6 +239,7 @@ impl Metrics {
             store_entries.clone(),
         );
         let spool = crate::spool::metrics::SpoolMetrics::register(&mut registry);
+        let reconcile = crate::reconcile::metrics::ReconcileMetrics::register(&mut registry);
         let (shadow_verdicts, shadow_superseded) = register_shadow(&mut registry);
         let store_healthy = Gauge::default();
         registry.register(
@@ -263,6 +265,7 @@ impl Metrics {
                 requests_shed,
                 store_entries,
                 spool,
+                reconcile,
                 shadow_verdicts,
                 shadow_superseded,
                 store_healthy,
@@ -351,6 +354,11 @@ impl Metrics {
     /// The spool's metrics (registered in every mode; zero outside spool mode).
     pub fn spool(&self) -> &crate::spool::metrics::SpoolMetrics {
         &self.inner.spool
+    }
+
+    /// Reconciliation metrics (series exist per service with a `reconcile` section).
+    pub fn reconcile(&self) -> &crate::reconcile::metrics::ReconcileMetrics {
+        &self.inner.reconcile
     }
 
     /// The Prometheus text exposition of every metric.

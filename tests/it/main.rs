@@ -6,5 +6,6 @@ mod crash;
 mod hardening;
 mod helpers;
 mod ops;
+mod reconcile;
 mod redis;
 mod spool;
