@@ -147,6 +147,9 @@ struct McSetupArgs {
     /// MinIO region as it appears in ARNs (usually empty).
     #[arg(long, default_value = "")]
     region: String,
+    /// Also print the read-only S3 policy and user for `[services.NAME.reconcile]`.
+    #[arg(long)]
+    reconcile: bool,
 }
 
 impl McSetupArgs {
@@ -163,6 +166,7 @@ impl McSetupArgs {
             prefix: self.prefix,
             target_id: self.target_id,
             region: self.region,
+            reconcile: self.reconcile,
         }
     }
 }

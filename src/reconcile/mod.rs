@@ -15,6 +15,7 @@
 //! | counters and gauges | [`metrics`] |
 //! | summaries and per-version lines | [`report`] |
 //! | the `reconcile` command | [`oneshot`] |
+//! | the read-only S3 policy `mc-setup --reconcile` prints | [`policy`] |
 //!
 //! Why the window: a version younger than `settle` belongs to the event path (it gets the first
 //! chance); a version older than `dedup.ttl - margin` may have had its identity expire, and
@@ -33,6 +34,7 @@ pub mod health;
 pub mod metrics;
 pub mod oneshot;
 pub mod pass;
+pub mod policy;
 pub mod report;
 pub mod s3;
 pub mod xml;
