@@ -45,13 +45,22 @@ impl Moto {
     }
 
     async fn spawn_and_wait(&mut self) -> bool {
+        let port = self.port.to_string();
+        let spawn = |mut c: Command| {
+            c.args(["-H", "127.0.0.1", "-p", &port])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        };
         let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        // A `pip install --user` may leave the script off PATH; the module always runs.
+        let child = spawn(Command::new(&bin))
+            .or_else(|_| {
+                let mut c = Command::new("python3");
+                c.args(["-m", "moto.server"]);
+                spawn(c)
+            })
             .unwrap_or_else(|e| {
                 panic!("cannot run {bin} ({e}); install it (scripts/test does: pip install 'moto[server]')")
             });
