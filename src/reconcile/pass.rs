@@ -169,6 +169,8 @@ impl Reconciler {
             report.pages += 1;
             cursor = page.next.clone();
             self.judge_page(page, opts, line, report).await;
+            // `GET /admin/reconcile` shows a long pass's progress page by page.
+            self.remember(report);
             if cursor.is_none() {
                 return "ok";
             }
