@@ -3,6 +3,7 @@
 
 mod crash;
 mod faults;
+mod health;
 mod moto;
 mod proxy;
 mod scenarios;
