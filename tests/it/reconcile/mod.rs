@@ -1,6 +1,7 @@
 //! Issue 11: reconciliation against a real S3-compatible server (moto, [`moto`]), the real gateway
 //! and the fake OSCAR. Objects are uploaded through the gateway's own signed S3 client.
 
+mod cli;
 mod crash;
 mod faults;
 mod health;
