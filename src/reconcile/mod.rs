@@ -10,7 +10,8 @@
 //! | settings, window validation, secrets from env/files | [`config`] |
 //! | signed S3 requests, one complete page at a time | [`s3`], [`xml`] |
 //! | the MinIO-shaped body (identity of contract §6) | [`body`] |
-//! | lease, pages, window, hand-off to the pipeline | [`pass`] |
+//! | lease, pages, window | [`pass`] |
+//! | one version through the pipeline (or a dry-run peek) | [`claim`] |
 //! | replication health of the source bucket | [`health`] |
 //! | counters and gauges | [`metrics`] |
 //! | summaries and per-version lines | [`report`] |
@@ -29,6 +30,7 @@
 //! that lets other replicas' background loops skip an interval.
 
 pub mod body;
+pub mod claim;
 pub mod config;
 pub mod health;
 pub mod metrics;

@@ -16,24 +16,20 @@ use std::{
     time::Duration,
 };
 
-use reqwest::header::HeaderValue;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Reconciler,
-    body::{self, DELETE_MARKER, PUT, REPLICATED},
+    body::{DELETE_MARKER, PUT, REPLICATED},
+    claim::Handled,
     report::{PassReport, VersionLine, now_rfc3339},
     s3::S3Error,
     xml::{Cursor, Listed, Page},
 };
 use crate::{
     config::AvailableOn,
-    pipeline::{
-        Inbound, Verdict,
-        parse::{self, Records},
-        policy::Decision,
-    },
+    pipeline::Verdict,
     store::{Claim, DedupStore, Existing, new_owner},
 };
 
@@ -49,13 +45,6 @@ pub struct PassOptions {
 enum Judged {
     Skip(&'static str),
     Candidate(&'static str),
-}
-
-/// The per-version result of handing one body to the pipeline.
-struct Handled {
-    entry: Listed,
-    event: &'static str,
-    verdict: Result<(Verdict, String), String>,
 }
 
 /// Clears the running flag however the pass ends.
@@ -344,89 +333,6 @@ impl Reconciler {
                 verdict: shown,
                 dedup_key,
             });
-        }
-    }
-}
-
-/// What a spawned per-version task needs (all cheap clones).
-pub(super) struct Parts {
-    service: String,
-    bucket: String,
-    authorization: HeaderValue,
-    gateway: crate::pipeline::Gateway,
-    keys: crate::pipeline::key::KeyDeriver,
-    policy: std::sync::Arc<crate::pipeline::policy::Policy>,
-}
-
-impl Reconciler {
-    fn clone_parts(&self) -> Parts {
-        Parts {
-            service: self.service.clone(),
-            bucket: self.cfg.bucket.clone(),
-            authorization: self.authorization.clone(),
-            gateway: self.gateway.clone(),
-            keys: self.keys.clone(),
-            policy: self.policy.clone(),
-        }
-    }
-}
-
-impl Parts {
-    async fn handle(
-        self,
-        entry: Listed,
-        event: &'static str,
-        dry_run: bool,
-        now: jiff::Timestamp,
-    ) -> Handled {
-        let body = body::body(&self.bucket, &entry, event, now);
-        let verdict = if dry_run {
-            self.peek(&body).await
-        } else {
-            let req = Inbound {
-                service: self.service.clone(),
-                authorization: Some(self.authorization.clone()),
-                body: body.into(),
-            };
-            match self.gateway.handle(req).await {
-                Ok(answer) => answer
-                    .results
-                    .first()
-                    .map(|r| {
-                        let k = r.key.map(|k| k.to_string()).unwrap_or_default();
-                        (r.verdict, k)
-                    })
-                    .ok_or_else(|| "no verdict".to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        };
-        Handled {
-            entry,
-            event,
-            verdict,
-        }
-    }
-
-    /// The dry run: the identity the pipeline would derive, looked up without claiming.
-    async fn peek(&self, body: &[u8]) -> Result<(Verdict, String), String> {
-        let records = parse::records(body).map_err(|e| e.to_string())?;
-        let Records::Single(rec) = records else {
-            return Err("not a single-record body".into());
-        };
-        let rec = rec.map_err(|e| e.to_string())?;
-        let available_on = self.gateway.config().service(&self.service).available_on;
-        let class = match self.policy.decide(&rec, available_on) {
-            Decision::Final(..) => return Ok((Verdict::Ignored, String::new())),
-            Decision::Forward(c) | Decision::Hold(c) => c,
-        };
-        let scope = self
-            .keys
-            .scope(&self.service, Some(self.authorization.as_bytes()));
-        let key = self.keys.key(&scope, &rec, class);
-        match self.gateway.store().peek(&key).await {
-            Ok(None) => Ok((Verdict::Forwarded, key.to_string())),
-            Ok(Some(_)) => Ok((Verdict::Duplicate, key.to_string())),
-            Err(e) => Err(e.to_string()),
         }
     }
 }

@@ -8,6 +8,7 @@ mod health;
 mod moto;
 mod proxy;
 mod scenarios;
+mod surfaces;
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
