@@ -169,6 +169,12 @@ impl S3Endpoint {
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(invalid(key, "endpoint must be an http:// or https:// URL"));
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                key,
+                "endpoint must not carry credentials: use access_key_env/_file and secret_key_env/_file",
+            ));
+        }
         if self.bucket.is_empty() {
             return Err(invalid(key, "bucket must be set"));
         }

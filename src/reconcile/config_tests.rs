@@ -54,6 +54,9 @@ fn credentials_and_limits_are_checked() {
     c.access_key_file = Some("/x".into());
     assert_eq!(key_of(c.validate(ttl)), "services.reconcile.endpoint");
     let mut c = base();
+    c.endpoint = "http://user:secret@127.0.0.1:9000".into();
+    assert_eq!(key_of(c.validate(ttl)), "services.reconcile.endpoint");
+    let mut c = base();
     c.token_env = None;
     assert_eq!(key_of(c.validate(ttl)), "services.reconcile.token_env");
     let mut c = base();

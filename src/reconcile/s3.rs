@@ -282,12 +282,25 @@ fn version_header(h: &reqwest::header::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The URL is dropped from the error: it is presigned, and its signature is a credential.
 fn transport(e: reqwest::Error) -> S3Error {
     if e.is_timeout() {
         S3Error::Timeout
     } else {
-        S3Error::Unreachable(e.to_string())
+        S3Error::Unreachable(error_chain(&e.without_url()))
     }
+}
+
+/// An error with its causes ("connection refused" sits below reqwest's own message).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, S3Error> {
@@ -305,7 +318,10 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, S3Error> {
             Ok(None) => return Ok(out),
             // A body cut off half way: the page is incomplete and must not be used.
             Err(e) if e.is_timeout() => return Err(S3Error::Timeout),
-            Err(e) => return Err(S3Error::Garbled(format!("answer cut off: {e}"))),
+            Err(e) => {
+                let e = error_chain(&e.without_url());
+                return Err(S3Error::Garbled(format!("answer cut off: {e}")));
+            }
         }
     }
 }
