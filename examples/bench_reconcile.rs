@@ -1,6 +1,6 @@
 //! A reconciliation pass over many versions (scripts/bench-reconcile runs it against moto).
 //!
-//! Uploads `--versions` objects (skipped with `--skip-upload`), then runs the `reconcile`
+//! Uploads `--versions` objects (skipped with `--skip-upload`; `--upload-only` stops there), then runs the `reconcile`
 //! command's code path twice in spool mode against an in-process sink that answers 201: the first
 //! pass triggers every version (spool writes), the second finds every one already seen. Prints
 //! one JSON line per pass: pass time (from the report's timestamps), versions, S3 requests and
@@ -130,6 +130,9 @@ async fn main() {
     if !std::env::args().any(|a| a == "--skip-upload") {
         let t = upload(&endpoint, n).await;
         eprintln!("uploaded {n} versions in {:.1} s", t.as_secs_f64());
+    }
+    if std::env::args().any(|a| a == "--upload-only") {
+        return;
     }
     let upstream = sink().await;
     let dir = tempfile::tempdir().expect("temp dir");

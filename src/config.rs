@@ -582,7 +582,7 @@ impl Config {
                 ));
             }
             if let Some(r) = &svc.reconcile {
-                r.validate(self.dedup.ttl)?;
+                r.check(self)?;
             }
         }
         Ok(())

@@ -211,6 +211,17 @@ impl ReconcileConfig {
         }
     }
 
+    /// Checks one service's section in the whole configuration; the error names the key.
+    pub fn check(&self, cfg: &crate::config::Config) -> Result<(), ConfigError> {
+        if cfg.mode == crate::config::Mode::Shadow {
+            return Err(invalid(
+                "services.reconcile",
+                "shadow mode forwards every event unchecked: reconciling there would trigger versions again",
+            ));
+        }
+        self.validate(cfg.dedup.ttl)
+    }
+
     /// Checks one service's section against the dedup TTL; the error names the key.
     pub fn validate(&self, dedup_ttl: Duration) -> Result<(), ConfigError> {
         self.s3().validate("services.reconcile.endpoint")?;

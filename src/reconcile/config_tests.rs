@@ -48,6 +48,17 @@ fn a_window_that_cannot_work_is_refused_by_name() {
 }
 
 #[test]
+fn shadow_mode_refuses_reconciliation() {
+    let mut cfg = crate::config::Config {
+        mode: crate::config::Mode::Shadow,
+        ..Default::default()
+    };
+    assert_eq!(key_of(base().check(&cfg)), "services.reconcile");
+    cfg.mode = crate::config::Mode::Spool;
+    base().check(&cfg).expect("valid in spool mode");
+}
+
+#[test]
 fn credentials_and_limits_are_checked() {
     let ttl = Duration::from_secs(24 * 3600);
     let mut c = base();
