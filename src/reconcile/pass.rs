@@ -157,7 +157,7 @@ impl Reconciler {
             };
             report.pages += 1;
             cursor = page.next.clone();
-            self.judge_page(page, opts, line, report).await;
+            self.judge_page(page, opts, cancel, line, report).await;
             // `GET /admin/reconcile` shows a long pass's progress page by page.
             self.remember(report);
             if cursor.is_none() {
@@ -239,6 +239,7 @@ impl Reconciler {
         &self,
         page: Page,
         opts: PassOptions,
+        cancel: &CancellationToken,
         line: &mut (dyn FnMut(&VersionLine<'_>) + Send),
         report: &mut PassReport,
     ) {
@@ -248,6 +249,10 @@ impl Reconciler {
             .version(&self.service, "listed", page.entries.len() as u64);
         let mut tasks = JoinSet::new();
         for entry in page.entries {
+            // Shutdown: what is not handed over yet waits for the next pass.
+            if cancel.is_cancelled() {
+                break;
+            }
             let event = match self.judge(&entry, now) {
                 Judged::Skip(why) => {
                     self.count_skip(why, report);
