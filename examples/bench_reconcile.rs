@@ -32,12 +32,12 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn upload(endpoint: &str, n: usize) -> Duration {
+async fn upload(endpoint: &str, bucket: &str, n: usize) -> Duration {
     let client = std::sync::Arc::new(
         S3Client::new(
             endpoint,
             "us-east-1",
-            "bench",
+            bucket,
             ("bench".into(), "bench-secret".into()),
             1e6,
             Duration::from_secs(30),
@@ -73,14 +73,14 @@ async fn sink() -> String {
     format!("http://{addr}")
 }
 
-fn config(endpoint: &str, upstream: &str, dir: &std::path::Path) -> Config {
+fn config(endpoint: &str, bucket: &str, upstream: &str, dir: &std::path::Path) -> Config {
     std::fs::write(dir.join("k"), "bench\n").unwrap();
     std::fs::write(dir.join("s"), "bench-secret\n").unwrap();
     std::fs::write(dir.join("t"), "bench-token\n").unwrap();
     let rc: ReconcileConfig = toml::from_str(&format!(
         r#"
         endpoint = "{endpoint}"
-        bucket = "bench"
+        bucket = "{bucket}"
         prefix = "in/"
         access_key_file = "{d}/k"
         secret_key_file = "{d}/s"
@@ -127,8 +127,9 @@ async fn main() {
     let n: usize = arg("--versions")
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    let bucket = arg("--bucket").unwrap_or_else(|| "bench".into());
     if !std::env::args().any(|a| a == "--skip-upload") {
-        let t = upload(&endpoint, n).await;
+        let t = upload(&endpoint, &bucket, n).await;
         eprintln!("uploaded {n} versions in {:.1} s", t.as_secs_f64());
     }
     if std::env::args().any(|a| a == "--upload-only") {
@@ -141,7 +142,7 @@ async fn main() {
         "second pass (all already seen)",
     ] {
         let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let cfg = config(&endpoint, &upstream, dir.path());
+        let cfg = config(&endpoint, &bucket, &upstream, dir.path());
         let report = oneshot::run(cfg, "bench", false, &mut std::io::sink())
             .await
             .expect("pass");
