@@ -34,6 +34,7 @@ pub mod logging;
 pub mod mcsetup;
 pub mod metrics;
 pub mod pipeline;
+pub mod reconcile;
 pub mod replay;
 pub mod runtime;
 pub mod server;
@@ -164,6 +165,57 @@ fn held_settings(cfg: &Config, backoff: Backoff) -> HeldSettings {
     }
 }
 
+/// Everything `serve` runs behind the listener: the gateway with its store, forwarder, held
+/// queue and (spool mode) spool. The one-shot `reconcile` command builds the same, so a pass run
+/// from the command line takes exactly the path of a pass run by `serve`.
+pub(crate) struct Pipeline {
+    pub gateway: Gateway,
+    pub spool: Option<spool::Spool>,
+    pub held: HeldQueue,
+    pub metrics: Metrics,
+    /// Stops the store's background task (sweeper or health probe).
+    pub background: CancellationToken,
+}
+
+impl Pipeline {
+    pub(crate) async fn build(cfg: Arc<Config>, hooks: &Hooks) -> Result<Self, StartError> {
+        let metrics = Metrics::new();
+        let background = CancellationToken::new();
+        let store = open_store(&cfg, &metrics, &background)?;
+        let forwarder = forwarder(&cfg, hooks.workers.len().max(1), &metrics)?;
+        let backoff = Backoff::try_new(cfg.delivery.retry_initial, cfg.delivery.retry_max)
+            .map_err(|e| StartError::Config(format!("invalid `delivery.retry_initial`: {e}")))?;
+        let held = HeldQueue::new(
+            held_settings(&cfg, backoff),
+            store.clone(),
+            forwarder.clone(),
+            metrics.clone(),
+        );
+        let spool = open_spool(&cfg, hooks, backoff, &store, &forwarder, &metrics).await?;
+        let gateway = Gateway::new(
+            cfg.clone(),
+            key_deriver(&cfg),
+            store,
+            forwarder,
+            held.clone(),
+            metrics.clone(),
+        )
+        .map_err(StartError::Config)?;
+        if let Some(s) = &spool {
+            s.set_history(gateway.history().clone());
+            gateway.attach_spool(s.clone());
+        }
+        held.set_history(gateway.history().clone());
+        Ok(Self {
+            gateway,
+            spool,
+            held,
+            metrics,
+            background,
+        })
+    }
+}
+
 /// Runs the gateway on `listener` until `shutdown` is cancelled, then drains and returns.
 pub async fn run(
     cfg: Config,
@@ -188,34 +240,17 @@ pub async fn run_with_hooks(
         }
         _ => None,
     };
-    let metrics = Metrics::new();
-    let background = CancellationToken::new();
-    let store = open_store(&cfg, &metrics, &background)?;
-    let forwarder = forwarder(&cfg, hooks.workers.len().max(1), &metrics)?;
-    let backoff = Backoff::try_new(cfg.delivery.retry_initial, cfg.delivery.retry_max)
-        .map_err(|e| StartError::Config(format!("invalid `delivery.retry_initial`: {e}")))?;
-    let held = HeldQueue::new(
-        held_settings(&cfg, backoff),
-        store.clone(),
-        forwarder.clone(),
-        metrics.clone(),
-    );
-    let spool = open_spool(&cfg, &hooks, backoff, &store, &forwarder, &metrics).await?;
-    let gateway = Gateway::new(
-        cfg.clone(),
-        key_deriver(&cfg),
-        store,
-        forwarder,
-        held.clone(),
-        metrics.clone(),
-    )
-    .map_err(StartError::Config)?;
-    if let Some(s) = &spool {
-        s.set_history(gateway.history().clone());
-        gateway.attach_spool(s.clone());
-    }
-    held.set_history(gateway.history().clone());
-    let app = http::App::new(http::AppState::new(gateway));
+    let Pipeline {
+        gateway,
+        spool,
+        held,
+        metrics,
+        background,
+    } = Pipeline::build(cfg.clone(), &hooks).await?;
+    let reconcilers =
+        reconcile::Reconcilers::new(&gateway).map_err(|e| StartError::Config(e.to_string()))?;
+    let reconcile_loops = reconcilers.spawn_loops(shutdown.clone());
+    let app = http::App::new(http::AppState::new(gateway).with_reconcilers(reconcilers));
     let opts = server::ServeOptions {
         header_timeout: cfg.http.header_timeout,
         max_connections: cfg.http.max_connections,
@@ -225,6 +260,7 @@ pub async fn run_with_hooks(
     };
     tracing::info!(listen = %listener.local_addr()?, tls = opts.tls.is_some(), workers = opts.workers.len().max(1), upstream = %cfg.upstream, mode = ?cfg.mode, "gateway serving");
     server::serve(listener, app, opts, metrics, shutdown).await;
+    reconcile_loops.join().await;
     held.flush_and_wait(cfg.http.shutdown_grace).await;
     if let Some(s) = &spool {
         // In-flight deliveries record their outcome; undelivered events stay on disk.

@@ -102,6 +102,16 @@ enum Command {
     },
     /// Print the `mc` commands that wire a MinIO bucket to the gateway (the token stays in an env var).
     McSetup(McSetupArgs),
+    /// One reconciliation pass over the service's bucket: a JSON line per version triggered, then a summary.
+    Reconcile {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        service: String,
+        /// Print what would be triggered; claim and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +149,9 @@ struct McSetupArgs {
     /// MinIO region as it appears in ARNs (usually empty).
     #[arg(long, default_value = "")]
     region: String,
+    /// Also print the read-only S3 policy and user for `[services.NAME.reconcile]`.
+    #[arg(long)]
+    reconcile: bool,
 }
 
 impl McSetupArgs {
@@ -155,6 +168,7 @@ impl McSetupArgs {
             prefix: self.prefix,
             target_id: self.target_id,
             region: self.region,
+            reconcile: self.reconcile,
         }
     }
 }
@@ -201,6 +215,17 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Reconcile {
+            config,
+            service,
+            dry_run,
+        } => match load(config.as_deref(), &Overrides::default()) {
+            Ok(cfg) => {
+                let _log_flush = dedup_gateway::logging::init(cfg.log_format);
+                reconcile(cfg, &service, dry_run)
+            }
+            Err(code) => code,
+        },
         Command::Replay {
             config,
             service,
@@ -230,6 +255,40 @@ fn replay(
     match dedup_gateway::replay::replay(&cfg, files, service, authorization, &mut out) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
+            eprintln!("dedup-gateway: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn reconcile(cfg: Config, service: &str, dry_run: bool) -> ExitCode {
+    use dedup_gateway::reconcile::oneshot::{self, OneShotError};
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dedup-gateway: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::stdout();
+    match rt.block_on(oneshot::run(cfg, service, dry_run, &mut out)) {
+        Ok(r) if r.outcome == "ok" => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!(
+                "dedup-gateway: reconciliation pass {}: {}",
+                r.outcome,
+                r.error.unwrap_or_default()
+            );
+            ExitCode::from(1)
+        }
+        Err(OneShotError::Usage(e)) => {
+            eprintln!("dedup-gateway: {e}");
+            ExitCode::from(2)
+        }
+        Err(OneShotError::Runtime(e)) => {
             eprintln!("dedup-gateway: {e}");
             ExitCode::from(1)
         }

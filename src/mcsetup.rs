@@ -69,6 +69,8 @@ pub struct McSetup {
     pub target_id: String,
     /// MinIO region as it appears in the ARN (`mc admin config get ALIAS region`); usually empty.
     pub region: String,
+    /// Also print the read-only S3 policy reconciliation needs (`--reconcile`).
+    pub reconcile: bool,
 }
 
 impl McSetup {
@@ -86,6 +88,7 @@ impl McSetup {
             prefix: String::new(),
             target_id: String::new(),
             region: String::new(),
+            reconcile: false,
         }
     }
 }
@@ -137,6 +140,11 @@ pub fn render(o: &McSetup) -> Result<String, McSetupError> {
         o.alias, names.id
     );
     let _ = writeln!(s, "mc event list {}", names.target);
+    if o.reconcile {
+        crate::reconcile::policy::append_mc_commands(
+            &mut s, &o.alias, &o.bucket, &o.prefix, &o.service,
+        );
+    }
     Ok(s)
 }
 

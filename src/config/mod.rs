@@ -87,6 +87,7 @@ impl Config {
         static DEFAULT: ServiceConfig = ServiceConfig {
             available_on: AvailableOn::Any,
             inbound_tokens: Vec::new(),
+            reconcile: None,
         };
         self.services.get(name).unwrap_or(&DEFAULT)
     }

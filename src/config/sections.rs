@@ -196,4 +196,7 @@ pub struct ServiceConfig {
     /// If non-empty, only requests whose `Authorization` is one of these are accepted (else 401).
     #[serde(default)]
     pub inbound_tokens: Vec<String>,
+    /// Reconciliation of the bucket this service reads (contract §8); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<crate::reconcile::ReconcileConfig>,
 }

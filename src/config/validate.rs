@@ -216,6 +216,9 @@ impl Config {
                     "tokens must not be empty",
                 ));
             }
+            if let Some(r) = &svc.reconcile {
+                r.check(self)?;
+            }
         }
         Ok(())
     }

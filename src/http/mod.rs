@@ -19,6 +19,7 @@ pub mod dlq;
 pub mod ops;
 pub mod overload;
 pub mod receive;
+pub mod reconcile;
 pub mod verdicts;
 
 use std::{convert::Infallible, future::Future, pin::Pin};
@@ -41,12 +42,23 @@ pub struct AppState {
     pub gateway: Gateway,
     /// Webhook POSTs in flight, shared by both ways in ([`overload`]).
     pub inflight: overload::Inflight,
+    /// Per-service reconciliation (`/admin/reconcile`); empty when none is configured.
+    pub reconcilers: crate::reconcile::Reconcilers,
 }
 
 impl AppState {
     pub fn new(gateway: Gateway) -> Self {
         let inflight = overload::Inflight::new(gateway.config().http.max_inflight);
-        Self { gateway, inflight }
+        Self {
+            gateway,
+            inflight,
+            reconcilers: Default::default(),
+        }
+    }
+
+    pub fn with_reconcilers(mut self, r: crate::reconcile::Reconcilers) -> Self {
+        self.reconcilers = r;
+        self
     }
 }
 
@@ -108,6 +120,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/dlq/replay", post(dlq::replay_all))
         .route("/admin/dlq/{id}", delete(dlq::delete))
         .route("/admin/dlq/{id}/replay", post(dlq::replay_one))
+        .route("/admin/reconcile", get(reconcile::last_passes))
+        .route("/admin/reconcile/{service}", post(reconcile::run_now))
         .fallback(ops::not_found)
         .with_state(state)
 }

@@ -109,6 +109,7 @@ struct Inner {
     store_entries: Gauge,
     /// Spool mode: depth, bytes, DLQ, fsync batch size and latency (see [`spool`]).
     spool: SpoolMetrics,
+    reconcile: crate::reconcile::metrics::ReconcileMetrics,
     shadow_verdicts: Vec<(Verdict, Counter)>,
     shadow_superseded: Counter,
     store_healthy: Gauge,
@@ -201,6 +202,7 @@ impl Metrics {
                 "Identities in the memory dedup store",
             ),
             spool: SpoolMetrics::register(&mut r),
+            reconcile: crate::reconcile::metrics::ReconcileMetrics::register(&mut r),
             shadow_verdicts: labelled(
                 &mut r,
                 "shadow_verdicts",
@@ -309,6 +311,11 @@ impl Metrics {
     /// The spool's metrics (registered in every mode; zero outside spool mode).
     pub fn spool(&self) -> &SpoolMetrics {
         &self.inner.spool
+    }
+
+    /// Reconciliation metrics (series exist per service with a `reconcile` section).
+    pub fn reconcile(&self) -> &crate::reconcile::metrics::ReconcileMetrics {
+        &self.inner.reconcile
     }
 
     /// The Prometheus text exposition of every metric.

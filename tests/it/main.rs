@@ -15,6 +15,7 @@ mod mc_setup;
 mod metrics;
 mod pending;
 mod receive;
+mod reconcile;
 mod redis;
 mod restart;
 mod shadow;

@@ -72,6 +72,11 @@ fn exported(text: &str, into: &mut BTreeSet<String>) {
         }
         if let Some(n) = name.split(['{', ' ']).next() {
             into.insert(n.to_string());
+            // A declared counter family is exported as `<name>_total`, even before its first
+            // labelled series exists (the reconcile families are per configured service).
+            if l.starts_with("# TYPE ") && l.ends_with(" counter") {
+                into.insert(format!("{n}_total"));
+            }
         }
     }
 }
