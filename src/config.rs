@@ -222,6 +222,12 @@ pub struct SpoolConfig {
     /// Longest a write waits for companions to share its fsync.
     #[serde(with = "humantime_serde")]
     pub group_commit_delay: Duration,
+    /// `local` (redb under `data_dir`, default) or `jetstream` (a shared NATS stream).
+    #[serde(default)]
+    pub backend: crate::spool::jetstream::SpoolBackendKind,
+    /// `[spool.jetstream]`: used with `backend = "jetstream"`.
+    #[serde(default)]
+    pub jetstream: crate::spool::jetstream::JetStreamConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -312,6 +318,8 @@ impl Default for Config {
                 max_bytes: 1024 * 1024 * 1024,
                 max_entries: 1_000_000,
                 group_commit_delay: Duration::from_millis(0),
+                backend: Default::default(),
+                jetstream: Default::default(),
             },
             admin: AdminConfig {
                 token: String::new(),
@@ -562,6 +570,18 @@ impl Config {
                 "spool limits must be above zero",
             ));
         }
+        if self.spool.backend == crate::spool::jetstream::SpoolBackendKind::Jetstream {
+            self.spool
+                .jetstream
+                .validate()
+                .map_err(|(k, r)| invalid(k, r))?;
+            if self.dedup.hash_secret.is_empty() {
+                return Err(invalid(
+                    "dedup.hash_secret",
+                    "must be set (and equal on every replica) with spool.backend = \"jetstream\"",
+                ));
+            }
+        }
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }
@@ -596,6 +616,7 @@ impl Config {
         let mut c = self.clone();
         mask(&mut c.dedup.hash_secret);
         mask(&mut c.admin.token);
+        c.spool.jetstream.mask();
         if let Ok(mut url) = reqwest::Url::parse(&c.dedup.redis.url)
             && url.password().is_some()
         {

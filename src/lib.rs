@@ -160,7 +160,17 @@ pub async fn run_with_hooks(
     let spool = if cfg.mode == Mode::Spool {
         let faults = hooks.spool_faults.clone().unwrap_or_default();
         let settings = spool::SpoolSettings::from_config(&cfg, backoff, faults);
-        Some(spool::Spool::open(settings, store.clone(), forwarder.clone(), metrics.clone()).await?)
+        let (store, fwd, m) = (store.clone(), forwarder.clone(), metrics.clone());
+        Some(match cfg.spool.backend {
+            spool::jetstream::SpoolBackendKind::Local => {
+                spool::SpoolBackend::Local(spool::Spool::open(settings, store, fwd, m).await?)
+            }
+            spool::jetstream::SpoolBackendKind::Jetstream => {
+                let js = cfg.spool.jetstream.clone();
+                let s = spool::jetstream::JetSpool::open(settings, js, store, fwd, m).await?;
+                spool::SpoolBackend::JetStream(s)
+            }
+        })
     } else {
         None
     };

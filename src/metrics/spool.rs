@@ -23,6 +23,11 @@ pub struct SpoolMetrics {
     pub write_errors: Counter,
     pub fsync_batch_size: Histogram,
     pub fsync_seconds: Histogram,
+    /// `spool.backend = "jetstream"`: the consumer's view of the stream.
+    pub jetstream_pending: Gauge,
+    pub jetstream_ack_pending: Gauge,
+    pub jetstream_redelivered: Gauge,
+    pub jetstream_redeliveries: Counter,
 }
 
 impl SpoolMetrics {
@@ -43,6 +48,10 @@ impl SpoolMetrics {
             fsync_seconds: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
+            jetstream_pending: Gauge::default(),
+            jetstream_ack_pending: Gauge::default(),
+            jetstream_redelivered: Gauge::default(),
+            jetstream_redeliveries: Counter::default(),
         };
         registry.register(
             "spool_depth",
@@ -88,6 +97,26 @@ impl SpoolMetrics {
             "spool_fsync_duration_seconds",
             "Time of one spool commit, fsync included",
             m.fsync_seconds.clone(),
+        );
+        registry.register(
+            "jetstream_consumer_pending",
+            "JetStream spool: events not yet handed to any replica (the consumer's lag)",
+            m.jetstream_pending.clone(),
+        );
+        registry.register(
+            "jetstream_consumer_ack_pending",
+            "JetStream spool: events handed out and not yet acknowledged (in delivery or waiting)",
+            m.jetstream_ack_pending.clone(),
+        );
+        registry.register(
+            "jetstream_consumer_redelivered",
+            "JetStream spool: events currently redelivered at least once (server count)",
+            m.jetstream_redelivered.clone(),
+        );
+        registry.register(
+            "jetstream_redeliveries",
+            "JetStream spool: messages this replica received again (a NAK, a retry, an AckWait expiry)",
+            m.jetstream_redeliveries.clone(),
         );
         m
     }

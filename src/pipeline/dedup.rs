@@ -22,7 +22,7 @@ use crate::{
     config::{Mode, OnStoreError},
     deliver::{Delivery, settle::Lost},
     identity::{DedupKey, Owner},
-    spool::{Admission, Spool},
+    spool::{Admission, SpoolBackend},
     store::{Claim, DedupStore, Existing, StoreError},
     verdict::{RecordResult, Verdict},
 };
@@ -224,7 +224,7 @@ impl Gateway {
     /// ([`Spool::admit`]); `held` or `accepted` (202) only once it is on disk and claimed.
     async fn admit(
         &self,
-        spool: &Spool,
+        spool: &SpoolBackend,
         delivery: &Delivery,
         owner: Owner,
         hold: bool,

@@ -61,7 +61,9 @@
 //! stored is acknowledged.
 
 mod admit;
+mod backend;
 pub mod io;
+pub mod jetstream;
 mod queue;
 pub mod record;
 mod worker;
@@ -88,6 +90,7 @@ use crate::{
     store::{Claim, DedupStore, Existing, Store},
 };
 pub use admit::Admission;
+pub use backend::SpoolBackend;
 pub use io::FaultSwitch;
 use queue::{Due, Queue};
 use record::Entry;
