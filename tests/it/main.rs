@@ -5,6 +5,7 @@ mod core;
 mod crash;
 mod hardening;
 mod helpers;
+mod jetstream;
 mod ops;
 mod redis;
 mod spool;

@@ -162,6 +162,14 @@ impl Inner {
         msg_id: String,
     ) -> Result<PublishAck, SpoolError> {
         let i = self;
+        // Disconnected: refuse at once (503) rather than queue the publish in the client for a
+        // reconnect that MinIO's request would wait for until the timeout.
+        let state = i.client.connection_state();
+        if state != async_nats::connection::State::Connected {
+            return Err(SpoolError::Write(format!(
+                "jetstream: nats not connected ({state})"
+            )));
+        }
         let limit = i.cfg.publish_timeout;
         let work = async {
             let _permit = i

@@ -70,6 +70,8 @@ use crate::{
 
 /// How often the stream and consumer gauges are refreshed from the server.
 const STATS_EVERY: Duration = Duration::from_secs(2);
+/// The least time a JetStream API request (stream, consumer, DLQ) may take.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A handle to the JetStream spool; cheap to clone.
 #[derive(Debug, Clone)]
@@ -115,7 +117,8 @@ impl JetSpool {
     ) -> Result<Self, SpoolError> {
         let client = connect(&cfg).await?;
         let js = jetstream::ContextBuilder::new()
-            .timeout(cfg.publish_timeout)
+            // Stream and consumer requests (at start, DLQ admin) may wait longer than an accept.
+            .timeout(cfg.publish_timeout.max(API_TIMEOUT))
             .ack_timeout(cfg.publish_timeout)
             .max_ack_inflight(cfg.max_inflight_publishes)
             .build(client.clone());
