@@ -3,5 +3,5 @@
 
 mod conformance;
 mod gateway;
-mod server;
+pub(crate) mod server;
 mod spool;
