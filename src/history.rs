@@ -12,7 +12,7 @@
 //! The history is disabled (capacity 0, recording is a no-op) when `admin.verdict_history` is 0
 //! or no admin token is configured, because nobody could read it then.
 //!
-//! A held copy delivered after its grace is recorded by [`crate::deliver::held`] with its dedup key
+//! A held copy delivered after its grace is recorded by [`crate::pipeline::held`] with its dedup key
 //! only; a lookup by bucket/object/version first collects the keys of the matching decisions and
 //! then returns every decision with one of those keys, so the late delivery shows up too.
 
@@ -321,107 +321,4 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn subject<'a>(object: &'a str, version: &'a str) -> Subject<'a> {
-        Subject {
-            service: "svc",
-            event: "s3:ObjectCreated:Put",
-            bucket: "b",
-            object,
-            version,
-            version_id: Some(version),
-        }
-    }
-
-    #[test]
-    fn fields_round_trip_through_the_packed_text() {
-        let d = Decision::new(
-            subject("dir/ä x", "v1"),
-            None,
-            Verdict::Ignored,
-            Cow::Borrowed("r"),
-        );
-        assert_eq!(
-            (
-                d.service(),
-                d.event(),
-                d.bucket(),
-                d.object(),
-                d.version(),
-                d.version_id()
-            ),
-            ("svc", "s3:ObjectCreated:Put", "b", "dir/ä x", "v1", "v1")
-        );
-    }
-
-    #[test]
-    fn ring_keeps_the_newest_in_order() {
-        let h = History::new(3);
-        for i in 0..5u8 {
-            let key = DedupKey([i; 16]);
-            h.record(Decision::new(
-                subject("o", "v"),
-                Some(key),
-                Verdict::Duplicate,
-                Cow::Borrowed("r"),
-            ));
-        }
-        let all = h.by_object(&ObjectQuery {
-            bucket: "b",
-            object: "o",
-            version: None,
-        });
-        let firsts: Vec<u8> = all
-            .iter()
-            .map(|d| d.key.map(|k| k.0[0]).unwrap_or(255))
-            .collect();
-        assert_eq!(firsts, [2, 3, 4]);
-    }
-
-    #[test]
-    fn object_lookup_includes_later_decisions_by_key() {
-        let h = History::new(10);
-        let key = DedupKey([7; 16]);
-        h.record(Decision::new(
-            subject("o", "v1"),
-            Some(key),
-            Verdict::Held,
-            Cow::Borrowed("replication-pending"),
-        ));
-        h.record(Decision::new(
-            subject("o", "v2"),
-            Some(DedupKey([8; 16])),
-            Verdict::Forwarded,
-            Cow::Borrowed("x"),
-        ));
-        h.record(Decision::keyed(
-            "svc",
-            key,
-            Verdict::Forwarded,
-            "held-grace-elapsed",
-        ));
-        let q = ObjectQuery {
-            bucket: "b",
-            object: "o",
-            version: Some("v1"),
-        };
-        let found: Vec<&str> = h.by_object(&q).iter().map(|d| d.verdict.as_str()).collect();
-        assert_eq!(found, ["held", "forwarded"]);
-        assert_eq!(h.by_key(&key).len(), 2);
-    }
-
-    #[test]
-    fn zero_capacity_records_nothing() {
-        let h = History::new(0);
-        h.record(Decision::keyed(
-            "s",
-            DedupKey([1; 16]),
-            Verdict::Forwarded,
-            "x",
-        ));
-        assert!(!h.is_enabled());
-        assert!(h.by_key(&DedupKey([1; 16])).is_empty());
-    }
-}
+mod tests;

@@ -6,17 +6,21 @@
 //! | receive | [`server`], [`http::receive`] | accept connections, check headers, read the body under a limit and a timeout |
 //! | parse | [`pipeline::parse`] | split `Records`, borrow the few fields a decision needs |
 //! | policy | [`pipeline::policy`] | event name, `available_on`, PENDING marking → verdict or forward/hold |
-//! | key | [`pipeline::key`] | the identity tuple → 16-byte keyed digest |
-//! | dedup | [`store`] | reserve / hold / commit / release with a TTL ([`store::memory`], shared: [`store::redis`]) |
-//! | deliver | [`deliver`] | POST to OSCAR, classify the answer, backoff; held copies in [`deliver::held`] |
-//! | spool | [`spool`] | spool mode: group-committed durable store, delivery workers, retries, dead-letter queue |
+//! | key | [`pipeline::key`] | the identity tuple → 16-byte keyed digest ([`identity::DedupKey`]) |
+//! | dedup | `pipeline::dedup`, [`store`] | claim, then settle, per mode; reserve / hold / commit / release with a TTL ([`store::memory`], shared: [`store::redis`]) |
+//! | held | [`pipeline::held`] | sync mode's PENDING-marked copies: grace, claim, deliver, re-hold |
+//! | spool | [`spool`] | spool mode: admission, group-committed durable store, delivery workers, retries, dead-letter queue |
+//! | deliver | [`deliver`] | POST to OSCAR, classify the answer; [`deliver::settle`] is the one settle path (commit / release, retry budget) |
 //!
 //! [`pipeline`] strings the stages together and documents the delivery semantics
-//! ([`pipeline::shadow`] is the count-only variant); [`config`] holds every setting; [`metrics`]
+//! ([`pipeline::shadow`] is the count-only variant). The vocabulary every stage shares sits in
+//! leaf modules, so no stage imports one above it: [`identity`] (dedup keys, owner tokens) and
+//! [`verdict`] (verdicts, per-record results). [`config`] holds every setting; [`metrics`]
 //! every counter; [`error`] maps failures to HTTP answers; [`http::admin`] and [`http::verdicts`]
 //! are the admin routes, fed by [`history`]; [`tls`] the HTTPS listener; [`logging`] the batched
 //! decision-log writer; [`replay`] runs captured payloads through the same stages offline;
-//! [`mcsetup`] prints the `mc` wiring.
+//! [`mcsetup`] prints the `mc` wiring. The module graph and one event's path through the files:
+//! `docs/architecture.md`.
 
 pub mod config;
 pub mod deliver;
@@ -88,6 +92,85 @@ pub fn key_deriver(cfg: &Config) -> KeyDeriver {
     }
 }
 
+/// The configured dedup store, with its background task (sweeper or health probe) started.
+fn open_store(
+    cfg: &Config,
+    metrics: &Metrics,
+    background: &CancellationToken,
+) -> Result<Store, StartError> {
+    Ok(match cfg.dedup.backend {
+        StoreBackend::Memory => {
+            let m = MemoryStore::new(cfg.dedup.max_entries);
+            m.spawn_sweeper(cfg.dedup.sweep_interval, background.clone());
+            metrics.store_healthy(true);
+            Store::Memory(m)
+        }
+        StoreBackend::Redis => {
+            let r = RedisStore::new(&cfg.dedup.redis, metrics.clone())
+                .map_err(|e| StartError::Config(format!("invalid `dedup.redis.url`: {e}")))?;
+            r.spawn_health_probe(background.clone());
+            tracing::info!(key_prefix = %cfg.dedup.redis.key_prefix, on_store_error = ?cfg.dedup.on_store_error, "dedup store: redis");
+            Store::Redis(r)
+        }
+    })
+}
+
+/// The HTTP client towards OSCAR, one connection pool per worker thread.
+fn forwarder(cfg: &Config, workers: usize, metrics: &Metrics) -> Result<Forwarder, StartError> {
+    Forwarder::new(
+        &cfg.upstream,
+        &cfg.delivery,
+        cfg.delivery.ca_file.as_deref(),
+        workers,
+        metrics.clone(),
+    )
+    .map_err(|e| match cfg.delivery.ca_file {
+        Some(_) => StartError::Config(format!("invalid `delivery.ca_file`: {e}")),
+        None => StartError::Config(e.to_string()),
+    })
+}
+
+/// Spool mode: opens the spool, restores delivered identities and reservations, starts
+/// delivering. `None` in the other modes.
+async fn open_spool(
+    cfg: &Config,
+    hooks: &Hooks,
+    backoff: Backoff,
+    store: &Store,
+    forwarder: &Forwarder,
+    metrics: &Metrics,
+) -> Result<Option<spool::SpoolBackend>, StartError> {
+    if cfg.mode != Mode::Spool {
+        return Ok(None);
+    }
+    let faults = hooks.spool_faults.clone().unwrap_or_default();
+    let settings = spool::SpoolSettings::from_config(cfg, backoff, faults);
+    let (store, fwd, m) = (store.clone(), forwarder.clone(), metrics.clone());
+    Ok(Some(match cfg.spool.backend {
+        spool::jetstream::SpoolBackendKind::Local => {
+            spool::SpoolBackend::Local(spool::Spool::open(settings, store, fwd, m).await?)
+        }
+        spool::jetstream::SpoolBackendKind::Jetstream => {
+            let js = cfg.spool.jetstream.clone();
+            let s = spool::jetstream::JetSpool::open(settings, js, store, fwd, m).await?;
+            spool::SpoolBackend::JetStream(s)
+        }
+    }))
+}
+
+/// What sync mode's held copies need from the configuration.
+fn held_settings(cfg: &Config, backoff: Backoff) -> HeldSettings {
+    HeldSettings {
+        grace: cfg.policy.pending_grace,
+        lease: cfg.dedup.lease,
+        ttl: cfg.dedup.ttl,
+        backoff,
+        max_attempts: cfg.delivery.max_attempts,
+        max_age: cfg.delivery.max_age,
+        concurrency: cfg.delivery.concurrency,
+    }
+}
+
 /// Runs the gateway on `listener` until `shutdown` is cancelled, then drains and returns.
 pub async fn run(
     cfg: Config,
@@ -114,66 +197,17 @@ pub async fn run_with_hooks(
     };
     let metrics = Metrics::new();
     let background = CancellationToken::new();
-    let store = match cfg.dedup.backend {
-        StoreBackend::Memory => {
-            let m = MemoryStore::new(cfg.dedup.max_entries);
-            m.spawn_sweeper(cfg.dedup.sweep_interval, background.clone());
-            metrics.store_healthy(true);
-            Store::Memory(m)
-        }
-        StoreBackend::Redis => {
-            let r = RedisStore::new(&cfg.dedup.redis, metrics.clone())
-                .map_err(|e| StartError::Config(format!("invalid `dedup.redis.url`: {e}")))?;
-            r.spawn_health_probe(background.clone());
-            tracing::info!(key_prefix = %cfg.dedup.redis.key_prefix, on_store_error = ?cfg.dedup.on_store_error, "dedup store: redis");
-            Store::Redis(r)
-        }
-    };
-    let forwarder = Forwarder::new(
-        &cfg.upstream,
-        &cfg.delivery,
-        cfg.delivery.ca_file.as_deref(),
-        hooks.workers.len().max(1),
-        metrics.clone(),
-    )
-    .map_err(|e| match cfg.delivery.ca_file {
-        Some(_) => StartError::Config(format!("invalid `delivery.ca_file`: {e}")),
-        None => StartError::Config(e.to_string()),
-    })?;
+    let store = open_store(&cfg, &metrics, &background)?;
+    let forwarder = forwarder(&cfg, hooks.workers.len().max(1), &metrics)?;
     let backoff = Backoff::try_new(cfg.delivery.retry_initial, cfg.delivery.retry_max)
         .map_err(|e| StartError::Config(format!("invalid `delivery.retry_initial`: {e}")))?;
     let held = HeldQueue::new(
-        HeldSettings {
-            grace: cfg.policy.pending_grace,
-            lease: cfg.dedup.lease,
-            ttl: cfg.dedup.ttl,
-            backoff,
-            max_attempts: cfg.delivery.max_attempts,
-            max_age: cfg.delivery.max_age,
-            concurrency: cfg.delivery.concurrency,
-        },
+        held_settings(&cfg, backoff),
         store.clone(),
         forwarder.clone(),
         metrics.clone(),
     );
-    // Spool mode: open the spool, restore delivered identities and reservations, start delivering.
-    let spool = if cfg.mode == Mode::Spool {
-        let faults = hooks.spool_faults.clone().unwrap_or_default();
-        let settings = spool::SpoolSettings::from_config(&cfg, backoff, faults);
-        let (store, fwd, m) = (store.clone(), forwarder.clone(), metrics.clone());
-        Some(match cfg.spool.backend {
-            spool::jetstream::SpoolBackendKind::Local => {
-                spool::SpoolBackend::Local(spool::Spool::open(settings, store, fwd, m).await?)
-            }
-            spool::jetstream::SpoolBackendKind::Jetstream => {
-                let js = cfg.spool.jetstream.clone();
-                let s = spool::jetstream::JetSpool::open(settings, js, store, fwd, m).await?;
-                spool::SpoolBackend::JetStream(s)
-            }
-        })
-    } else {
-        None
-    };
+    let spool = open_spool(&cfg, &hooks, backoff, &store, &forwarder, &metrics).await?;
     let gateway = Gateway::new(
         cfg.clone(),
         key_deriver(&cfg),

@@ -102,3 +102,41 @@ fn ser_key<S: serde::Serializer>(k: &Option<DedupKey>, s: S) -> Result<S::Ok, S:
         None => s.serialize_none(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn would_drop_is_the_final_verdicts_and_duplicates() {
+        let dropped: Vec<_> = Verdict::ALL
+            .into_iter()
+            .filter(|v| v.would_drop())
+            .map(Verdict::as_str)
+            .collect();
+        assert_eq!(
+            dropped,
+            [
+                "duplicate",
+                "pending",
+                "replication-failed",
+                "ignored",
+                "invalid"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_result_serializes_its_key_as_hex() {
+        let r = RecordResult::keyed(Verdict::Accepted, "spooled", DedupKey([0xab; 16]));
+        let json = serde_json::to_value(&r).expect("serializable");
+        assert_eq!(json["verdict"], "accepted");
+        assert_eq!(json["reason"], "spooled");
+        assert_eq!(json["key"], "ab".repeat(16));
+        let none = RecordResult {
+            key: None,
+            ..RecordResult::failed("upstream-500".into(), DedupKey([0; 16]))
+        };
+        assert!(serde_json::to_value(&none).expect("serializable")["key"].is_null());
+    }
+}

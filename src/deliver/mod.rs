@@ -120,31 +120,7 @@ impl Forwarder {
         workers: usize,
         metrics: Metrics,
     ) -> Result<Self, ClientError> {
-        // The bundled Mozilla roots, the system's roots and `delivery.ca_file`, as before.
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        if let Some(path) = ca_file {
-            let pem =
-                std::fs::read(path).map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
-            if certs.is_empty() {
-                // An empty trust list would silently fall back to the default roots only.
-                return Err(ClientError(format!(
-                    "{}: no PEM certificate found",
-                    path.display()
-                )));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
-            }
-        }
+        let roots = trust_roots(ca_file)?;
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -300,6 +276,36 @@ impl Forwarder {
 
 /// Timeout, connect error or anything else, as reqwest told them apart: a connect that timed out
 /// counts as a timeout.
+/// The roots an upstream certificate may chain to: the bundled Mozilla roots, the system's roots
+/// and `delivery.ca_file`.
+fn trust_roots(ca_file: Option<&std::path::Path>) -> Result<RootCertStore, ClientError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
+        if certs.is_empty() {
+            // An empty trust list would silently fall back to the default roots only.
+            return Err(ClientError(format!(
+                "{}: no PEM certificate found",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
+        }
+    }
+    Ok(roots)
+}
+
 fn error_class(e: &hyper_util::client::legacy::Error) -> UpstreamClass {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {

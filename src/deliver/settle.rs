@@ -121,3 +121,53 @@ impl RetryBudget {
         self.backoff.delay(attempts.max(1), retry_after)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget() -> RetryBudget {
+        RetryBudget {
+            backoff: Backoff::try_new(Duration::from_millis(100), Duration::from_secs(2))
+                .expect("valid backoff"),
+            max_attempts: 3,
+            max_age: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn the_budget_is_spent_at_either_limit() {
+        let b = budget();
+        assert!(!b.exhausted(0, Duration::ZERO));
+        assert!(!b.exhausted(2, Duration::from_secs(59)));
+        assert!(b.exhausted(3, Duration::ZERO));
+        assert!(b.exhausted(1, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn the_delay_grows_from_the_first_attempt_and_honours_retry_after() {
+        let b = budget();
+        // Zero attempts (a store error before any send) waits like the first one.
+        for attempts in [0, 1] {
+            let d = b.delay(attempts, None);
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_millis(100),
+                "{d:?}"
+            );
+        }
+        let d = b.delay(3, None);
+        assert!(
+            d >= Duration::from_millis(200) && d <= Duration::from_millis(400),
+            "{d:?}"
+        );
+        // `Retry-After` lengthens the wait, within the backoff's cap.
+        assert_eq!(
+            b.delay(1, Some(Duration::from_secs(1))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.delay(1, Some(Duration::from_secs(30))),
+            Duration::from_secs(2)
+        );
+    }
+}

@@ -11,6 +11,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::{counter, gauge, histogram};
+
 /// Handles to every spool metric; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SpoolMetrics {
@@ -32,92 +34,69 @@ pub struct SpoolMetrics {
 
 impl SpoolMetrics {
     /// Creates the metrics and registers them under the registry's prefix (`dedup_gateway_`).
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            depth: Gauge::default(),
-            bytes: Gauge::default(),
-            oldest_age_seconds: Gauge::default(),
-            dlq_entries: Gauge::default(),
-            dead_lettered: Counter::default(),
-            rejected_full: Counter::default(),
-            write_errors: Counter::default(),
+    pub fn register(r: &mut Registry) -> Self {
+        Self {
+            depth: gauge(
+                r,
+                "spool_depth",
+                "Undelivered events in the spool (held ones included)",
+            ),
+            bytes: gauge(r, "spool_bytes", "Bytes of undelivered events in the spool"),
+            oldest_age_seconds: gauge(
+                r,
+                "spool_oldest_age_seconds",
+                "Age of the oldest undelivered event in the spool",
+            ),
+            dlq_entries: gauge(r, "dlq_entries", "Events in the dead-letter queue"),
+            dead_lettered: counter(r, "dead_lettered", "Events moved to the dead-letter queue"),
+            rejected_full: counter(
+                r,
+                "spool_rejected_full",
+                "Events refused with 503 because the spool was full",
+            ),
+            write_errors: counter(
+                r,
+                "spool_write_errors",
+                "Spool commits that failed (disk errors); their events were refused with 503",
+            ),
             // Powers of two up to the writer's batch cap.
-            fsync_batch_size: Histogram::new([
-                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-            ]),
-            fsync_seconds: Histogram::new([
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
-            jetstream_pending: Gauge::default(),
-            jetstream_ack_pending: Gauge::default(),
-            jetstream_redelivered: Gauge::default(),
-            jetstream_redeliveries: Counter::default(),
-        };
-        registry.register(
-            "spool_depth",
-            "Undelivered events in the spool (held ones included)",
-            m.depth.clone(),
-        );
-        registry.register(
-            "spool_bytes",
-            "Bytes of undelivered events in the spool",
-            m.bytes.clone(),
-        );
-        registry.register(
-            "spool_oldest_age_seconds",
-            "Age of the oldest undelivered event in the spool",
-            m.oldest_age_seconds.clone(),
-        );
-        registry.register(
-            "dlq_entries",
-            "Events in the dead-letter queue",
-            m.dlq_entries.clone(),
-        );
-        registry.register(
-            "dead_lettered",
-            "Events moved to the dead-letter queue",
-            m.dead_lettered.clone(),
-        );
-        registry.register(
-            "spool_rejected_full",
-            "Events refused with 503 because the spool was full",
-            m.rejected_full.clone(),
-        );
-        registry.register(
-            "spool_write_errors",
-            "Spool commits that failed (disk errors); their events were refused with 503",
-            m.write_errors.clone(),
-        );
-        registry.register(
-            "spool_fsync_batch_size",
-            "Spool operations made durable by one commit (one fsync): the group-commit factor",
-            m.fsync_batch_size.clone(),
-        );
-        registry.register(
-            "spool_fsync_duration_seconds",
-            "Time of one spool commit, fsync included",
-            m.fsync_seconds.clone(),
-        );
-        registry.register(
-            "jetstream_consumer_pending",
-            "JetStream spool: events not yet handed to any replica (the consumer's lag)",
-            m.jetstream_pending.clone(),
-        );
-        registry.register(
-            "jetstream_consumer_ack_pending",
-            "JetStream spool: events handed out and not yet acknowledged (in delivery or waiting)",
-            m.jetstream_ack_pending.clone(),
-        );
-        registry.register(
-            "jetstream_consumer_redelivered",
-            "JetStream spool: events currently redelivered at least once (server count)",
-            m.jetstream_redelivered.clone(),
-        );
-        registry.register(
-            "jetstream_redeliveries",
-            "JetStream spool: messages this replica received again (a NAK, a retry, an AckWait expiry)",
-            m.jetstream_redeliveries.clone(),
-        );
-        m
+            fsync_batch_size: histogram(
+                r,
+                "spool_fsync_batch_size",
+                "Spool operations made durable by one commit (one fsync): the group-commit factor",
+                [
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ],
+            ),
+            fsync_seconds: histogram(
+                r,
+                "spool_fsync_duration_seconds",
+                "Time of one spool commit, fsync included",
+                [
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    1.0,
+                ],
+            ),
+            jetstream_pending: gauge(
+                r,
+                "jetstream_consumer_pending",
+                "JetStream spool: events not yet handed to any replica (the consumer's lag)",
+            ),
+            jetstream_ack_pending: gauge(
+                r,
+                "jetstream_consumer_ack_pending",
+                "JetStream spool: events handed out and not yet acknowledged",
+            ),
+            jetstream_redelivered: gauge(
+                r,
+                "jetstream_consumer_redelivered",
+                "JetStream spool: events currently redelivered at least once (server count)",
+            ),
+            jetstream_redeliveries: counter(
+                r,
+                "jetstream_redeliveries",
+                "JetStream spool: messages this replica received again (NAK retry, AckWait expiry)",
+            ),
+        }
     }
 }

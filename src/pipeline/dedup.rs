@@ -3,9 +3,9 @@
 //! [`super::Gateway::judge`] has a record's identity; from there this file decides, per mode:
 //! - **claim**: reserve (clean copy) or hold (PENDING-marked copy) the identity for a fresh owner
 //!   token, with the lease of the mode. A store that answers without waiting (memory) is asked in
-//!   the request's own task, so a duplicate costs no task; a shared store
-//!   ([`Store::is_shared`], Redis) is asked in the settling task, since a networked call can take
-//!   effect and then be cut off by a client hang-up.
+//!   the request's own task, so a duplicate costs no task; a shared store (Redis, see
+//!   [`crate::store::Store::is_shared`]) is asked in the settling task, since a networked call
+//!   can take effect and then be cut off by a client hang-up.
 //! - **wait**: in sync mode a copy that meets a held copy's delivery (or, with a shared store,
 //!   any delivery in flight) waits for its outcome instead of being a `duplicate` (see
 //!   [`super`]'s delivery semantics).
@@ -22,7 +22,7 @@ use crate::{
     config::{Mode, OnStoreError},
     deliver::{Delivery, settle::Lost},
     identity::{DedupKey, Owner},
-    spool::{Admission, SpoolBackend},
+    spool::Admission,
     store::{Claim, DedupStore, Existing, StoreError},
     verdict::{RecordResult, Verdict},
 };
@@ -110,7 +110,8 @@ impl Gateway {
     ) -> RecordResult {
         let key = delivery.key;
         if let Some(spool) = self.spool() {
-            return self.admit(spool, delivery, owner, hold, claim).await;
+            let admission = spool.admit(delivery, owner, hold, claim).await;
+            return self.admitted(admission, delivery, hold).await;
         }
         let mut claim = match claim {
             Some(claim) => claim,
@@ -220,18 +221,17 @@ impl Gateway {
         }
     }
 
-    /// Spool mode: the spool claims and stores the record in the order the store needs
-    /// ([`Spool::admit`]); `held` or `accepted` (202) only once it is on disk and claimed.
-    async fn admit(
+    /// Spool mode's answer: the spool claimed and stored the record in the order the store needs
+    /// ([`crate::spool::Spool::admit`]); `held` or `accepted` (202) only once it is on disk and
+    /// claimed.
+    async fn admitted(
         &self,
-        spool: &SpoolBackend,
+        admission: Admission,
         delivery: &Delivery,
-        owner: Owner,
         hold: bool,
-        claim: Option<Result<Claim, StoreError>>,
     ) -> RecordResult {
         let key = delivery.key;
-        match spool.admit(delivery, owner, hold, claim).await {
+        match admission {
             Admission::Spooled { preempted } => spooled(hold, preempted, key),
             Admission::Duplicate(existing) => {
                 RecordResult::keyed(Verdict::Duplicate, existing.reason(), key)

@@ -23,7 +23,7 @@
 //!   then stands for nothing until its lease (`dedup.lease`) ends. A `duplicate` answer there
 //!   would lose the event; waiting turns a crashed owner into a delay (503 until the lease ends,
 //!   then the copy is forwarded).
-//! - A PENDING-marked record is `held` (2xx) and forwarded by [`crate::deliver::held`] after the
+//! - A PENDING-marked record is `held` (2xx) and forwarded by [`crate::pipeline::held`] after the
 //!   grace, unless a clean copy of the same identity arrives first; that copy is forwarded at once
 //!   and the held copy is dropped. Exactly one of them reaches OSCAR.
 //! - A dedup-store failure answers 503 (fail-closed, default) or forwards unchecked and counts it
@@ -50,6 +50,7 @@ pub mod held;
 pub mod key;
 pub mod parse;
 pub mod policy;
+mod report;
 pub mod shadow;
 
 use std::{borrow::Cow, sync::Arc, time::SystemTime};
@@ -62,8 +63,8 @@ use serde_json::value::RawValue;
 use crate::{
     config::{Config, Mode},
     deliver::{Delivery, Forwarder, settle::Settler},
-    history::{self, History},
-    identity::{DedupKey, new_owner},
+    history::History,
+    identity::new_owner,
     metrics::Metrics,
     spool::SpoolBackend,
     store::Store,
@@ -311,64 +312,4 @@ impl Gateway {
         self.settle_in_task(seen, delivery, rec, owner, hold, claim)
             .await
     }
-
-    /// The one decision line, the history entry and the verdict count of a judged record.
-    fn finish(&self, seen: SystemTime, service: &str, rec: &Record<'_>, result: &RecordResult) {
-        log_decision(
-            result.verdict,
-            &result.reason,
-            service,
-            rec,
-            result.key.as_ref(),
-        );
-        self.remember(seen, service, rec, result);
-        self.inner.metrics.verdict(result.verdict);
-    }
-
-    /// Records a decision in the verdict history (a no-op when it is disabled).
-    fn remember(&self, seen: SystemTime, service: &str, rec: &Record<'_>, r: &RecordResult) {
-        if !self.inner.history.is_enabled() {
-            return;
-        }
-        let delivered = (r.verdict == Verdict::Forwarded).then(SystemTime::now);
-        let d = history::Decision::new(subject(service, rec), r.key, r.verdict, r.reason.clone())
-            .seen_at(seen)
-            .delivered_at(delivered, u32::from(delivered.is_some()));
-        self.inner.history.record(d);
-    }
-}
-
-/// The history's view of a record.
-fn subject<'a>(service: &'a str, rec: &'a Record<'_>) -> history::Subject<'a> {
-    history::Subject {
-        service,
-        event: &rec.event_name,
-        bucket: &rec.bucket,
-        object: &rec.key,
-        version: &rec.version,
-        version_id: rec.version_id.as_deref(),
-    }
-}
-
-/// The one log line per decision: verdict, reason, where, and the dedup key (never a token).
-fn log_decision(
-    verdict: Verdict,
-    reason: &str,
-    service: &str,
-    rec: &Record<'_>,
-    key: Option<&DedupKey>,
-) {
-    tracing::info!(
-        verdict = verdict.as_str(),
-        reason,
-        service,
-        // As `&str`, not `%`: the text format then quotes and escapes them, so an object key
-        // with a newline (`%0A`) cannot forge a log line; the JSON format escapes either way.
-        event = rec.event_name.as_ref(),
-        bucket = rec.bucket.as_ref(),
-        object = rec.key.as_str(),
-        version = rec.version.as_ref(),
-        dedup_key = key.map(tracing::field::display),
-        "decision"
-    );
 }

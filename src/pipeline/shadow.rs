@@ -63,7 +63,8 @@ enum Judged {
 }
 
 impl Gateway {
-    /// Shadow mode's handling of one POST (see the module doc).
+    /// Shadow mode's handling of one POST (see the module doc): judge every record as sync mode
+    /// would, forward the POST as received, then settle and report each would-be verdict.
     pub(super) async fn shadow(&self, req: Inbound) -> Answer {
         let seen = SystemTime::now();
         // The same bound as sync mode: a body over `http.max_records` would be refused whole.
@@ -74,39 +75,9 @@ impl Gateway {
         });
         let env = match env {
             Ok(env) => env,
-            Err(e) => {
-                let key = DedupKey([0; 16]);
-                let outcome = self.shadow_send(&req, key).await;
-                self.inner.metrics.shadow_verdict(Verdict::Invalid);
-                tracing::info!(mode = "shadow", verdict = "invalid", would_drop = true, service = %req.service, reason = %e, "shadow decision");
-                let results = vec![RecordResult {
-                    verdict: Verdict::Invalid,
-                    reason: Cow::Owned(e.to_string()),
-                    key: None,
-                }];
-                return Answer {
-                    results,
-                    status: status_of(&outcome),
-                };
-            }
+            Err(e) => return self.shadow_invalid(&req, &e).await,
         };
-        let scope = self.inner.keys.scope(
-            &req.service,
-            req.authorization.as_ref().map(|h| h.as_bytes()),
-        );
-        let mut judged: Vec<(Option<Record<'_>>, Judged)> = Vec::with_capacity(env.records.len());
-        for raw in &env.records {
-            match parse::record(raw) {
-                Ok(rec) => {
-                    let j = self.shadow_judge(&req, &scope, &rec).await;
-                    judged.push((Some(rec), j));
-                }
-                Err(e) => judged.push((
-                    None,
-                    Judged::Done(Verdict::Invalid, Cow::Owned(e.to_string()), None),
-                )),
-            }
-        }
+        let judged = self.shadow_judge_all(&req, &env.records).await;
         let header_key = judged
             .iter()
             .find_map(|(_, j)| match j {
@@ -119,40 +90,92 @@ impl Gateway {
         let mut results = Vec::with_capacity(judged.len());
         for (rec, j) in judged {
             let (verdict, reason, key) = self.settle(j, &outcome).await;
-            self.inner.metrics.shadow_verdict(verdict);
-            self.inner.metrics.verdict(if outcome.is_delivered() {
-                Verdict::Forwarded
-            } else {
-                Verdict::Failed
-            });
-            log_shadow(verdict, &reason, &req.service, rec.as_ref(), key.as_ref());
-            if let Some(rec) = &rec
-                && self.inner.history.is_enabled()
-            {
-                let delivered = if verdict == Verdict::Forwarded {
-                    delivered_at
-                } else {
-                    None
-                };
-                let d = history::Decision::new(
-                    super::subject(&req.service, rec),
-                    key,
-                    verdict,
-                    reason.clone(),
-                )
-                .seen_at(seen)
-                .delivered_at(delivered, u32::from(delivered.is_some()));
-                self.inner.history.record(d);
-            }
-            results.push(RecordResult {
+            let result = RecordResult {
                 verdict,
                 reason,
                 key,
-            });
+            };
+            self.shadow_report(&req, rec.as_ref(), &result, &outcome, seen, delivered_at);
+            results.push(result);
         }
         Answer {
             results,
             status: status_of(&outcome),
+        }
+    }
+
+    /// A body that is not a MinIO envelope: forwarded all the same, counted once as `invalid`.
+    async fn shadow_invalid(&self, req: &Inbound, e: &parse::EnvelopeError) -> Answer {
+        let outcome = self.shadow_send(req, DedupKey([0; 16])).await;
+        self.inner.metrics.shadow_verdict(Verdict::Invalid);
+        tracing::info!(mode = "shadow", verdict = "invalid", would_drop = true, service = %req.service, reason = %e, "shadow decision");
+        let results = vec![RecordResult {
+            verdict: Verdict::Invalid,
+            reason: Cow::Owned(e.to_string()),
+            key: None,
+        }];
+        Answer {
+            results,
+            status: status_of(&outcome),
+        }
+    }
+
+    /// Every record judged as sync mode would, up to the send (`None`: the record did not parse).
+    async fn shadow_judge_all<'b>(
+        &self,
+        req: &Inbound,
+        records: &'b [&'b serde_json::value::RawValue],
+    ) -> Vec<(Option<Record<'b>>, Judged)> {
+        let scope = self.inner.keys.scope(
+            &req.service,
+            req.authorization.as_ref().map(|h| h.as_bytes()),
+        );
+        let mut judged = Vec::with_capacity(records.len());
+        for raw in records {
+            match parse::record(raw) {
+                Ok(rec) => {
+                    let j = self.shadow_judge(req, &scope, &rec).await;
+                    judged.push((Some(rec), j));
+                }
+                Err(e) => judged.push((
+                    None,
+                    Judged::Done(Verdict::Invalid, Cow::Owned(e.to_string()), None),
+                )),
+            }
+        }
+        judged
+    }
+
+    /// The counts, the log line and the history entry of one record's would-be verdict.
+    fn shadow_report(
+        &self,
+        req: &Inbound,
+        rec: Option<&Record<'_>>,
+        r: &RecordResult,
+        outcome: &Outcome,
+        seen: SystemTime,
+        delivered_at: Option<SystemTime>,
+    ) {
+        self.inner.metrics.shadow_verdict(r.verdict);
+        self.inner.metrics.verdict(if outcome.is_delivered() {
+            Verdict::Forwarded
+        } else {
+            Verdict::Failed
+        });
+        log_shadow(r.verdict, &r.reason, &req.service, rec, r.key.as_ref());
+        if let Some(rec) = rec
+            && self.inner.history.is_enabled()
+        {
+            let delivered = delivered_at.filter(|_| r.verdict == Verdict::Forwarded);
+            let d = history::Decision::new(
+                super::report::subject(&req.service, rec),
+                r.key,
+                r.verdict,
+                r.reason.clone(),
+            )
+            .seen_at(seen)
+            .delivered_at(delivered, u32::from(delivered.is_some()));
+            self.inner.history.record(d);
         }
     }
 
@@ -338,28 +361,4 @@ fn log_shadow(
         dedup_key = key.map(tracing::field::display),
         "shadow decision"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drop_set_is_the_final_verdicts_and_duplicates() {
-        let dropped: Vec<&str> = Verdict::ALL
-            .iter()
-            .filter(|v| v.would_drop())
-            .map(|v| v.as_str())
-            .collect();
-        assert_eq!(
-            dropped,
-            [
-                "duplicate",
-                "pending",
-                "replication-failed",
-                "ignored",
-                "invalid"
-            ]
-        );
-    }
 }

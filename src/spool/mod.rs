@@ -53,7 +53,7 @@
 //! With the memory store a request claims the identity, then writes the record: a crash between
 //! the two loses the claim with the process. With Redis the claim would outlive the crash and
 //! stand for a record that was never written, so there the record is written first and then
-//! claimed ([`admit`]); every live Redis entry then has a record on some gateway's disk behind it.
+//! claimed (`admit.rs`); every live Redis entry then has a record on some gateway's disk behind it.
 //!
 //! # Limits and failures
 //! `spool.max_entries` and `spool.max_bytes` bound the undelivered events; beyond them, and while
@@ -62,10 +62,12 @@
 
 mod admit;
 mod backend;
+mod dlq;
 pub mod io;
 pub mod jetstream;
 mod queue;
 pub mod record;
+mod restore;
 mod worker;
 mod writer;
 
@@ -85,15 +87,14 @@ use crate::{
         backoff::Backoff,
         settle::{RetryBudget, Settler},
     },
-    identity::{DedupKey, new_owner},
     metrics::Metrics,
-    store::{Claim, DedupStore, Existing, Store},
+    store::Store,
 };
 pub use admit::Admission;
 pub use backend::SpoolBackend;
+pub use dlq::{DlqPage, Replayed};
 pub use io::FaultSwitch;
-use queue::{Due, Queue};
-use record::Entry;
+use queue::Queue;
 use writer::{Job, Op};
 
 /// The spool file's name inside `data_dir`.
@@ -221,25 +222,6 @@ pub(crate) struct Inner {
     history: std::sync::OnceLock<crate::history::History>,
 }
 
-/// One page of the dead-letter queue.
-#[derive(Debug)]
-pub struct DlqPage {
-    pub entries: Vec<(u64, Entry)>,
-    /// The `after` of the next page, if there may be one.
-    pub next: Option<u64>,
-    /// Entries in the whole queue, from the same snapshot as `entries`.
-    pub total: u64,
-}
-
-/// What replaying a dead-letter entry did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replayed {
-    /// Back in the spool; it will be delivered.
-    Accepted,
-    /// Its identity was delivered or is being delivered meanwhile; the entry stays in the DLQ.
-    Duplicate(Existing),
-}
-
 impl Spool {
     /// Records each delivery in `history`, so `/admin/verdicts` shows when a spooled event
     /// actually reached OSCAR (first call wins).
@@ -306,125 +288,6 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Puts what the disk knows back into the dedup store and the delivery queue.
-    async fn restore(&self, committed: Vec<(DedupKey, u64)>, events: Vec<writer::Restored>) {
-        let i = &self.inner;
-        let now = unix_ms();
-        let mut restored_keys = 0usize;
-        // After the first store error the store is not asked again during the restore: with
-        // Redis down every call costs a command timeout, and the restore precedes serving, so
-        // asking per record would keep the gateway from starting for N timeouts. What is skipped:
-        // delivered identities (a shared store usually still has them) and event claims, which
-        // the workers make once the store answers again (or skip, fail-open).
-        let mut store_down = false;
-        let mut skipped_keys = 0usize;
-        for (key, expires) in &committed {
-            let ttl = Duration::from_millis(expires.saturating_sub(now));
-            if ttl.is_zero() {
-                continue;
-            }
-            if store_down {
-                skipped_keys += 1;
-                continue;
-            }
-            match i.store.insert_committed(key, ttl).await {
-                Ok(()) => restored_keys += 1,
-                Err(e) => {
-                    i.metrics.store_error();
-                    store_down = true;
-                    skipped_keys += 1;
-                    tracing::warn!(dedup_key = %key, error = %e, "cannot restore delivered identities; the dedup store fails");
-                }
-            }
-        }
-        let (mut queued, mut dropped) = (0usize, 0usize);
-        let horizon = i.settings.horizon();
-        for entry in events {
-            let id = entry.id;
-            let wait = Duration::from_millis(entry.not_before_ms.saturating_sub(now));
-            // A shared store (Redis) outlives the process, and the record's own reservation (or
-            // hold) from before the restart lasts the whole retry horizon: it would be taken for
-            // another copy, and the acknowledged event dropped. So it is released first (owner-
-            // checked: nobody else's entry is touched) and claimed again under the same token,
-            // which stays the one on disk. A record without a token (older version) gets a new one.
-            if store_down {
-                self.defer_claim(&entry, wait);
-                queued += 1;
-                continue;
-            }
-            let (owner, released) = match entry.owner {
-                0 => (new_owner(), Ok(())),
-                stored => (stored, i.store.release(&entry.key, stored).await.map(drop)),
-            };
-            let claim = match released {
-                Ok(()) if entry.held => i.store.hold(&entry.key, owner, wait + horizon).await,
-                Ok(()) => i.store.reserve(&entry.key, owner, horizon).await,
-                Err(e) => Err(e),
-            };
-            match claim {
-                Ok(Claim::Duplicate(existing)) => {
-                    // Delivered (and recorded) already, or another spooled copy carries it.
-                    tracing::info!(spool_id = id, dedup_key = %entry.key, reason = existing.reason(), "spooled copy is a duplicate; removed");
-                    if entry.held {
-                        i.metrics.held_superseded();
-                    }
-                    let _ = i.submit(Op::Remove { id }).await;
-                    dropped += 1;
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    i.metrics.store_error();
-                    store_down = true;
-                    tracing::warn!(dedup_key = %entry.key, error = %e, "cannot claim restored events; the dedup store fails");
-                    self.defer_claim(&entry, wait);
-                    queued += 1;
-                    continue;
-                }
-            }
-            i.queue.push(Due {
-                at: tokio::time::Instant::now() + wait,
-                id,
-                owner,
-                claim: entry.held,
-                release_first: false,
-            });
-            queued += 1;
-        }
-        if store_down {
-            tracing::warn!(
-                skipped_keys,
-                "restore skipped the dedup store after its first error; spooled events claim their identities when it answers again"
-            );
-        }
-        tracing::info!(
-            restored_keys,
-            queued,
-            dropped,
-            dlq = i.shared.dlq.load(Ordering::Relaxed),
-            "spool restored"
-        );
-    }
-
-    /// Queues a restored event without having claimed its identity (the store failed).
-    /// Fail-closed: the worker releases the record's own entry and claims afresh once the store
-    /// answers (as a request would wait for it). Fail-open: delivered unchecked — not as the
-    /// stored owner, whose entry may still be in the store — and marked delivered afterwards.
-    fn defer_claim(&self, entry: &writer::Restored, wait: Duration) {
-        let (owner, claim, release_first) = if self.inner.settings.fail_open {
-            (new_owner(), entry.held, false)
-        } else {
-            (entry.owner, true, entry.owner != 0)
-        };
-        self.inner.queue.push(Due {
-            at: tokio::time::Instant::now() + wait,
-            id: entry.id,
-            owner,
-            claim,
-            release_first,
-        });
-    }
-
     /// `Ok` when the spool takes writes and has room; the reason otherwise (for `/readyz`). After a
     /// disk error it probes with an empty commit, so readiness returns once the disk does.
     pub async fn ready(&self) -> Result<(), String> {
@@ -466,76 +329,6 @@ impl Spool {
         m.oldest_age_seconds.set(age as i64);
     }
 
-    /// A page of the dead-letter queue: up to `limit` entries with ids above `after`.
-    pub async fn dlq_page(&self, after: Option<u64>, limit: usize) -> Result<DlqPage, SpoolError> {
-        let shared = self.inner.shared.clone();
-        let limit = limit.clamp(1, 1000);
-        let (entries, total, next) =
-            tokio::task::spawn_blocking(move || writer::dlq_page(&shared, after, limit))
-                .await
-                .map_err(|e| SpoolError::Read(e.to_string()))??;
-        Ok(DlqPage {
-            entries,
-            next,
-            total,
-        })
-    }
-
-    /// Moves dead-letter entry `id` back into the spool for delivery, unless its identity was
-    /// delivered or is being delivered meanwhile (then it stays: replaying would forward a duplicate).
-    pub async fn replay_dlq(&self, id: u64) -> Result<Replayed, SpoolError> {
-        let i = &self.inner;
-        let shared = i.shared.clone();
-        let mut entry = tokio::task::spawn_blocking(move || writer::load(&shared, true, id))
-            .await
-            .map_err(|e| SpoolError::Read(e.to_string()))??;
-        let owner = new_owner();
-        match i
-            .store
-            .reserve(&entry.key, owner, i.settings.horizon())
-            .await
-        {
-            Ok(Claim::Acquired | Claim::Preempted) => {}
-            Ok(Claim::Duplicate(existing)) => return Ok(Replayed::Duplicate(existing)),
-            Err(e) => {
-                i.metrics.store_error();
-                return Err(SpoolError::Write(e.to_string()));
-            }
-        }
-        // A fresh start: new retry budget and age; a replayed event is never held again.
-        entry.accepted_ms = unix_ms();
-        entry.not_before_ms = 0;
-        entry.held = false;
-        entry.attempts_made = 0;
-        entry.attempts.clear();
-        entry.dead = None;
-        entry.owner = owner;
-        if let Err(e) = i
-            .submit(Op::Revive {
-                id,
-                entry: entry.encode(),
-            })
-            .await
-        {
-            let _ = i.store.release(&entry.key, owner).await;
-            return Err(e);
-        }
-        tracing::info!(dlq_id = id, dedup_key = %entry.key, service = %entry.service, "dead-letter entry replayed");
-        i.queue.push(Due {
-            at: tokio::time::Instant::now(),
-            id,
-            owner,
-            claim: false,
-            release_first: false,
-        });
-        Ok(Replayed::Accepted)
-    }
-
-    /// Deletes dead-letter entry `id`.
-    pub async fn delete_dlq(&self, id: u64) -> Result<(), SpoolError> {
-        self.inner.submit(Op::DlqDelete { id }).await.map(|_| ())
-    }
-
     /// Stops delivering, lets running deliveries record their outcome (up to `grace`), commits
     /// what is queued and closes the file. Undelivered events stay on disk for the next start.
     pub async fn shutdown(&self, grace: Duration) {
@@ -569,6 +362,26 @@ impl Inner {
             .await
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Submits `op` until it is written, backing off between tries; gives up only when the spool is
+    /// closing for good (the event then stays on disk as it was).
+    async fn write_until_ok(&self, op: impl Fn() -> Op) -> Result<u64, SpoolError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.submit(op()).await {
+                Ok(v) => return Ok(v),
+                Err(e @ (SpoolError::NotFound | SpoolError::Closed)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "spool write failed; retrying it");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.abandon.cancelled() => return Err(e),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 }
 

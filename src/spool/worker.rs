@@ -366,26 +366,6 @@ impl Inner {
             .await;
         tracing::error!(verdict = "dead-lettered", dedup_key = %entry.key, service = %entry.service, reason, attempts = entry.attempts_made, dlq_id = id, "event moved to the dead-letter queue");
     }
-
-    /// Submits `op` until it is written, backing off between tries; gives up only when the spool is
-    /// closing for good (the event then stays on disk as it was).
-    async fn write_until_ok(&self, op: impl Fn() -> Op) -> Result<u64, SpoolError> {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match self.submit(op()).await {
-                Ok(v) => return Ok(v),
-                Err(e @ (SpoolError::NotFound | SpoolError::Closed)) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "spool write failed; retrying it");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.abandon.cancelled() => return Err(e),
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
 }
 
 /// The request a spooled record stands for.

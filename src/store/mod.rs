@@ -227,3 +227,21 @@ impl DedupStore for Store {
         dispatch!(self, s => s.ping().await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_memory_store_is_local_and_counts_its_entries() {
+        let store = Store::Memory(MemoryStore::new(16));
+        assert!(!store.is_shared());
+        assert_eq!(store.local_entries(), Some(0));
+        let claim = store
+            .reserve(&DedupKey([1; 16]), 3, Duration::from_secs(5))
+            .await
+            .expect("the memory store answers");
+        assert_eq!(claim, Claim::Acquired);
+        assert_eq!(store.local_entries(), Some(1));
+    }
+}

@@ -1,0 +1,84 @@
+//! Report: what a judged record leaves behind — the one decision line, the history entry and
+//! the verdict count.
+//!
+//! Every path that decides a record ends here, once: a final policy verdict and a duplicate
+//! found in the request's task ([`super::Gateway::judge`]), a settled claim in its task
+//! (`dedup.rs`), shadow mode's would-be verdicts (`shadow.rs`). The log line carries the dedup key,
+//! never a token.
+
+use std::time::SystemTime;
+
+use super::{Gateway, parse::Record};
+use crate::{
+    history,
+    identity::DedupKey,
+    verdict::{RecordResult, Verdict},
+};
+
+impl Gateway {
+    /// The one decision line, the history entry and the verdict count of a judged record.
+    pub(super) fn finish(
+        &self,
+        seen: SystemTime,
+        service: &str,
+        rec: &Record<'_>,
+        result: &RecordResult,
+    ) {
+        log_decision(
+            result.verdict,
+            &result.reason,
+            service,
+            rec,
+            result.key.as_ref(),
+        );
+        self.remember(seen, service, rec, result);
+        self.inner.metrics.verdict(result.verdict);
+    }
+
+    /// Records a decision in the verdict history (a no-op when it is disabled).
+    fn remember(&self, seen: SystemTime, service: &str, rec: &Record<'_>, r: &RecordResult) {
+        if !self.inner.history.is_enabled() {
+            return;
+        }
+        let delivered = (r.verdict == Verdict::Forwarded).then(SystemTime::now);
+        let d = history::Decision::new(subject(service, rec), r.key, r.verdict, r.reason.clone())
+            .seen_at(seen)
+            .delivered_at(delivered, u32::from(delivered.is_some()));
+        self.inner.history.record(d);
+    }
+}
+
+/// The history's view of a record.
+pub(super) fn subject<'a>(service: &'a str, rec: &'a Record<'_>) -> history::Subject<'a> {
+    history::Subject {
+        service,
+        event: &rec.event_name,
+        bucket: &rec.bucket,
+        object: &rec.key,
+        version: &rec.version,
+        version_id: rec.version_id.as_deref(),
+    }
+}
+
+/// The one log line per decision: verdict, reason, where, and the dedup key (never a token).
+fn log_decision(
+    verdict: Verdict,
+    reason: &str,
+    service: &str,
+    rec: &Record<'_>,
+    key: Option<&DedupKey>,
+) {
+    tracing::info!(
+        verdict = verdict.as_str(),
+        reason,
+        service,
+        // As `&str`, not `%`: the text format then quotes and escapes them, so an object key
+        // with a newline (`%0A`) cannot forge a log line; the JSON format escapes either way.
+        event = rec.event_name.as_ref(),
+        bucket = rec.bucket.as_ref(),
+        object = rec.key.as_str(),
+        version = rec.version.as_ref(),
+        dedup_key = key.map(tracing::field::display),
+        "decision"
+    );
+}
