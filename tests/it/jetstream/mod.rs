@@ -2,6 +2,7 @@
 //! starts on a loopback port ([`server`]). Acceptance, delivery once, retries with backoff, the
 //! dead-letter stream, held copies, and a NATS crash with nothing acknowledged lost.
 
+mod deploy;
 mod replicas;
 mod server;
 
