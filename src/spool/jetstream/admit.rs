@@ -6,10 +6,13 @@
 //!   just stored; a claim that fails on a store error keeps it (fail-closed: the worker claims it
 //!   once the store answers) or deletes it (fail-open forwards unchecked).
 //!
-//! A PubAck flagged *duplicate* means a message with this identity (same `Nats-Msg-Id`) is
-//! already in the stream: the original is durable, so this copy is a `duplicate` and its claim is
-//! released. A publish that timed out may still have been stored: MinIO's retry then meets that
-//! message through the duplicate window, and the worker delivers it under a claim of its own.
+//! A PubAck flagged *duplicate* means a message with this identity (same `Nats-Msg-Id`) was
+//! published within the duplicate window. With the memory store (per replica) that is the guard
+//! across replicas: the copy is a `duplicate` and its claim is released — so a copy of an event
+//! dead-lettered within the window is dropped too (documented). With a shared store the claim
+//! decides instead: the copy was found unclaimed, so the earlier message's accept failed after
+//! its publish, or it was dead-lettered; this copy is published under an id of its own, and the
+//! store keeps the two messages from both being sent.
 
 use async_nats::jetstream::{message::PublishMessage, publish::PublishAck};
 
@@ -43,7 +46,7 @@ impl JetSpool {
             Err(e) => return Admission::StoreFailed(e),
             Ok(c) => c == Claim::Preempted,
         };
-        let admission = match self.publish(delivery, owner, hold).await {
+        let admission = match self.publish(delivery, owner, hold, None).await {
             Ok(ack) if ack.duplicate => Admission::Duplicate(Existing::InFlight),
             Ok(_) => return Admission::Spooled { preempted },
             Err(e) => Admission::Refused(e),
@@ -79,8 +82,17 @@ impl JetSpool {
             Ok(_) => {}
             Err(e) => return Admission::StoreFailed(e),
         }
-        let ack = match self.publish(delivery, owner, hold).await {
-            Ok(ack) if ack.duplicate => return Admission::Duplicate(Existing::InFlight),
+        let ack = match self.publish(delivery, owner, hold, None).await {
+            // The identity is not claimed, yet a message with its id is in the window: one whose
+            // accept failed after the publish (timeout, crash), or one already dead-lettered.
+            // Neither may hide this copy, and the shared store keeps two messages from both
+            // being sent: publish it under an id of its own.
+            Ok(ack) if ack.duplicate => {
+                match self.publish(delivery, owner, hold, Some(owner)).await {
+                    Ok(ack) => ack,
+                    Err(e) => return Admission::Refused(e),
+                }
+            }
             Ok(ack) => ack,
             Err(e) => return Admission::Refused(e),
         };
@@ -100,12 +112,14 @@ impl JetSpool {
         }
     }
 
-    /// Publishes the event and waits for the PubAck (at most `publish_timeout`).
+    /// Publishes the event and waits for the PubAck (at most `publish_timeout`). `unique`: a
+    /// message id of this copy's own instead of the identity's.
     async fn publish(
         &self,
         delivery: &Delivery,
         owner: Owner,
         held: bool,
+        unique: Option<Owner>,
     ) -> Result<PublishAck, SpoolError> {
         let i = &self.inner;
         let now = unix_ms();
@@ -129,10 +143,10 @@ impl JetSpool {
             dead: None,
             owner,
         };
-        let id = if held {
-            format!("{}:held", delivery.key.to_hex())
-        } else {
-            delivery.key.to_hex()
+        let id = match (unique, held) {
+            (Some(token), _) => format!("{}:{token:016x}", delivery.key.to_hex()),
+            (None, true) => format!("{}:held", delivery.key.to_hex()),
+            (None, false) => delivery.key.to_hex(),
         };
         let ack = i.send(&i.cfg.subject, entry.encode(), id).await;
         if let Err(SpoolError::Full) = ack {

@@ -127,9 +127,12 @@ impl Inner {
         entry.attempts_made = prior;
         let budget = self.settings.budget();
         let age = Duration::from_millis(now.saturating_sub(entry.accepted_ms));
-        if prior > 0 && budget.exhausted(prior, age) {
+        // Only the age is checked before sending: the delivery count also counts the waits
+        // (held grace, another copy in flight), so the attempt limit is applied after a real
+        // failed attempt (`settle`).
+        if prior > 0 && age >= self.settings.max_age {
             let owner = entry.owner;
-            let why = format!("retries exhausted after {prior} attempts");
+            let why = format!("retries exhausted after {prior} deliveries (delivery.max_age)");
             self.dead_letter(&msg, seq, entry, owner, why).await;
             return;
         }
@@ -144,7 +147,7 @@ impl Inner {
                 return;
             }
             Own::Later => {
-                self.nak(&msg, budget.delay(1, None)).await;
+                self.nak(&msg, budget.delay(prior.max(1), None)).await;
                 return;
             }
         };

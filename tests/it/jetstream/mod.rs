@@ -267,3 +267,37 @@ async fn jetstream_nats_crash_loses_nothing_acknowledged() {
 fn key(answer: &Value) -> String {
     answer["results"][0]["key"].as_str().unwrap().to_string()
 }
+
+/// With the Redis store, a copy of an event dead-lettered within the duplicate window is accepted
+/// and delivered (a failure never hides a later copy), and a delivered one stays a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_with_redis_a_dead_lettered_event_does_not_hide_a_later_copy() {
+    let nats = NatsServer::start().await;
+    let redis = crate::redis::server::RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(404);
+    let mut cfg = js_config(&oscar.url(), &nats);
+    cfg.dedup.backend = dedup_gateway::config::StoreBackend::Redis;
+    cfg.dedup.redis.url = redis.url();
+    let (gw, _dir) = start(cfg).await;
+    let (status, _, answer) = gw.post(put_event("again-1")).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        gw.metric_until("dedup_gateway_dlq_entries", |v| v == 1.0)
+            .await,
+        "dead-lettered"
+    );
+    oscar.set_status(201);
+    let (status, _, answer) = gw.post(put_event("again-1")).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(verdict(&answer), "accepted", "{answer}");
+    wait("the later copy", Duration::from_secs(10), || {
+        deliveries(&oscar).len() == 1
+    })
+    .await;
+    let (_, _, answer) = gw.post(put_event("again-1")).await;
+    assert_eq!(verdict(&answer), "duplicate", "{answer}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deliveries(&oscar).values().sum::<usize>(), 1);
+    gw.stop().await;
+}
