@@ -10,7 +10,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -139,6 +139,60 @@ async fn send(client: &reqwest::Client, ports: &[u16], body: Vec<u8>) -> String 
     panic!("no replica acknowledged an event within 200 tries");
 }
 
+type Replicas = Arc<Mutex<Vec<Replica>>>;
+
+/// Kills random replicas with SIGKILL and restarts them, at least 20 times and for as long as
+/// `sending` is set (bounded: 90 s); returns the number of kills.
+async fn kill_and_restart(
+    replicas: Replicas,
+    sending: Arc<AtomicBool>,
+    client: reqwest::Client,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut kills = 0;
+    while (sending.load(Ordering::SeqCst) || kills < 20) && Instant::now() < deadline {
+        let n = rand::rng().random_range(0..3);
+        let wait_ms = rand::rng().random_range(50..250);
+        replicas.lock().unwrap()[n].kill();
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        replicas.lock().unwrap()[n].start();
+        let port = replicas.lock().unwrap()[n].port;
+        let _ = ready(&client, port).await;
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    }
+    kills
+}
+
+/// 500 events × 3 copies in random order, 8 senders at once, each copy retried on random
+/// replicas until acknowledged; returns the acknowledged dedup keys.
+async fn send_all(client: &reqwest::Client, ports: &[u16]) -> HashSet<String> {
+    let mut copies: Vec<usize> = (0..500).flat_map(|i| [i, i, i]).collect();
+    for i in (1..copies.len()).rev() {
+        copies.swap(i, rand::rng().random_range(0..=i));
+    }
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let queue = Arc::new(Mutex::new(copies));
+    let mut senders = Vec::new();
+    for _ in 0..8 {
+        let (queue, acked, client, ports) =
+            (queue.clone(), acked.clone(), client.clone(), ports.to_vec());
+        senders.push(tokio::spawn(async move {
+            loop {
+                let Some(i) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                let key = send(&client, &ports, put_event(&format!("rep-{i}"))).await;
+                acked.lock().unwrap().insert(key);
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    acked.lock().unwrap().clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_three_replicas_survive_kill_9_and_a_replica_lost_for_good() {
     let nats = NatsServer::start().await;
@@ -157,61 +211,15 @@ async fn jetstream_three_replicas_survive_kill_9_and_a_replica_lost_for_good() {
     for port in &ports {
         assert!(ready(&client, *port).await, "replica on {port} ready");
     }
-    // The killer: at least 20 SIGKILLs of random replicas, each restarted after a moment.
     let sending = Arc::new(AtomicBool::new(true));
-    let kills = Arc::new(AtomicUsize::new(0));
-    let killer = {
-        let (replicas, sending, kills, client) = (
-            replicas.clone(),
-            sending.clone(),
-            kills.clone(),
-            client.clone(),
-        );
-        tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(90);
-            while (sending.load(Ordering::SeqCst) || kills.load(Ordering::SeqCst) < 20)
-                && Instant::now() < deadline
-            {
-                let n = rand::rng().random_range(0..3);
-                let wait_ms = rand::rng().random_range(50..250);
-                replicas.lock().unwrap()[n].kill();
-                kills.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                replicas.lock().unwrap()[n].start();
-                let port = replicas.lock().unwrap()[n].port;
-                let _ = ready(&client, port).await;
-                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-            }
-        })
-    };
-    // 500 events × 3 copies, in random order, 8 senders at once.
-    let mut copies: Vec<usize> = (0..500).flat_map(|i| [i, i, i]).collect();
-    for i in (1..copies.len()).rev() {
-        copies.swap(i, rand::rng().random_range(0..=i));
-    }
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let queue = Arc::new(Mutex::new(copies));
-    let mut senders = Vec::new();
-    for _ in 0..8 {
-        let (queue, acked, client, ports) =
-            (queue.clone(), acked.clone(), client.clone(), ports.clone());
-        senders.push(tokio::spawn(async move {
-            loop {
-                let Some(i) = queue.lock().unwrap().pop() else {
-                    break;
-                };
-                let key = send(&client, &ports, put_event(&format!("rep-{i}"))).await;
-                acked.lock().unwrap().insert(key);
-            }
-        }));
-    }
-    for s in senders {
-        s.await.unwrap();
-    }
+    let killer = tokio::spawn(kill_and_restart(
+        replicas.clone(),
+        sending.clone(),
+        client.clone(),
+    ));
+    let acked = send_all(&client, &ports).await;
     sending.store(false, Ordering::SeqCst);
-    killer.await.unwrap();
-    let kills = kills.load(Ordering::SeqCst);
-    let acked = acked.lock().unwrap().clone();
+    let kills = killer.await.unwrap();
     assert_eq!(acked.len(), 500, "every event acknowledged");
     let all_in = eventually(Duration::from_secs(60), || {
         let d = deliveries(&oscar);
@@ -228,17 +236,35 @@ async fn jetstream_three_replicas_survive_kill_9_and_a_replica_lost_for_good() {
         duplicates <= kills,
         "duplicates ({duplicates}) bounded by one per kill ({kills})"
     );
+    lost_for_good(&replicas, &oscar, &client, &ports).await;
+}
 
-    // A replica lost for good while events are in flight: the others deliver them.
-    oscar.set_delay(Duration::from_millis(300));
-    let before = oscar.accepted().len();
+/// Replica 0 alone pulls 10 events from a slow OSCAR and is killed for good in the middle of a
+/// delivery; replicas 1 and 2 then deliver every one of them (the in-flight one after AckWait).
+async fn lost_for_good(
+    replicas: &Replicas,
+    oscar: &FakeOscar,
+    client: &reqwest::Client,
+    ports: &[u16],
+) {
+    replicas.lock().unwrap()[1].kill();
+    replicas.lock().unwrap()[2].kill();
+    oscar.set_delay(Duration::from_millis(500));
+    let before = oscar.received().len();
     let mut lost = HashSet::new();
     for i in 0..10 {
-        lost.insert(send(&client, &ports[..1], put_event(&format!("lost-{i}"))).await);
+        lost.insert(send(client, &ports[..1], put_event(&format!("lost-{i}"))).await);
     }
+    // Killed 250 ms into its next POST: OSCAR (delayed 500 ms) drops that request unrecorded
+    // when the connection closes, so the event is delivered only if another replica redelivers it.
+    wait_for(|| oscar.received().len() > before).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     replicas.lock().unwrap()[0].kill();
+    for n in [1, 2] {
+        replicas.lock().unwrap()[n].start();
+    }
     let delivered = eventually(Duration::from_secs(30), || {
-        let d = deliveries(&oscar);
+        let d = deliveries(oscar);
         lost.iter().all(|k| d.contains_key(k))
     })
     .await;
@@ -246,5 +272,8 @@ async fn jetstream_three_replicas_survive_kill_9_and_a_replica_lost_for_good() {
         delivered,
         "the lost replica's events delivered by the others"
     );
-    assert!(oscar.accepted().len() >= before + 10);
+}
+
+async fn wait_for(f: impl FnMut() -> bool) {
+    assert!(eventually(Duration::from_secs(10), f).await, "timed out");
 }
