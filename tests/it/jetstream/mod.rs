@@ -93,6 +93,17 @@ async fn jetstream_retries_with_backoff_until_oscar_accepts() {
     )
     .await;
     assert!(deliveries(&oscar).is_empty());
+    // The stream holds the 5 undelivered events, and the server counts their redeliveries.
+    assert!(
+        gw.metric_until("dedup_gateway_spool_depth", |v| v == 5.0)
+            .await,
+        "spool depth follows the stream"
+    );
+    assert!(
+        gw.metric_until("dedup_gateway_jetstream_consumer_redelivered", |v| v >= 1.0)
+            .await,
+        "redeliveries counted"
+    );
     oscar.set_status(201);
     wait("5 deliveries", Duration::from_secs(10), || {
         deliveries(&oscar).len() == 5
