@@ -56,7 +56,10 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::{self, consumer::PullConsumer, stream};
+use async_nats::{
+    connection::State,
+    jetstream::{self, consumer::PullConsumer, stream},
+};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -161,7 +164,7 @@ impl JetSpool {
     pub async fn ready(&self) -> Result<(), String> {
         let i = &self.inner;
         let state = i.client.connection_state();
-        if state != async_nats::connection::State::Connected {
+        if state != State::Connected {
             return Err(format!("nats not connected ({state})"));
         }
         let depth = i.depth.load(Ordering::Relaxed);
@@ -308,11 +311,17 @@ impl Inner {
     /// Reads the stream and consumer state into the gauges; a failure keeps the last values.
     async fn refresh_stats(&self) {
         let m = &self.spool_metrics;
-        if let Ok(info) = self.events.get_info().await {
-            self.depth.store(info.state.messages, Ordering::Relaxed);
-            self.bytes.store(info.state.bytes, Ordering::Relaxed);
-            m.depth.set(gauge(info.state.messages));
-            m.bytes.set(gauge(info.state.bytes));
+        match self.events.get_info().await {
+            Ok(info) => {
+                self.depth.store(info.state.messages, Ordering::Relaxed);
+                self.bytes.store(info.state.bytes, Ordering::Relaxed);
+                m.depth.set(gauge(info.state.messages));
+                m.bytes.set(gauge(info.state.bytes));
+            }
+            Err(e) if self.client.connection_state() == State::Connected => {
+                self.recreate(e).await;
+            }
+            Err(_) => {}
         }
         if let Ok(info) = self.dlq.get_info().await {
             m.dlq_entries.set(gauge(info.state.messages));
@@ -328,6 +337,23 @@ impl Inner {
                 .set(gauge(info.num_ack_pending as u64));
             m.jetstream_redelivered
                 .set(gauge(info.num_redelivered as u64));
+        }
+    }
+}
+
+impl Inner {
+    /// Connected, yet the stream does not answer: a NATS that came back without its store (or
+    /// a stream deleted by hand). Create the streams and the consumer again (idempotent when they
+    /// exist), so accepting and delivering resume without a restart of every replica.
+    async fn recreate(&self, why: impl std::fmt::Display) {
+        tracing::warn!(stream = %self.cfg.stream, error = %why, "events stream unavailable while connected; creating it again");
+        let result = async {
+            ensure_stream(&self.js, events_config(&self.cfg, &self.settings)).await?;
+            ensure_stream(&self.js, dlq_config(&self.cfg)).await?;
+            ensure_consumer(&self.events, &self.cfg).await
+        };
+        if let Err(e) = result.await {
+            tracing::warn!(error = %e, "cannot create the jetstream stream or consumer yet");
         }
     }
 }

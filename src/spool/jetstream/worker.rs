@@ -34,6 +34,7 @@ const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// Pulls until the stop token is cancelled.
 pub(super) async fn pull(inner: Arc<Inner>) {
     let permits = Arc::new(Semaphore::new(inner.settings.concurrency));
+    let mut failing = false;
     loop {
         let first = tokio::select! {
             _ = inner.stop.cancelled() => break,
@@ -51,9 +52,17 @@ pub(super) async fn pull(inner: Arc<Inner>) {
             .messages()
             .await;
         let mut batch = match batch {
-            Ok(b) => b,
+            Ok(b) => {
+                failing = false;
+                b
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot pull from the jetstream consumer; retrying");
+                // Once per outage at warn level: the pull is retried every 500 ms meanwhile.
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "cannot pull from the jetstream consumer; retrying");
+                } else {
+                    tracing::debug!(error = %e, "pull still failing");
+                }
                 drop(held);
                 tokio::select! {
                     _ = inner.stop.cancelled() => break,

@@ -312,3 +312,37 @@ async fn jetstream_with_redis_a_dead_lettered_event_does_not_hide_a_later_copy()
     assert_eq!(deliveries(&oscar).values().sum::<usize>(), 1);
     gw.stop().await;
 }
+
+/// A NATS that comes back without its store: the gateway creates the streams and the consumer
+/// again by itself, and new events are accepted and delivered (no restart of the gateway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_streams_are_recreated_after_nats_lost_its_store() {
+    let mut nats = NatsServer::start().await;
+    let oscar = FakeOscar::start().await;
+    let (gw, _dir) = start(js_config(&oscar.url(), &nats)).await;
+    let (status, _, _) = gw.post(put_event("before")).await;
+    assert_eq!(status, 202);
+    wait("the first delivery", Duration::from_secs(10), || {
+        deliveries(&oscar).len() == 1
+    })
+    .await;
+    nats.restart_empty().await;
+    let mut accepted = false;
+    // At most 100 tries, 100 ms apart: the stats loop recreates the streams within ~2 s.
+    for _ in 0..100 {
+        let (status, _, _) = gw.post(put_event("after")).await;
+        if status == 202 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "accepting again once the stream exists again");
+    wait(
+        "the delivery after the recreation",
+        Duration::from_secs(10),
+        || deliveries(&oscar).len() == 2,
+    )
+    .await;
+    gw.stop().await;
+}

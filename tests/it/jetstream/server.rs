@@ -63,6 +63,13 @@ impl NatsServer {
         panic!("nats-server did not restart on port {}", self.port);
     }
 
+    /// Starts the server again on the same port with its store wiped (a NATS that lost its data).
+    pub async fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("store"));
+        self.restart().await;
+    }
+
     async fn spawn_and_wait(&mut self) -> bool {
         // `nats-server -js` on loopback; `sync_interval: always` fsyncs every write, so a SIGKILL
         // loses nothing JetStream acknowledged (the default syncs every 2 minutes, trusting
