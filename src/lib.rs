@@ -142,14 +142,23 @@ async fn open_spool(
     store: &Store,
     forwarder: &Forwarder,
     metrics: &Metrics,
-) -> Result<Option<spool::Spool>, StartError> {
+) -> Result<Option<spool::SpoolBackend>, StartError> {
     if cfg.mode != Mode::Spool {
         return Ok(None);
     }
     let faults = hooks.spool_faults.clone().unwrap_or_default();
     let settings = spool::SpoolSettings::from_config(cfg, backoff, faults);
-    let spool = spool::Spool::open(settings, store.clone(), forwarder.clone(), metrics.clone());
-    Ok(Some(spool.await?))
+    let (store, fwd, m) = (store.clone(), forwarder.clone(), metrics.clone());
+    Ok(Some(match cfg.spool.backend {
+        spool::jetstream::SpoolBackendKind::Local => {
+            spool::SpoolBackend::Local(spool::Spool::open(settings, store, fwd, m).await?)
+        }
+        spool::jetstream::SpoolBackendKind::Jetstream => {
+            let js = cfg.spool.jetstream.clone();
+            let s = spool::jetstream::JetSpool::open(settings, js, store, fwd, m).await?;
+            spool::SpoolBackend::JetStream(s)
+        }
+    }))
 }
 
 /// What sync mode's held copies need from the configuration.
@@ -170,7 +179,7 @@ fn held_settings(cfg: &Config, backoff: Backoff) -> HeldSettings {
 /// from the command line takes exactly the path of a pass run by `serve`.
 pub(crate) struct Pipeline {
     pub gateway: Gateway,
-    pub spool: Option<spool::Spool>,
+    pub spool: Option<spool::SpoolBackend>,
     pub held: HeldQueue,
     pub metrics: Metrics,
     /// Stops the store's background task (sweeper or health probe).

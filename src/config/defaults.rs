@@ -115,6 +115,8 @@ impl Default for SpoolConfig {
             max_bytes: 1024 * 1024 * 1024,
             max_entries: 1_000_000,
             group_commit_delay: Duration::from_millis(0),
+            backend: Default::default(),
+            jetstream: Default::default(),
         }
     }
 }

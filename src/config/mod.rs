@@ -97,6 +97,7 @@ impl Config {
         let mut c = self.clone();
         mask(&mut c.dedup.hash_secret);
         mask(&mut c.admin.token);
+        c.spool.jetstream.mask();
         if let Ok(mut url) = reqwest::Url::parse(&c.dedup.redis.url)
             && url.password().is_some()
         {

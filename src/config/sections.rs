@@ -176,6 +176,12 @@ pub struct SpoolConfig {
     /// Longest a write waits for companions to share its fsync.
     #[serde(with = "humantime_serde")]
     pub group_commit_delay: Duration,
+    /// `local` (redb under `data_dir`, default) or `jetstream` (a shared NATS stream).
+    #[serde(default)]
+    pub backend: crate::spool::jetstream::SpoolBackendKind,
+    /// `[spool.jetstream]`: used with `backend = "jetstream"`.
+    #[serde(default)]
+    pub jetstream: crate::spool::jetstream::JetStreamConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -196,6 +196,18 @@ impl Config {
                 "spool limits must be above zero",
             ));
         }
+        if self.spool.backend == crate::spool::jetstream::SpoolBackendKind::Jetstream {
+            self.spool
+                .jetstream
+                .validate()
+                .map_err(|(k, r)| invalid(k, r))?;
+            if self.dedup.hash_secret.is_empty() {
+                return Err(invalid(
+                    "dedup.hash_secret",
+                    "must be set (and equal on every replica) with spool.backend = \"jetstream\"",
+                ));
+            }
+        }
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }

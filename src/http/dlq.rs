@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use super::{AppState, auth::check_admin};
 use crate::{
     error::AppError,
-    spool::{Replayed, Spool, SpoolError, record::Entry},
+    spool::{Replayed, SpoolBackend, SpoolError, record::Entry},
 };
 
 /// Entries per page when `limit` is not given.
@@ -38,7 +38,7 @@ pub struct PageQuery {
     after: Option<u64>,
 }
 
-fn spool(state: &AppState, headers: &HeaderMap) -> Result<Spool, AppError> {
+fn spool(state: &AppState, headers: &HeaderMap) -> Result<SpoolBackend, AppError> {
     check_admin(state.gateway.config(), headers)?;
     state.gateway.spool().cloned().ok_or(AppError::NotFound)
 }

@@ -25,6 +25,11 @@ pub struct SpoolMetrics {
     pub write_errors: Counter,
     pub fsync_batch_size: Histogram,
     pub fsync_seconds: Histogram,
+    /// `spool.backend = "jetstream"`: the consumer's view of the stream.
+    pub jetstream_pending: Gauge,
+    pub jetstream_ack_pending: Gauge,
+    pub jetstream_redelivered: Gauge,
+    pub jetstream_redeliveries: Counter,
 }
 
 impl SpoolMetrics {
@@ -71,6 +76,26 @@ impl SpoolMetrics {
                     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                     1.0,
                 ],
+            ),
+            jetstream_pending: gauge(
+                r,
+                "jetstream_consumer_pending",
+                "JetStream spool: events not yet handed to any replica (the consumer's lag)",
+            ),
+            jetstream_ack_pending: gauge(
+                r,
+                "jetstream_consumer_ack_pending",
+                "JetStream spool: events handed out and not yet acknowledged",
+            ),
+            jetstream_redelivered: gauge(
+                r,
+                "jetstream_consumer_redelivered",
+                "JetStream spool: events currently redelivered at least once (server count)",
+            ),
+            jetstream_redeliveries: counter(
+                r,
+                "jetstream_redeliveries",
+                "JetStream spool: messages this replica received again (NAK retry, AckWait expiry)",
             ),
         }
     }

@@ -67,7 +67,7 @@ use crate::{
     history::History,
     identity::new_owner,
     metrics::Metrics,
-    spool::Spool,
+    spool::SpoolBackend,
     store::Store,
 };
 
@@ -123,7 +123,7 @@ struct Inner {
     /// Recent decisions for `/admin/verdicts`; disabled when the admin routes are.
     history: History,
     /// Spool mode: where accepted and held records go (set once at start, see `attach_spool`).
-    spool: std::sync::OnceLock<Spool>,
+    spool: std::sync::OnceLock<SpoolBackend>,
 }
 
 impl Gateway {
@@ -179,11 +179,11 @@ impl Gateway {
     }
 
     /// Switches `forward` and `hold` to the durable spool (spool mode); set once, at start.
-    pub fn attach_spool(&self, spool: Spool) {
+    pub fn attach_spool(&self, spool: SpoolBackend) {
         let _ = self.inner.spool.set(spool);
     }
 
-    pub fn spool(&self) -> Option<&Spool> {
+    pub fn spool(&self) -> Option<&SpoolBackend> {
         self.inner.spool.get()
     }
 

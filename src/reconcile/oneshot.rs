@@ -85,7 +85,11 @@ pub async fn run(
     let _ = out.flush();
     if let Some(s) = spool {
         let grace = gateway.config().http.shutdown_grace;
-        wait_for_drain(&s, grace).await;
+        // The local spool is this process's own: deliver what the pass spooled before exiting.
+        // A JetStream spool is shared and durable, so the serving replicas deliver it.
+        if let crate::spool::SpoolBackend::Local(local) = &s {
+            wait_for_drain(local, grace).await;
+        }
         s.shutdown(grace).await;
     }
     background.cancel();

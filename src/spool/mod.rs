@@ -61,8 +61,10 @@
 //! stored is acknowledged.
 
 mod admit;
+mod backend;
 mod dlq;
 pub mod io;
+pub mod jetstream;
 mod queue;
 pub mod record;
 mod restore;
@@ -89,6 +91,7 @@ use crate::{
     store::Store,
 };
 pub use admit::Admission;
+pub use backend::SpoolBackend;
 pub use dlq::{DlqPage, Replayed};
 pub use io::FaultSwitch;
 use queue::Queue;

@@ -11,6 +11,7 @@ mod deploy;
 mod dlq;
 mod hardening;
 mod helpers;
+mod jetstream;
 mod mc_setup;
 mod metrics;
 mod pending;
