@@ -198,6 +198,10 @@ pub struct RedisConfig {
     /// Connect timeout.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Redis Cluster seed nodes; non-empty selects cluster mode (`url` is then unused).
+    pub cluster_urls: Vec<String>,
+    /// Cluster mode: replicas that must acknowledge a commit (`WAIT`); 0 = none.
+    pub commit_replicas: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,6 +305,8 @@ impl Default for Config {
                     key_prefix: "dedup-gateway:".into(),
                     command_timeout: Duration::from_millis(500),
                     connect_timeout: Duration::from_secs(2),
+                    cluster_urls: Vec::new(),
+                    commit_replicas: 1,
                 },
             },
             policy: PolicyConfig {
@@ -529,6 +535,8 @@ impl Config {
             ));
         }
         if self.dedup.backend == StoreBackend::Redis {
+            crate::store::redis::validate_cluster(&self.dedup.redis)
+                .map_err(|(k, r)| invalid(k, r))?;
             let url = reqwest::Url::parse(&self.dedup.redis.url)
                 .map_err(|e| invalid("dedup.redis.url", e.to_string()))?;
             if !matches!(url.scheme(), "redis" | "rediss" | "valkey" | "valkeys") {
@@ -602,6 +610,7 @@ impl Config {
             let _ = url.set_password(Some("***"));
             c.dedup.redis.url = url.to_string();
         }
+        crate::store::redis::mask_cluster_urls(&mut c.dedup.redis.cluster_urls);
         for svc in c.services.values_mut() {
             svc.inbound_tokens.iter_mut().for_each(mask);
         }

@@ -40,90 +40,17 @@ use std::{
     time::Duration,
 };
 
-use ::redis::{
-    Client, RedisResult,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use ::redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 
+use self::{conn::Conn, scripts::*};
 use super::{Claim, DedupStore, Existing, Owner, StoreError};
 use crate::{config::RedisConfig, metrics::Metrics, pipeline::key::DedupKey};
 
-/// Reply codes shared by the reserve and hold scripts.
-const ACQUIRED: i64 = 0;
-const PREEMPTED: i64 = 1;
-const DUP_IN_FLIGHT: i64 = 2;
-const DUP_DELIVERED: i64 = 3;
-const DUP_HELD: i64 = 4;
-const DUP_HELD_IN_FLIGHT: i64 = 5;
+mod conn;
+mod scripts;
 
-/// `reserve`: absent → `R:owner`; held → `R:owner` (preempted); reserved/held-delivering/committed
-/// → duplicate.
-const RESERVE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], 'R:' .. ARGV[1], 'PX', ARGV[2])
-  return 0
-end
-local t = string.sub(v, 1, 1)
-if t == 'H' then
-  redis.call('SET', KEYS[1], 'R:' .. ARGV[1], 'PX', ARGV[2])
-  return 1
-elseif t == 'R' then
-  return 2
-elseif t == 'D' then
-  return 5
-end
-return 3
-";
-
-/// `hold`: absent → `H:owner`; anything live → duplicate.
-const HOLD: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], 'H:' .. ARGV[1], 'PX', ARGV[2])
-  return 0
-end
-local t = string.sub(v, 1, 1)
-if t == 'H' then
-  return 4
-elseif t == 'R' then
-  return 2
-elseif t == 'D' then
-  return 5
-end
-return 3
-";
-
-/// `claim_held`: `H:owner` → `D:owner` with a fresh lease; 1 if claimed.
-const CLAIM_HELD: &str = r"
-if redis.call('GET', KEYS[1]) == 'H:' .. ARGV[1] then
-  redis.call('SET', KEYS[1], 'D:' .. ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// `commit`: owned (held, reserved or held-delivering) by the caller → `C` for the TTL; 1 if
-/// committed.
-const COMMIT: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] or v == 'D:' .. ARGV[1] then
-  redis.call('SET', KEYS[1], 'C', 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// `release`: owned (held, reserved or held-delivering) by the caller → absent; 1 if released.
-const RELEASE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] or v == 'D:' .. ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-";
+pub use conn::{mask_cluster_urls, validate_cluster};
 
 /// Health states: the first observation is logged too, so a Redis down at start shows.
 const UNKNOWN: u8 = 0;
@@ -144,7 +71,7 @@ const PROBE_MAX: Duration = Duration::from_secs(2);
 /// A failure to set up the Redis store (bad URL, TLS not available for `rediss://`).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct RedisSetupError(String);
+pub struct RedisSetupError(pub(crate) String);
 
 /// Cheap to clone: all clones share one connection.
 #[derive(Clone)]
@@ -153,7 +80,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: Vec<u8>,
     timeout: Duration,
     /// [`UNKNOWN`] until the first answer or failure, then [`HEALTHY`] or [`UNHEALTHY`].
@@ -167,10 +94,18 @@ impl std::fmt::Debug for RedisStore {
     // The URL may carry a password: show only what is safe.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
+            .field("cluster", &self.inner.conn.is_cluster())
             .field("prefix", &String::from_utf8_lossy(&self.inner.prefix))
             .field("healthy", &self.is_healthy())
             .finish()
     }
+}
+
+/// `EVAL script 1 key owner ms`.
+fn eval(script: &str, key: &[u8], owner: Owner, ms: u64) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd("EVAL");
+    cmd.arg(script).arg(1).arg(key).arg(owner).arg(ms);
+    cmd
 }
 
 fn px(d: Duration) -> u64 {
@@ -183,23 +118,16 @@ fn px(d: Duration) -> u64 {
 enum Repair {
     Release,
     Commit(Duration),
+    /// Cluster: re-apply a delivered identity's commit until a replica confirms it.
+    Confirm(Duration),
 }
 
 impl RedisStore {
     /// Prepares the store without connecting: the first command (or the health probe) connects,
     /// so a gateway can start while Redis is still coming up (`/readyz` says 503 meanwhile).
+    /// A non-empty `cluster_urls` selects Redis Cluster ([`conn`]), else `url` is one Redis.
     pub fn new(cfg: &RedisConfig, metrics: Metrics) -> Result<Self, RedisSetupError> {
-        // The redis error names the problem, never the password.
-        let client = Client::open(cfg.url.as_str()).map_err(|e| RedisSetupError(e.to_string()))?;
-        let conn_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.command_timeout))
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(Duration::from_secs(2))
-            .set_exponent_base(2.0)
-            .set_number_of_retries(4);
-        let conn = ConnectionManager::new_lazy_with_config(client, conn_cfg)
-            .map_err(|e| RedisSetupError(e.to_string()))?;
+        let conn = Conn::open(cfg)?;
         // Unknown until the first answer; reported unhealthy so `/readyz` does not claim too early.
         metrics.store_healthy(false);
         Ok(Self {
@@ -216,14 +144,22 @@ impl RedisStore {
     }
 
     /// The Redis key of an identity: the prefix, then the digest in hex (readable in `redis-cli`,
-    /// and the same hex that `/admin/verdicts` and the logs show).
+    /// and the same hex that `/admin/verdicts` and the logs show). On a cluster the hex is in
+    /// braces, the identity's own hash tag ([`conn`]).
     pub fn redis_key(&self, key: &DedupKey) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.inner.prefix.len() + 32);
+        let cluster = self.inner.conn.is_cluster();
+        let mut k = Vec::with_capacity(self.inner.prefix.len() + 34);
         k.extend_from_slice(&self.inner.prefix);
         let mut hex = [0u8; 32];
         // 16 bytes always encode into 32 hex digits.
         let _ = hex::encode_to_slice(key.0, &mut hex);
+        if cluster {
+            k.push(b'{');
+        }
         k.extend_from_slice(&hex);
+        if cluster {
+            k.push(b'}');
+        }
         k
     }
 
@@ -300,10 +236,26 @@ impl RedisStore {
         owner: Owner,
         ms: u64,
     ) -> Result<i64, StoreError> {
-        let mut conn = self.inner.conn.clone();
-        let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(script).arg(1).arg(key).arg(owner).arg(ms);
-        self.call(cmd.query_async::<i64>(&mut conn)).await
+        let cmd = eval(script, key, owner, ms);
+        self.call(self.inner.conn.query::<i64>(&cmd)).await
+    }
+
+    /// A commit (or its re-application) followed, on a cluster, by `WAIT` for its replicas; a
+    /// write that no replica confirmed in time is re-applied in the background.
+    async fn run_confirmed(
+        &self,
+        script: &'static str,
+        key: &[u8],
+        owner: Owner,
+        ttl: Duration,
+    ) -> Result<i64, StoreError> {
+        let cmd = eval(script, key, owner, px(ttl));
+        let w = self.call(self.inner.conn.query_waited(&cmd)).await?;
+        if w.reply == 1 && !w.confirmed() {
+            tracing::debug!(store = "redis", acked = ?w.acked, "commit not confirmed by a replica in time; re-applying it in the background");
+            self.repair(key.to_vec(), owner, Repair::Confirm(ttl));
+        }
+        Ok(w.reply)
     }
 
     /// The shared path of reserve and hold: run, decode, and on failure schedule a release.
@@ -357,10 +309,11 @@ impl RedisStore {
             let mut delay = PROBE_MIN;
             loop {
                 let r = match what {
-                    Repair::Release => store.run(RELEASE, &key, owner, 1).await,
-                    Repair::Commit(ttl) => store.run(COMMIT, &key, owner, px(ttl)).await,
+                    Repair::Release => store.run(RELEASE, &key, owner, 1).await.map(Some),
+                    Repair::Commit(ttl) => store.run(COMMIT, &key, owner, px(ttl)).await.map(Some),
+                    Repair::Confirm(ttl) => store.confirm_once(&key, owner, ttl).await,
                 };
-                if let Ok(changed) = r {
+                if let Ok(Some(changed)) = r {
                     store
                         .inner
                         .repairs_overflowed
@@ -386,6 +339,19 @@ impl RedisStore {
             }
             store.inner.repairs.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+
+    /// One round of [`Repair::Confirm`]: `Some(reply)` once a replica has the commit (or none is
+    /// asked for), `None` to try again.
+    async fn confirm_once(
+        &self,
+        key: &[u8],
+        owner: Owner,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let cmd = eval(CONFIRM, key, owner, px(ttl));
+        let w = self.call(self.inner.conn.query_waited(&cmd)).await?;
+        Ok(w.confirmed().then_some(w.reply))
     }
 
     /// Runs an owner-checked script; on failure schedules `repair`.
@@ -447,8 +413,20 @@ impl DedupStore for RedisStore {
         owner: Owner,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.owned(COMMIT, key, owner, px(ttl), Repair::Commit(ttl))
-            .await
+        if !self.inner.conn.is_cluster() {
+            return self
+                .owned(COMMIT, key, owner, px(ttl), Repair::Commit(ttl))
+                .await;
+        }
+        let k = self.redis_key(key);
+        match self.run_confirmed(COMMIT, &k, owner, ttl).await {
+            Ok(v) => Ok(v == 1),
+            Err(e) => {
+                // Delivered: whether or not the commit ran, the identity must end up committed.
+                self.repair(k, owner, Repair::Confirm(ttl));
+                Err(e)
+            }
+        }
     }
 
     async fn release(&self, key: &DedupKey, owner: Owner) -> Result<bool, StoreError> {
@@ -457,10 +435,9 @@ impl DedupStore for RedisStore {
 
     async fn peek(&self, key: &DedupKey) -> Result<Option<Existing>, StoreError> {
         let k = self.redis_key(key);
-        let mut conn = self.inner.conn.clone();
         let cmd = ::redis::cmd("GET").arg(&k).to_owned();
         let v = self
-            .call(cmd.query_async::<Option<Vec<u8>>>(&mut conn))
+            .call(self.inner.conn.query::<Option<Vec<u8>>>(&cmd))
             .await?;
         Ok(v.and_then(|v| match v.first() {
             Some(b'H') => Some(Existing::Held),
@@ -474,20 +451,19 @@ impl DedupStore for RedisStore {
 
     async fn insert_committed(&self, key: &DedupKey, ttl: Duration) -> Result<(), StoreError> {
         let k = self.redis_key(key);
-        let mut conn = self.inner.conn.clone();
         let cmd = ::redis::cmd("SET")
             .arg(&k)
             .arg("C")
             .arg("PX")
             .arg(px(ttl))
             .to_owned();
-        self.call(cmd.query_async::<()>(&mut conn)).await
+        self.call(self.inner.conn.query::<()>(&cmd)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.inner.conn.clone();
+        // On a cluster PING goes to every master: ready only when every slot's owner answers.
         let cmd = ::redis::cmd("PING");
-        self.call(cmd.query_async::<String>(&mut conn))
+        self.call(self.inner.conn.query::<::redis::Value>(&cmd))
             .await
             .map(drop)
     }
