@@ -200,8 +200,8 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// Redis Cluster seed nodes; non-empty selects cluster mode (`url` is then unused).
     pub cluster_urls: Vec<String>,
-    /// Cluster mode: replicas that must acknowledge a commit (`WAIT`); 0 = none.
-    pub commit_replicas: u32,
+    /// Cluster mode: read every commit back from a replica and re-apply it until one has it.
+    pub confirm_commits: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -306,7 +306,7 @@ impl Default for Config {
                     command_timeout: Duration::from_millis(500),
                     connect_timeout: Duration::from_secs(2),
                     cluster_urls: Vec::new(),
-                    commit_replicas: 1,
+                    confirm_commits: true,
                 },
             },
             policy: PolicyConfig {

@@ -13,13 +13,16 @@
 //! store's background repair settles it exactly as with one Redis. Every call stays bounded by
 //! `dedup.redis.command_timeout` (the caller's timeout cuts the retry loop short).
 //!
-//! # Commits wait for a replica
+//! # Commits are confirmed on a replica
 //! Redis Cluster replicates asynchronously: a master that acknowledged a commit and died before
 //! its replica received it loses that commit in the failover, and a later copy of the event would
-//! be forwarded again. So on a cluster a commit is pipelined with `WAIT commit_replicas t` on the
-//! same connection (same node); `t` is a quarter of the command timeout. When fewer replicas
-//! acknowledge in time the commit still counts (OSCAR has the event), and the store re-applies it
-//! in the background until a replica confirms it (see `Repair::Confirm` in [`super`]).
+//! be forwarded again. `WAIT` after each commit would close that gap but blocks the connection it
+//! runs on — the one multiplexed connection every request to that node shares — for a replica
+//! round trip, and for its whole timeout while a shard has no live replica. So instead, with
+//! `dedup.redis.confirm_commits` (default on), the store reads every commit back from a replica
+//! through a second cluster connection that routes reads to replicas, a little later and off the
+//! request path, and re-applies it on the master until a replica has it (`Repair::Confirm` in
+//! [`super`]). After a failover that lost the commit, the replica now master gets it again.
 //!
 //! # Hash tags
 //! Each identity is one key, and each script touches only that key; on a cluster the key is
@@ -35,6 +38,7 @@ use ::redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
+    cluster_read_routing::RandomReplicaStrategy,
 };
 
 use super::RedisSetupError;
@@ -54,24 +58,8 @@ pub(super) enum Conn {
 
 pub(super) struct Cluster {
     conn: ClusterConnection,
-    /// `WAIT` arguments after a commit: replicas and milliseconds (0 replicas: no `WAIT`).
-    replicas: u32,
-    wait_ms: u64,
-}
-
-/// A script's reply and, on a cluster with `commit_replicas` > 0, how many replicas acknowledged.
-pub(super) struct Waited {
-    pub reply: i64,
-    /// `None`: no replica was asked for.
-    pub acked: Option<i64>,
-    pub wanted: u32,
-}
-
-impl Waited {
-    /// Whether the write is known to be on as many replicas as configured.
-    pub fn confirmed(&self) -> bool {
-        self.acked.is_none_or(|n| n >= i64::from(self.wanted))
-    }
+    /// Reads routed to replicas (for commit confirmation); `None` when `confirm_commits` is off.
+    replicas: Option<ClusterConnection>,
 }
 
 impl Conn {
@@ -91,21 +79,26 @@ impl Conn {
             let conn = ConnectionManager::new_lazy_with_config(client, conn_cfg).map_err(setup)?;
             return Ok(Self::Single(conn));
         }
-        let client = ClusterClientBuilder::new(cfg.cluster_urls.iter().map(String::as_str))
-            .retries(0)
-            .connection_timeout(cfg.connect_timeout)
-            .response_timeout(cfg.command_timeout)
+        let builder = || {
+            ClusterClientBuilder::new(cfg.cluster_urls.iter().map(String::as_str))
+                .retries(0)
+                .connection_timeout(cfg.connect_timeout)
+                .response_timeout(cfg.command_timeout)
+        };
+        let conn = builder()
             .build()
-            .map_err(setup)?;
-        let conn = client.get_pending_async_connection_with_config(Default::default());
-        let wait_ms = u64::try_from((cfg.command_timeout / 4).as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        Ok(Self::Cluster(Box::new(Cluster {
-            conn,
-            replicas: cfg.commit_replicas,
-            wait_ms,
-        })))
+            .map_err(setup)?
+            .get_pending_async_connection_with_config(Default::default());
+        let replicas = if cfg.confirm_commits {
+            let client = builder()
+                .read_routing_strategy(RandomReplicaStrategy)
+                .build()
+                .map_err(setup)?;
+            Some(client.get_pending_async_connection_with_config(Default::default()))
+        } else {
+            None
+        };
+        Ok(Self::Cluster(Box::new(Cluster { conn, replicas })))
     }
 
     pub(super) fn is_cluster(&self) -> bool {
@@ -123,34 +116,22 @@ impl Conn {
         }
     }
 
-    /// Runs a write script and, on a cluster asking for replicas, `WAIT`s for them on the same
-    /// node. One Redis: the script alone (`acked` is `None`).
-    pub(super) async fn query_waited(&self, cmd: &Cmd) -> RedisResult<Waited> {
-        let c = match self {
-            Self::Cluster(c) if c.replicas > 0 => c,
-            _ => {
-                let reply = self.query::<i64>(cmd).await?;
-                return Ok(Waited {
-                    reply,
-                    acked: None,
-                    wanted: 0,
-                });
-            }
+    /// Whether commits are read back from a replica (cluster with `confirm_commits`).
+    pub(super) fn confirms(&self) -> bool {
+        matches!(self, Self::Cluster(c) if c.replicas.is_some())
+    }
+
+    /// `GET key` on a replica of the key's slot (its master when it has none); `None` when
+    /// commits are not confirmed.
+    pub(super) async fn get_on_replica(&self, key: &[u8]) -> RedisResult<Option<Vec<u8>>> {
+        let Self::Cluster(c) = self else {
+            return Ok(None);
         };
-        let mut pipe = ::redis::pipe();
-        pipe.add_command(cmd.clone())
-            .cmd("WAIT")
-            .arg(c.replicas)
-            .arg(c.wait_ms);
-        let pipe = &pipe;
-        let (reply, acked): (i64, i64) = c
-            .retrying(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await?;
-        Ok(Waited {
-            reply,
-            acked: Some(acked),
-            wanted: c.replicas,
-        })
+        let Some(replicas) = &c.replicas else {
+            return Ok(None);
+        };
+        let cmd = ::redis::cmd("GET").arg(key).to_owned();
+        cmd.query_async(&mut replicas.clone()).await
     }
 }
 

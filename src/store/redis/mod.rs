@@ -63,6 +63,8 @@ const MAX_REPAIRS: usize = 10_000;
 /// mode's leases are far longer (the retry horizon) but do not rely on repairs: there a failed
 /// claim keeps its record and the spool clears the entry itself (`Gateway::spool_write_first`).
 const REPAIR_WINDOW: Duration = Duration::from_secs(180);
+/// How long after a commit its confirmation first reads it on a replica.
+const CONFIRM_AFTER: Duration = Duration::from_millis(100);
 /// Health probe interval while healthy, and the bounds of its backoff while not.
 const PROBE_HEALTHY: Duration = Duration::from_secs(1);
 const PROBE_MIN: Duration = Duration::from_millis(100);
@@ -240,24 +242,6 @@ impl RedisStore {
         self.call(self.inner.conn.query::<i64>(&cmd)).await
     }
 
-    /// A commit (or its re-application) followed, on a cluster, by `WAIT` for its replicas; a
-    /// write that no replica confirmed in time is re-applied in the background.
-    async fn run_confirmed(
-        &self,
-        script: &'static str,
-        key: &[u8],
-        owner: Owner,
-        ttl: Duration,
-    ) -> Result<i64, StoreError> {
-        let cmd = eval(script, key, owner, px(ttl));
-        let w = self.call(self.inner.conn.query_waited(&cmd)).await?;
-        if w.reply == 1 && !w.confirmed() {
-            tracing::debug!(store = "redis", acked = ?w.acked, "commit not confirmed by a replica in time; re-applying it in the background");
-            self.repair(key.to_vec(), owner, Repair::Confirm(ttl));
-        }
-        Ok(w.reply)
-    }
-
     /// The shared path of reserve and hold: run, decode, and on failure schedule a release.
     async fn acquire(
         &self,
@@ -291,6 +275,16 @@ impl RedisStore {
     /// Retries an owner-checked release or commit in the background until Redis answers or the
     /// repair window ends. Bounded in count ([`MAX_REPAIRS`]) and in time ([`REPAIR_WINDOW`]).
     fn repair(&self, key: Vec<u8>, owner: Owner, what: Repair) {
+        // Confirmations (one per commit on a cluster) may use only half the budget, so that they
+        // never crowd out the repairs that keep an event from being lost.
+        let confirm = matches!(what, Repair::Confirm(_));
+        if confirm && self.inner.repairs.load(Ordering::Relaxed) >= MAX_REPAIRS / 2 {
+            tracing::debug!(
+                store = "redis",
+                "too many commits awaiting confirmation; not confirming this one"
+            );
+            return;
+        }
         if self.inner.repairs.fetch_add(1, Ordering::Relaxed) >= MAX_REPAIRS {
             self.inner.repairs.fetch_sub(1, Ordering::Relaxed);
             // Once per overflow episode, not once per request.
@@ -307,6 +301,10 @@ impl RedisStore {
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + REPAIR_WINDOW;
             let mut delay = PROBE_MIN;
+            if confirm {
+                // Replication takes a moment: look on the replica only after it.
+                tokio::time::sleep(CONFIRM_AFTER).await;
+            }
             loop {
                 let r = match what {
                     Repair::Release => store.run(RELEASE, &key, owner, 1).await.map(Some),
@@ -341,17 +339,23 @@ impl RedisStore {
         });
     }
 
-    /// One round of [`Repair::Confirm`]: `Some(reply)` once a replica has the commit (or none is
-    /// asked for), `None` to try again.
+    /// One round of [`Repair::Confirm`]: `Some(0)` once a replica has the commit; else the
+    /// commit is re-applied on the master (a no-op where it is there) and `None` says look again.
+    /// The replica read does not touch the health flag: a slow replica is not an outage.
     async fn confirm_once(
         &self,
         key: &[u8],
         owner: Owner,
         ttl: Duration,
     ) -> Result<Option<i64>, StoreError> {
-        let cmd = eval(CONFIRM, key, owner, px(ttl));
-        let w = self.call(self.inner.conn.query_waited(&cmd)).await?;
-        Ok(w.confirmed().then_some(w.reply))
+        let read = tokio::time::timeout(self.inner.timeout, self.inner.conn.get_on_replica(key));
+        if let Ok(Ok(Some(v))) = read.await
+            && v == b"C"
+        {
+            return Ok(Some(0));
+        }
+        self.run(CONFIRM, key, owner, px(ttl)).await?;
+        Ok(None)
     }
 
     /// Runs an owner-checked script; on failure schedules `repair`.
@@ -413,14 +417,19 @@ impl DedupStore for RedisStore {
         owner: Owner,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        if !self.inner.conn.is_cluster() {
+        if !self.inner.conn.confirms() {
             return self
                 .owned(COMMIT, key, owner, px(ttl), Repair::Commit(ttl))
                 .await;
         }
         let k = self.redis_key(key);
-        match self.run_confirmed(COMMIT, &k, owner, ttl).await {
-            Ok(v) => Ok(v == 1),
+        match self.run(COMMIT, &k, owner, px(ttl)).await {
+            Ok(v) => {
+                if v == 1 {
+                    self.repair(k, owner, Repair::Confirm(ttl));
+                }
+                Ok(v == 1)
+            }
             Err(e) => {
                 // Delivered: whether or not the commit ran, the identity must end up committed.
                 self.repair(k, owner, Repair::Confirm(ttl));
