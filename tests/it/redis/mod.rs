@@ -2,6 +2,7 @@
 //! loopback port ([`server`]); none depends on a Redis started by hand.
 
 mod cluster;
+mod cluster_gateway;
 mod cluster_server;
 mod conformance;
 mod gateway;
