@@ -13,7 +13,7 @@
 //! conformance suite uses tokens that differ in those bits too).
 //!
 //! # Connection and failure handling
-//! One multiplexed connection ([`ConnectionManager`]) per process, shared by all requests. It
+//! One Redis: one multiplexed connection (`ConnectionManager`) per process, shared by all requests. It
 //! reconnects by itself, with exponential backoff and jitter, when the connection drops; commands
 //! issued meanwhile wait for the reconnect. Every command is additionally bounded by
 //! `dedup.redis.command_timeout`, so a dead Redis costs one timeout, never a hung request; the
@@ -27,10 +27,21 @@
 //! token is never reused after such an error (see [`super::DedupStore`]). Repairs are capped in
 //! number; beyond the cap the lease alone bounds the damage.
 //!
+//! # Redis Cluster (`dedup.redis.cluster_urls`)
+//! The same scripts and repairs over the `redis` crate's cluster client ([`conn`]): the key is
+//! `{key_prefix}{<hex>}` (the braces make each identity its own hash tag, so keys spread over all
+//! slots), the client follows MOVED/ASK and failovers but never re-sends a command that may have
+//! run, and every commit is read back from a replica and re-applied until one has it
+//! (`Repair::Confirm`), so a failover does not forget a delivered identity. What asynchronous
+//! replication can still lose is a *reservation* acknowledged by a master that died within its
+//! replication lag: a copy arriving at the promoted replica may then be forwarded too (a
+//! duplicate, never a loss; docs/operations.md "Redis Cluster").
+//!
 //! Health: every answer (or failure) updates one flag; each switch between healthy and unhealthy
 //! is logged once and sets the `dedup_gateway_store_healthy` gauge. A background probe PINGs on an
 //! interval (backing off while Redis is down) so the flag recovers, and the connection is rebuilt,
-//! even when no traffic arrives. No log line ever contains the URL (it may carry a password).
+//! even when no traffic arrives; on a cluster the PING goes to every master, so the store is ready
+//! only when every slot's owner answers. No log line ever contains a URL (it may carry a password).
 
 use std::{
     sync::{
