@@ -28,7 +28,7 @@
 //! number; beyond the cap the lease alone bounds the damage.
 //!
 //! # Redis Cluster (`dedup.redis.cluster_urls`)
-//! The same scripts and repairs over the `redis` crate's cluster client ([`conn`]): the key is
+//! The same scripts and repairs over the `redis` crate's cluster client (`conn.rs`): the key is
 //! `{key_prefix}{<hex>}` (the braces make each identity its own hash tag, so keys spread over all
 //! slots), the client follows MOVED/ASK and failovers but never re-sends a command that may have
 //! run, and every commit is read back from a replica and re-applied until one has it
@@ -138,7 +138,7 @@ enum Repair {
 impl RedisStore {
     /// Prepares the store without connecting: the first command (or the health probe) connects,
     /// so a gateway can start while Redis is still coming up (`/readyz` says 503 meanwhile).
-    /// A non-empty `cluster_urls` selects Redis Cluster ([`conn`]), else `url` is one Redis.
+    /// A non-empty `cluster_urls` selects Redis Cluster (`conn.rs`), else `url` is one Redis.
     pub fn new(cfg: &RedisConfig, metrics: Metrics) -> Result<Self, RedisSetupError> {
         let conn = Conn::open(cfg)?;
         // Unknown until the first answer; reported unhealthy so `/readyz` does not claim too early.
@@ -158,7 +158,7 @@ impl RedisStore {
 
     /// The Redis key of an identity: the prefix, then the digest in hex (readable in `redis-cli`,
     /// and the same hex that `/admin/verdicts` and the logs show). On a cluster the hex is in
-    /// braces, the identity's own hash tag ([`conn`]).
+    /// braces, the identity's own hash tag (`conn.rs`).
     pub fn redis_key(&self, key: &DedupKey) -> Vec<u8> {
         let cluster = self.inner.conn.is_cluster();
         let mut k = Vec::with_capacity(self.inner.prefix.len() + 34);
