@@ -101,8 +101,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cfg.key_prefix,
         ttl.as_millis()
     );
-    println!("masters used_memory     {} -> {} (delta {dm})", before.0, after.0);
-    println!("replicas used_memory    {} -> {} (delta {dr})", before.1, after.1);
+    println!(
+        "masters used_memory     {} -> {} (delta {dm})",
+        before.0, after.0
+    );
+    println!(
+        "replicas used_memory    {} -> {} (delta {dr})",
+        before.1, after.1
+    );
     println!("bytes per key, masters  {:.1}", dm as f64 / n as f64);
     println!("bytes per key, replicas {:.1}", dr as f64 / n as f64);
     Ok(())

@@ -220,19 +220,27 @@ impl RedisStore {
         }
     }
 
-    /// Awaits one command under the command timeout; maps every failure to `Unavailable` and
-    /// records the outcome in the health flag.
+    /// Awaits one command under the command timeout; maps every failure to `Unavailable` and,
+    /// with one Redis, records the outcome in the health flag. On a cluster only the health
+    /// probe does: with one shard down, commands for the others still succeed, and letting each
+    /// answer flip the flag would log a switch per request.
     async fn call<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
-        let r = match tokio::time::timeout(self.inner.timeout, fut).await {
+        let r = self.bounded(fut).await;
+        if !self.inner.conn.is_cluster() {
+            self.observe(&r);
+        }
+        r
+    }
+
+    async fn bounded<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.inner.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("redis: {e}"))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "redis: no answer within {:?}",
                 self.inner.timeout
             ))),
-        };
-        self.observe(&r);
-        r
+        }
     }
 
     /// Runs one script: KEYS[1] = `key`, ARGV = owner, milliseconds.
@@ -483,8 +491,11 @@ impl DedupStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         // On a cluster PING goes to every master: ready only when every slot's owner answers.
         let cmd = ::redis::cmd("PING");
-        self.call(self.inner.conn.query::<::redis::Value>(&cmd))
+        let r = self
+            .bounded(self.inner.conn.query::<::redis::Value>(&cmd))
             .await
-            .map(drop)
+            .map(drop);
+        self.observe(&r);
+        r
     }
 }

@@ -5,7 +5,7 @@
 //! Each node gets two free ports (client and cluster bus, `--cluster-port`), found by binding
 //! 127.0.0.1:0 and releasing it; another process could take one in between, so a cluster that
 //! does not come up is torn down and started again on fresh ports (a bounded number of times).
-//! `--cluster-node-timeout` is short (1 s) so that a killed master's replica is promoted within
+//! `--cluster-node-timeout` is short (2 s) so that a killed master's replica is promoted within
 //! a few seconds; every wait on the cluster is bounded.
 
 use std::{
@@ -15,7 +15,7 @@ use std::{
 };
 
 /// Node timeout of the test clusters, in milliseconds.
-const NODE_TIMEOUT_MS: u64 = 1_000;
+const NODE_TIMEOUT_MS: u64 = 2_000;
 
 struct Node {
     port: u16,
