@@ -26,9 +26,9 @@
 //!
 //! # Hash tags
 //! Each identity is one key, and each script touches only that key; on a cluster the key is
-//! `{prefix}{<hex>}`, whose braces make the digest the hash tag. The tag is per identity, so keys
+//! `<key_prefix>{<hex>}`, whose braces make the digest the hash tag. The tag is per identity, so keys
 //! spread evenly over all slots, and any later script that adds a companion key of the identity
-//! (`{prefix}{<hex>}:x`) stays in the same slot. A prefix with braces would move the tag into the
+//! (`<key_prefix>{<hex>}:x`) stays in the same slot. A prefix with braces would move the tag into the
 //! prefix and put every identity in one slot: config validation refuses it.
 
 use std::time::Duration;

@@ -29,7 +29,7 @@
 //!
 //! # Redis Cluster (`dedup.redis.cluster_urls`)
 //! The same scripts and repairs over the `redis` crate's cluster client (`conn.rs`): the key is
-//! `{key_prefix}{<hex>}` (the braces make each identity its own hash tag, so keys spread over all
+//! `<key_prefix>{<hex>}` (the braces make each identity its own hash tag, so keys spread over all
 //! slots), the client follows MOVED/ASK and failovers but never re-sends a command that may have
 //! run, and every commit is read back from a replica and re-applied until one has it
 //! (`Repair::Confirm`), so a failover does not forget a delivered identity. What asynchronous
