@@ -5,8 +5,8 @@
 //! wrong for the store's scripts: a `reserve` that ran but whose answer was lost would run again,
 //! find its own reservation and answer `in-flight` — the copy would be told `duplicate` while
 //! nobody delivers it (a lost event). So the cluster client is built with `retries(0)` and this
-//! module retries only the answers that prove the command did **not** run: `MOVED`, `ASK`,
-//! `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`, `LOADING`, no connection to the slot's
+//! module retries only the answers that prove the command did **not** run: `MOVED`, `ASK` (sent
+//! on to the importing node with `ASKING`, so a slot being migrated keeps working), `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`, `LOADING`, no connection to the slot's
 //! node, or a refused connection. The client still refreshes its slot map on `MOVED`, so the
 //! retry after a short sleep reaches the new owner of the slot. Any other failure (a connection
 //! dropped mid-command, a timeout) may have run the command: it is returned as an error, and the
@@ -39,6 +39,7 @@ use ::redis::{
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
     cluster_read_routing::RandomReplicaStrategy,
+    cluster_routing::SingleNodeRoutingInfo,
 };
 
 use super::RedisSetupError;
@@ -109,10 +110,7 @@ impl Conn {
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self {
             Self::Single(c) => cmd.query_async(&mut c.clone()).await,
-            Self::Cluster(c) => {
-                c.retrying(|mut conn| async move { cmd.query_async::<T>(&mut conn).await })
-                    .await
-            }
+            Self::Cluster(c) => c.send(cmd).await,
         }
     }
 
@@ -136,17 +134,35 @@ impl Conn {
 }
 
 impl Cluster {
-    async fn retrying<T, F, Fut>(&self, mut op: F) -> RedisResult<T>
-    where
-        F: FnMut(ClusterConnection) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
-    {
+    /// Sends `cmd` by its key's slot until it runs or fails in a way that may have run it: an
+    /// answer proving it did not run is retried (after `MOVED` the client has refreshed its slot
+    /// map), and an `ASK` (the slot is being migrated and the key is on the importing node) is
+    /// followed at once with `ASKING` + the command on that node.
+    async fn send<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         let mut delay = RETRY_MIN;
-        let mut tries = 0;
-        loop {
-            match op(self.conn.clone()).await {
-                Err(e) if did_not_run(&e) && tries < RETRY_LIMIT => {
-                    tries += 1;
+        let mut ask: Option<(String, u16)> = None;
+        for _ in 0..RETRY_LIMIT {
+            let mut conn = self.conn.clone();
+            let r = match ask.take() {
+                None => cmd.query_async::<T>(&mut conn).await,
+                Some((host, port)) => {
+                    let mut p = ::redis::pipe();
+                    p.cmd("ASKING").add_command(cmd.clone());
+                    let route = SingleNodeRoutingInfo::ByAddress { host, port };
+                    let mut replies = conn.route_pipeline(p, 1, 1, route).await?;
+                    let v = replies.pop().unwrap_or(::redis::Value::Nil);
+                    ::redis::from_redis_value(v).map_err(::redis::RedisError::from)
+                }
+            };
+            match r {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::Ask) => {
+                    ask = e
+                        .redirect_node()
+                        .and_then(|(addr, _slot)| addr.rsplit_once(':'))
+                        .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)));
+                    tracing::debug!(store = "redis", "cluster: ASK redirect");
+                }
+                Err(e) if did_not_run(&e) => {
                     tracing::debug!(store = "redis", error = %e, "cluster: command did not run; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RETRY_MAX);
@@ -154,6 +170,7 @@ impl Cluster {
                 r => return r,
             }
         }
+        Err((ErrorKind::Client, "cluster: no node took the command").into())
     }
 }
 

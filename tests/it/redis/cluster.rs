@@ -358,3 +358,62 @@ async fn a_commit_lost_with_its_master_is_re_applied_on_the_promoted_replica() {
     )
     .await;
 }
+
+/// A slot being migrated between masters (resharding, e.g. when masters are added): the source
+/// answers `ASK` for an identity it does not have, and the store follows it to the importing
+/// node with `ASKING`; once the slot is moved, `MOVED` brings the store to the new owner, where
+/// the identity's state is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_being_migrated_is_followed_through_ask_and_moved() {
+    let cluster = RedisCluster::start().await;
+    let s = cluster_store(&cluster, "ask:", true);
+    let k = c::key();
+    let rk = key_str(&s, &k);
+    let (src, _) = cluster.master_and_replica_of(&rk);
+    let dst = (0..6)
+        .find(|&i| i != src && cluster.is_master(i))
+        .expect("another master");
+    let slot = cluster.cli(src, &["CLUSTER", "KEYSLOT", &rk]);
+    let (src_id, dst_id) = (
+        cluster.cli(src, &["CLUSTER", "MYID"]),
+        cluster.cli(dst, &["CLUSTER", "MYID"]),
+    );
+    assert_eq!(
+        cluster.cli(dst, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.cli(src, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]),
+        "OK"
+    );
+
+    assert_eq!(s.reserve(&k, 1, LEASE).await.unwrap(), Claim::Acquired);
+    assert_eq!(
+        cluster.cli_script(dst, &["ASKING", &format!("GET {rk}")]),
+        "OK\nR:1",
+        "written on the importing node"
+    );
+    assert!(
+        cluster.cli(src, &["EXISTS", &rk]).starts_with("ASK "),
+        "not on the migrating node, which sends the client on"
+    );
+    assert_eq!(
+        s.reserve(&k, 2, LEASE).await.unwrap(),
+        Claim::Duplicate(Existing::InFlight)
+    );
+    assert!(s.commit(&k, 1, TTL).await.unwrap());
+
+    // The migration ends: every master learns the slot's new owner.
+    for i in (0..6).filter(|&i| cluster.is_master(i)) {
+        assert_eq!(
+            cluster.cli(i, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]),
+            "OK"
+        );
+    }
+    settle("after the move", Some(Existing::Delivered), || s.peek(&k)).await;
+    assert_eq!(
+        s.reserve(&k, 3, LEASE).await.unwrap(),
+        Claim::Duplicate(Existing::Delivered)
+    );
+    assert_eq!(cluster.master_and_replica_of(&rk).0, dst);
+}

@@ -179,6 +179,34 @@ impl RedisCluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Runs several commands on one connection to node `i` (`redis-cli` reading them from its
+    /// standard input, e.g. `ASKING` before a command); returns the replies, one per line.
+    pub fn cli_script(&self, i: usize, lines: &[&str]) -> String {
+        use std::io::Write;
+        let mut child = Command::new("timeout")
+            .args(["5", "redis-cli", "-h", "127.0.0.1", "-p"])
+            .arg(self.nodes[i].port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run redis-cli");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(format!("{}\n", lines.join("\n")).as_bytes());
+        }
+        let out = child.wait_with_output().expect("redis-cli output");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Whether node `i` is, in its own view, a master serving slots.
+    pub fn is_master(&self, i: usize) -> bool {
+        let port = self.port(i);
+        self.alive(i)
+            && self
+                .nodes_seen_by(i)
+                .iter()
+                .any(|n| n.port == port && n.master && !n.slots.is_empty())
+    }
+
     /// Whether every live node says `cluster_state:ok` and sees every other live node's role
     /// the same way (one master per slot range, nobody live flagged failed).
     async fn wait_ok(&self, limit: Duration) -> bool {
