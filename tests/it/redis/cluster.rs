@@ -123,6 +123,7 @@ struct Tally {
     committed: AtomicUsize,
     errors: AtomicUsize,
     lost_reservations: AtomicUsize,
+    window_duplicates: AtomicUsize,
     rechecked: AtomicUsize,
     violations: Mutex<Vec<String>>,
     delivered: Mutex<Vec<DedupKey>>,
@@ -184,9 +185,17 @@ async fn worker(
             (!d.is_empty()).then(|| d[(round as usize * 7919) % d.len()])
         };
         if let Some(old) = old {
-            match s.reserve(&old, owner | (1 << 31), LEASE).await {
+            let again = owner | (1 << 31);
+            match s.reserve(&old, again, LEASE).await {
                 Ok(Claim::Duplicate(Existing::Delivered)) => {
                     t.rechecked.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Claim::Acquired) if phase.load(Ordering::Relaxed) == CRASH => {
+                    // The documented window: a commit (and its reservation) acknowledged by the
+                    // killed master within its last replication round trip, met before the
+                    // confirmation re-applied it. The copy is delivered again, as a gateway would.
+                    t.window_duplicates.fetch_add(1, Ordering::Relaxed);
+                    let _ = s.commit(&old, again, TTL).await;
                 }
                 Ok(other) => t
                     .violations
@@ -204,7 +213,9 @@ async fn worker(
 /// A workload runs while a replica takes over gracefully (`CLUSTER FAILOVER`) and then while a
 /// master is killed and its replica promoted. The store follows the new topology; no fresh
 /// identity is ever answered `duplicate` (a lost event); no delivered identity is handed out
-/// again; every identity whose commit was answered is still delivered afterwards; and the
+/// again, except — only around the crash, and counted — one whose commit the killed master
+/// acknowledged within its last replication round trip; every identity whose commit was
+/// answered is still delivered afterwards; and the
 /// conformance suite passes on the changed cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_and_killed_master_keep_the_dedup_state() {
@@ -256,12 +267,15 @@ async fn failover_and_killed_master_keep_the_dedup_state() {
     assert!(violations.is_empty(), "{violations:?}");
     let committed = t.committed.load(Ordering::Relaxed);
     eprintln!(
-        "failover run: {} acquired, {committed} committed ({before_crash} before the crash), {} rechecked, {} errors, {} reservations lost with the killed master",
+        "failover run: {} acquired, {committed} committed ({before_crash} before the crash), {} rechecked, {} errors, {} reservations lost with the killed master, {} duplicates in the crash window",
         t.acquired.load(Ordering::Relaxed),
         t.rechecked.load(Ordering::Relaxed),
         t.errors.load(Ordering::Relaxed),
         t.lost_reservations.load(Ordering::Relaxed),
+        t.window_duplicates.load(Ordering::Relaxed),
     );
+    // At most the few commits in flight on the killed master at the instant it died.
+    assert!(t.window_duplicates.load(Ordering::Relaxed) <= 6);
     assert!(before_crash > 0, "the graceful phase made progress");
     assert!(
         committed > at_promotion,
