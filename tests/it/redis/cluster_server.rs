@@ -249,7 +249,14 @@ impl RedisCluster {
                 .iter()
                 .filter(|n| n.master && !n.failed && !n.slots.is_empty())
                 .count();
+            // Every live node that is not one of the 3 masters is known as a replica everywhere
+            // (right after `--cluster create` a replica may still look like an empty master).
+            let replicas = nodes
+                .iter()
+                .filter(|n| n.master_id.is_some() && !n.failed)
+                .count();
             masters_with_slots == 3
+                && replicas + 3 == live.len()
                 && nodes
                     .iter()
                     .filter(|n| self.alive(self.index_of_port(n.port)))
