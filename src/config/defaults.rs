@@ -95,6 +95,8 @@ impl Default for RedisConfig {
             key_prefix: "dedup-gateway:".into(),
             command_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
+            cluster_urls: Vec::new(),
+            confirm_commits: true,
         }
     }
 }

@@ -152,6 +152,10 @@ pub struct RedisConfig {
     /// Connect timeout.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Redis Cluster seed nodes; non-empty selects cluster mode (`url` is then unused).
+    pub cluster_urls: Vec<String>,
+    /// Cluster mode: read every commit back from a replica and re-apply it until one has it.
+    pub confirm_commits: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

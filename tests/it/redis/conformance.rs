@@ -28,7 +28,7 @@ const DELIVERED: Claim = Claim::Duplicate(Existing::Delivered);
 const HELD: Claim = Claim::Duplicate(Existing::Held);
 const HELD_IN_FLIGHT: Claim = Claim::Duplicate(Existing::HeldInFlight);
 
-fn key() -> DedupKey {
+pub(super) fn key() -> DedupKey {
     DedupKey(rand::random())
 }
 
@@ -48,7 +48,7 @@ pub async fn redis_store() -> (RedisStore, RedisServer) {
 }
 
 /// Polls `op` (every 50 ms, at most 200 times) until it returns `want`; panics otherwise.
-async fn until<F, Fut, T>(what: &str, want: T, mut op: F)
+pub(super) async fn until<F, Fut, T>(what: &str, want: T, mut op: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
@@ -67,7 +67,7 @@ where
 }
 
 /// Row `reserve`: absent → Acquired; held by another → Preempted; reserved or committed → Duplicate.
-async fn reserve_row<S: DedupStore>(s: S) {
+pub(super) async fn reserve_row<S: DedupStore>(s: S) {
     let k = key();
     assert_eq!(s.reserve(&k, 1, LEASE).await.unwrap(), Claim::Acquired);
     assert_eq!(s.reserve(&k, 2, LEASE).await.unwrap(), IN_FLIGHT);
@@ -93,7 +93,7 @@ async fn reserve_row<S: DedupStore>(s: S) {
 }
 
 /// Row `hold`: absent → Acquired; anything live → Duplicate naming what it ran into.
-async fn hold_row<S: DedupStore>(s: S) {
+pub(super) async fn hold_row<S: DedupStore>(s: S) {
     let k = key();
     assert_eq!(s.hold(&k, 1, LEASE).await.unwrap(), Claim::Acquired);
     assert_eq!(s.hold(&k, 2, LEASE).await.unwrap(), HELD);
@@ -113,7 +113,7 @@ async fn hold_row<S: DedupStore>(s: S) {
 }
 
 /// Row `claim_held`: true only for the live holder, which becomes a reservation.
-async fn claim_held_row<S: DedupStore>(s: S) {
+pub(super) async fn claim_held_row<S: DedupStore>(s: S) {
     let k = key();
     assert!(!s.claim_held(&k, 1, LEASE).await.unwrap(), "absent");
     assert_eq!(s.hold(&k, 1, LEASE).await.unwrap(), Claim::Acquired);
@@ -159,7 +159,7 @@ async fn claim_held_row<S: DedupStore>(s: S) {
 }
 
 /// `peek`: reports each state without changing it.
-async fn peek_row<S: DedupStore>(s: S) {
+pub(super) async fn peek_row<S: DedupStore>(s: S) {
     let k = key();
     assert_eq!(s.peek(&k).await.unwrap(), None, "absent");
     assert_eq!(s.hold(&k, 1, LEASE).await.unwrap(), Claim::Acquired);
@@ -184,7 +184,7 @@ async fn peek_row<S: DedupStore>(s: S) {
 }
 
 /// Row `commit`: only the live owner (holding or reserving) commits; a commit is final.
-async fn commit_row<S: DedupStore>(s: S) {
+pub(super) async fn commit_row<S: DedupStore>(s: S) {
     let k = key();
     assert!(!s.commit(&k, 1, TTL).await.unwrap(), "absent");
     assert_eq!(s.reserve(&k, 1, LEASE).await.unwrap(), Claim::Acquired);
@@ -214,7 +214,7 @@ async fn commit_row<S: DedupStore>(s: S) {
 }
 
 /// Row `release`: only the live owner releases; a committed identity cannot be released.
-async fn release_row<S: DedupStore>(s: S) {
+pub(super) async fn release_row<S: DedupStore>(s: S) {
     let k = key();
     assert!(!s.release(&k, 1).await.unwrap(), "absent");
     assert_eq!(s.reserve(&k, 1, LEASE).await.unwrap(), Claim::Acquired);
@@ -248,7 +248,7 @@ async fn release_row<S: DedupStore>(s: S) {
 }
 
 /// `insert_committed` marks an identity delivered, over whatever was there.
-async fn insert_committed_row<S: DedupStore>(s: S) {
+pub(super) async fn insert_committed_row<S: DedupStore>(s: S) {
     let k = key();
     s.insert_committed(&k, TTL).await.unwrap();
     assert_eq!(s.reserve(&k, 1, LEASE).await.unwrap(), DELIVERED);
@@ -263,7 +263,7 @@ async fn insert_committed_row<S: DedupStore>(s: S) {
 }
 
 /// A committed identity is forgotten once its TTL ends, and handed out again.
-async fn ttl_expiry<S: DedupStore>(s: S) {
+pub(super) async fn ttl_expiry<S: DedupStore>(s: S) {
     let k = key();
     assert_eq!(s.reserve(&k, 1, LEASE).await.unwrap(), Claim::Acquired);
     assert!(s.commit(&k, 1, SHORT).await.unwrap());
@@ -280,7 +280,7 @@ async fn ttl_expiry<S: DedupStore>(s: S) {
 
 /// A reservation whose owner died (never commits nor releases) expires after its lease; the
 /// owner's late answers then change nothing.
-async fn lease_expiry_of_dead_owner<S: DedupStore>(s: S) {
+pub(super) async fn lease_expiry_of_dead_owner<S: DedupStore>(s: S) {
     let k = key();
     assert_eq!(s.reserve(&k, 1, SHORT).await.unwrap(), Claim::Acquired);
     // Owner 1 dies here. Owner 2 waits the lease out.
@@ -315,7 +315,7 @@ async fn lease_expiry_of_dead_owner<S: DedupStore>(s: S) {
 }
 
 /// Many tasks reserve one identity at once: exactly one acquires it; repeated over many keys.
-async fn concurrent_reserve_one_winner<S: DedupStore + Clone + 'static>(s: S) {
+pub(super) async fn concurrent_reserve_one_winner<S: DedupStore + Clone + 'static>(s: S) {
     for _ in 0..10 {
         let k = key();
         let tasks: Vec<_> = (1..=64u64)
@@ -336,7 +336,7 @@ async fn concurrent_reserve_one_winner<S: DedupStore + Clone + 'static>(s: S) {
 }
 
 /// Many clean copies race for one held identity: exactly one preempts it.
-async fn concurrent_preempt_one_winner<S: DedupStore + Clone + 'static>(s: S) {
+pub(super) async fn concurrent_preempt_one_winner<S: DedupStore + Clone + 'static>(s: S) {
     for _ in 0..10 {
         let k = key();
         assert_eq!(s.hold(&k, 1_000, LEASE).await.unwrap(), Claim::Acquired);

@@ -32,7 +32,7 @@ async fn redis_and_oscar() -> (RedisServer, FakeOscar, Config) {
 }
 
 /// The versioned Put fixture with its `versionId` replaced: one distinct identity per version.
-fn put(version: &str) -> Vec<u8> {
+pub(super) fn put(version: &str) -> Vec<u8> {
     let body = String::from_utf8(fixture("put-versioned.json")).unwrap();
     assert!(body.contains(FIXTURE_VERSION));
     body.replace(FIXTURE_VERSION, version).into_bytes()
@@ -48,7 +48,7 @@ fn version_of(body: &[u8]) -> String {
 }
 
 /// How many times OSCAR accepted each version.
-fn accepted_by_version(oscar: &FakeOscar) -> HashMap<String, usize> {
+pub(super) fn accepted_by_version(oscar: &FakeOscar) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in oscar.accepted() {
         *m.entry(version_of(&r.body)).or_default() += 1;
@@ -72,7 +72,7 @@ async fn metric(gw: &TestGateway, name: &str) -> f64 {
 }
 
 /// Polls `readyz` until it answers `want` (at most 15 s).
-async fn wait_ready(gw: &TestGateway, want: u16) {
+pub(super) async fn wait_ready(gw: &TestGateway, want: u16) {
     for _ in 0..300 {
         if readyz(gw).await == want {
             return;

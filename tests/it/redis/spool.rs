@@ -26,7 +26,7 @@ fn redis_spool_config(upstream: &str, redis: &RedisServer) -> Config {
 }
 
 /// Posts until the gateway answers 2xx (the store connects lazily); at most 100 tries.
-async fn post_until_2xx(gw: &SpoolGw, body: Vec<u8>) -> (u16, Value) {
+pub(super) async fn post_until_2xx(gw: &SpoolGw, body: Vec<u8>) -> (u16, Value) {
     for _ in 0..100 {
         let (status, _, answer) = gw.post(body.clone()).await;
         if (200..300).contains(&status) {

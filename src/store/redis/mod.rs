@@ -13,7 +13,7 @@
 //! conformance suite uses tokens that differ in those bits too).
 //!
 //! # Connection and failure handling
-//! One multiplexed connection ([`ConnectionManager`]) per process, shared by all requests. It
+//! One Redis: one multiplexed connection (`ConnectionManager`) per process, shared by all requests. It
 //! reconnects by itself, with exponential backoff and jitter, when the connection drops; commands
 //! issued meanwhile wait for the reconnect. Every command is additionally bounded by
 //! `dedup.redis.command_timeout`, so a dead Redis costs one timeout, never a hung request; the
@@ -27,10 +27,21 @@
 //! token is never reused after such an error (see [`super::DedupStore`]). Repairs are capped in
 //! number; beyond the cap the lease alone bounds the damage.
 //!
+//! # Redis Cluster (`dedup.redis.cluster_urls`)
+//! The same scripts and repairs over the `redis` crate's cluster client (`conn.rs`): the key is
+//! `<key_prefix>{<hex>}` (the braces make each identity its own hash tag, so keys spread over all
+//! slots), the client follows MOVED/ASK and failovers but never re-sends a command that may have
+//! run, and every commit is read back from a replica and re-applied until one has it
+//! (`Repair::Confirm`), so a failover does not forget a delivered identity. What asynchronous
+//! replication can still lose is a *reservation* acknowledged by a master that died within its
+//! replication lag: a copy arriving at the promoted replica may then be forwarded too (a
+//! duplicate, never a loss; docs/operations.md "Redis Cluster").
+//!
 //! Health: every answer (or failure) updates one flag; each switch between healthy and unhealthy
 //! is logged once and sets the `dedup_gateway_store_healthy` gauge. A background probe PINGs on an
 //! interval (backing off while Redis is down) so the flag recovers, and the connection is rebuilt,
-//! even when no traffic arrives. No log line ever contains the URL (it may carry a password).
+//! even when no traffic arrives; on a cluster the PING goes to every master, so the store is ready
+//! only when every slot's owner answers. No log line ever contains a URL (it may carry a password).
 
 use std::{
     sync::{
@@ -40,102 +51,24 @@ use std::{
     time::Duration,
 };
 
-use ::redis::{
-    Client, RedisResult,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use ::redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 
+use self::{conn::Conn, repair::Repair, scripts::*};
 use super::{Claim, DedupStore, Existing, Owner, StoreError};
 use crate::{config::RedisConfig, identity::DedupKey, metrics::Metrics};
 
-/// Reply codes shared by the reserve and hold scripts.
-const ACQUIRED: i64 = 0;
-const PREEMPTED: i64 = 1;
-const DUP_IN_FLIGHT: i64 = 2;
-const DUP_DELIVERED: i64 = 3;
-const DUP_HELD: i64 = 4;
-const DUP_HELD_IN_FLIGHT: i64 = 5;
+mod conn;
+mod repair;
+mod scripts;
 
-/// `reserve`: absent → `R:owner`; held → `R:owner` (preempted); reserved/held-delivering/committed
-/// → duplicate.
-const RESERVE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], 'R:' .. ARGV[1], 'PX', ARGV[2])
-  return 0
-end
-local t = string.sub(v, 1, 1)
-if t == 'H' then
-  redis.call('SET', KEYS[1], 'R:' .. ARGV[1], 'PX', ARGV[2])
-  return 1
-elseif t == 'R' then
-  return 2
-elseif t == 'D' then
-  return 5
-end
-return 3
-";
-
-/// `hold`: absent → `H:owner`; anything live → duplicate.
-const HOLD: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], 'H:' .. ARGV[1], 'PX', ARGV[2])
-  return 0
-end
-local t = string.sub(v, 1, 1)
-if t == 'H' then
-  return 4
-elseif t == 'R' then
-  return 2
-elseif t == 'D' then
-  return 5
-end
-return 3
-";
-
-/// `claim_held`: `H:owner` → `D:owner` with a fresh lease; 1 if claimed.
-const CLAIM_HELD: &str = r"
-if redis.call('GET', KEYS[1]) == 'H:' .. ARGV[1] then
-  redis.call('SET', KEYS[1], 'D:' .. ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// `commit`: owned (held, reserved or held-delivering) by the caller → `C` for the TTL; 1 if
-/// committed.
-const COMMIT: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] or v == 'D:' .. ARGV[1] then
-  redis.call('SET', KEYS[1], 'C', 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// `release`: owned (held, reserved or held-delivering) by the caller → absent; 1 if released.
-const RELEASE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v == 'R:' .. ARGV[1] or v == 'H:' .. ARGV[1] or v == 'D:' .. ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-";
+pub use conn::{mask_cluster_urls, validate_cluster};
 
 /// Health states: the first observation is logged too, so a Redis down at start shows.
 const UNKNOWN: u8 = 0;
 const HEALTHY: u8 = 1;
 const UNHEALTHY: u8 = 2;
 
-/// How many repairs may wait at once; beyond it a failed operation is left to its lease.
-const MAX_REPAIRS: usize = 10_000;
-/// How long a repair keeps trying: past sync mode's default lease (`dedup.lease`, 120 s). Spool
-/// mode's leases are far longer (the retry horizon) but do not rely on repairs: there a failed
-/// claim keeps its record and the spool clears the entry itself (`Spool::admit`).
-const REPAIR_WINDOW: Duration = Duration::from_secs(180);
 /// Health probe interval while healthy, and the bounds of its backoff while not.
 const PROBE_HEALTHY: Duration = Duration::from_secs(1);
 const PROBE_MIN: Duration = Duration::from_millis(100);
@@ -144,7 +77,7 @@ const PROBE_MAX: Duration = Duration::from_secs(2);
 /// A failure to set up the Redis store (bad URL, TLS not available for `rediss://`).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct RedisSetupError(String);
+pub struct RedisSetupError(pub(crate) String);
 
 /// Cheap to clone: all clones share one connection.
 #[derive(Clone)]
@@ -153,7 +86,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: Vec<u8>,
     timeout: Duration,
     /// [`UNKNOWN`] until the first answer or failure, then [`HEALTHY`] or [`UNHEALTHY`].
@@ -167,10 +100,18 @@ impl std::fmt::Debug for RedisStore {
     // The URL may carry a password: show only what is safe.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
+            .field("cluster", &self.inner.conn.is_cluster())
             .field("prefix", &String::from_utf8_lossy(&self.inner.prefix))
             .field("healthy", &self.is_healthy())
             .finish()
     }
+}
+
+/// `EVAL script 1 key owner ms`.
+fn eval(script: &str, key: &[u8], owner: Owner, ms: u64) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd("EVAL");
+    cmd.arg(script).arg(1).arg(key).arg(owner).arg(ms);
+    cmd
 }
 
 fn px(d: Duration) -> u64 {
@@ -178,28 +119,12 @@ fn px(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Which repair a failed operation needs.
-#[derive(Debug, Clone, Copy)]
-enum Repair {
-    Release,
-    Commit(Duration),
-}
-
 impl RedisStore {
     /// Prepares the store without connecting: the first command (or the health probe) connects,
     /// so a gateway can start while Redis is still coming up (`/readyz` says 503 meanwhile).
+    /// A non-empty `cluster_urls` selects Redis Cluster (`conn.rs`), else `url` is one Redis.
     pub fn new(cfg: &RedisConfig, metrics: Metrics) -> Result<Self, RedisSetupError> {
-        // The redis error names the problem, never the password.
-        let client = Client::open(cfg.url.as_str()).map_err(|e| RedisSetupError(e.to_string()))?;
-        let conn_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.command_timeout))
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(Duration::from_secs(2))
-            .set_exponent_base(2.0)
-            .set_number_of_retries(4);
-        let conn = ConnectionManager::new_lazy_with_config(client, conn_cfg)
-            .map_err(|e| RedisSetupError(e.to_string()))?;
+        let conn = Conn::open(cfg)?;
         // Unknown until the first answer; reported unhealthy so `/readyz` does not claim too early.
         metrics.store_healthy(false);
         Ok(Self {
@@ -216,14 +141,22 @@ impl RedisStore {
     }
 
     /// The Redis key of an identity: the prefix, then the digest in hex (readable in `redis-cli`,
-    /// and the same hex that `/admin/verdicts` and the logs show).
+    /// and the same hex that `/admin/verdicts` and the logs show). On a cluster the hex is in
+    /// braces, the identity's own hash tag (`conn.rs`).
     pub fn redis_key(&self, key: &DedupKey) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.inner.prefix.len() + 32);
+        let cluster = self.inner.conn.is_cluster();
+        let mut k = Vec::with_capacity(self.inner.prefix.len() + 34);
         k.extend_from_slice(&self.inner.prefix);
         let mut hex = [0u8; 32];
         // 16 bytes always encode into 32 hex digits.
         let _ = hex::encode_to_slice(key.0, &mut hex);
+        if cluster {
+            k.push(b'{');
+        }
         k.extend_from_slice(&hex);
+        if cluster {
+            k.push(b'}');
+        }
         k
     }
 
@@ -271,19 +204,27 @@ impl RedisStore {
         }
     }
 
-    /// Awaits one command under the command timeout; maps every failure to `Unavailable` and
-    /// records the outcome in the health flag.
+    /// Awaits one command under the command timeout; maps every failure to `Unavailable` and,
+    /// with one Redis, records the outcome in the health flag. On a cluster only the health
+    /// probe does: with one shard down, commands for the others still succeed, and letting each
+    /// answer flip the flag would log a switch per request.
     async fn call<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
-        let r = match tokio::time::timeout(self.inner.timeout, fut).await {
+        let r = self.bounded(fut).await;
+        if !self.inner.conn.is_cluster() {
+            self.observe(&r);
+        }
+        r
+    }
+
+    async fn bounded<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.inner.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("redis: {e}"))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "redis: no answer within {:?}",
                 self.inner.timeout
             ))),
-        };
-        self.observe(&r);
-        r
+        }
     }
 
     /// Runs one script: KEYS[1] = `key`, ARGV = owner, milliseconds.
@@ -300,10 +241,8 @@ impl RedisStore {
         owner: Owner,
         ms: u64,
     ) -> Result<i64, StoreError> {
-        let mut conn = self.inner.conn.clone();
-        let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(script).arg(1).arg(key).arg(owner).arg(ms);
-        self.call(cmd.query_async::<i64>(&mut conn)).await
+        let cmd = eval(script, key, owner, ms);
+        self.call(self.inner.conn.query::<i64>(&cmd)).await
     }
 
     /// The shared path of reserve and hold: run, decode, and on failure schedule a release.
@@ -334,58 +273,6 @@ impl RedisStore {
                 Err(e)
             }
         }
-    }
-
-    /// Retries an owner-checked release or commit in the background until Redis answers or the
-    /// repair window ends. Bounded in count ([`MAX_REPAIRS`]) and in time ([`REPAIR_WINDOW`]).
-    fn repair(&self, key: Vec<u8>, owner: Owner, what: Repair) {
-        if self.inner.repairs.fetch_add(1, Ordering::Relaxed) >= MAX_REPAIRS {
-            self.inner.repairs.fetch_sub(1, Ordering::Relaxed);
-            // Once per overflow episode, not once per request.
-            if self.inner.repairs_overflowed.swap(true, Ordering::Relaxed) {
-                return;
-            }
-            tracing::warn!(
-                store = "redis",
-                "too many pending dedup repairs; leaving this one to its lease"
-            );
-            return;
-        }
-        let store = self.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + REPAIR_WINDOW;
-            let mut delay = PROBE_MIN;
-            loop {
-                let r = match what {
-                    Repair::Release => store.run(RELEASE, &key, owner, 1).await,
-                    Repair::Commit(ttl) => store.run(COMMIT, &key, owner, px(ttl)).await,
-                };
-                if let Ok(changed) = r {
-                    store
-                        .inner
-                        .repairs_overflowed
-                        .store(false, Ordering::Relaxed);
-                    tracing::debug!(
-                        store = "redis",
-                        ?what,
-                        changed = changed == 1,
-                        "dedup repair done"
-                    );
-                    break;
-                }
-                if tokio::time::Instant::now() + delay >= deadline {
-                    tracing::debug!(
-                        store = "redis",
-                        ?what,
-                        "dedup repair gave up; the entry's own expiry will clear it"
-                    );
-                    break;
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(PROBE_MAX);
-            }
-            store.inner.repairs.fetch_sub(1, Ordering::Relaxed);
-        });
     }
 
     /// Runs an owner-checked script; on failure schedules `repair`.
@@ -447,8 +334,25 @@ impl DedupStore for RedisStore {
         owner: Owner,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.owned(COMMIT, key, owner, px(ttl), Repair::Commit(ttl))
-            .await
+        if !self.inner.conn.confirms() {
+            return self
+                .owned(COMMIT, key, owner, px(ttl), Repair::Commit(ttl))
+                .await;
+        }
+        let k = self.redis_key(key);
+        match self.run(COMMIT, &k, owner, px(ttl)).await {
+            Ok(v) => {
+                if v == 1 {
+                    self.repair(k, owner, Repair::Confirm(ttl));
+                }
+                Ok(v == 1)
+            }
+            Err(e) => {
+                // Delivered: whether or not the commit ran, the identity must end up committed.
+                self.repair(k, owner, Repair::Confirm(ttl));
+                Err(e)
+            }
+        }
     }
 
     async fn release(&self, key: &DedupKey, owner: Owner) -> Result<bool, StoreError> {
@@ -457,10 +361,9 @@ impl DedupStore for RedisStore {
 
     async fn peek(&self, key: &DedupKey) -> Result<Option<Existing>, StoreError> {
         let k = self.redis_key(key);
-        let mut conn = self.inner.conn.clone();
         let cmd = ::redis::cmd("GET").arg(&k).to_owned();
         let v = self
-            .call(cmd.query_async::<Option<Vec<u8>>>(&mut conn))
+            .call(self.inner.conn.query::<Option<Vec<u8>>>(&cmd))
             .await?;
         Ok(v.and_then(|v| match v.first() {
             Some(b'H') => Some(Existing::Held),
@@ -474,21 +377,23 @@ impl DedupStore for RedisStore {
 
     async fn insert_committed(&self, key: &DedupKey, ttl: Duration) -> Result<(), StoreError> {
         let k = self.redis_key(key);
-        let mut conn = self.inner.conn.clone();
         let cmd = ::redis::cmd("SET")
             .arg(&k)
             .arg("C")
             .arg("PX")
             .arg(px(ttl))
             .to_owned();
-        self.call(cmd.query_async::<()>(&mut conn)).await
+        self.call(self.inner.conn.query::<()>(&cmd)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.inner.conn.clone();
+        // On a cluster PING goes to every master: ready only when every slot's owner answers.
         let cmd = ::redis::cmd("PING");
-        self.call(cmd.query_async::<String>(&mut conn))
+        let r = self
+            .bounded(self.inner.conn.query::<::redis::Value>(&cmd))
             .await
-            .map(drop)
+            .map(drop);
+        self.observe(&r);
+        r
     }
 }
