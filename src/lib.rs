@@ -130,8 +130,8 @@ fn forwarder(cfg: &Config, workers: usize, metrics: &Metrics) -> Result<Forwarde
     })
 }
 
-/// Spool mode: opens the spool, restores delivered identities and reservations, starts
-/// delivering. `None` in the other modes.
+/// Spool and sync mode: opens the spool, restores delivered identities and reservations, starts
+/// delivering. `None` in shadow mode. In sync mode only its dead-letter queue takes new entries.
 async fn open_spool(
     cfg: &Config,
     hooks: &Hooks,
@@ -140,7 +140,9 @@ async fn open_spool(
     forwarder: &Forwarder,
     metrics: &Metrics,
 ) -> Result<Option<spool::Spool>, StartError> {
-    if cfg.mode != Mode::Spool {
+    // Sync mode opens the same file for its dead-letter queue (and the replays' delivery) only:
+    // see `spool/dlq_direct.rs`. Shadow mode delivers nothing it could dead-letter.
+    if cfg.mode == Mode::Shadow {
         return Ok(None);
     }
     let faults = hooks.spool_faults.clone().unwrap_or_default();
@@ -210,7 +212,12 @@ pub async fn run_with_hooks(
     .map_err(StartError::Config)?;
     if let Some(s) = &spool {
         s.set_history(gateway.history().clone());
-        gateway.attach_spool(s.clone());
+        if cfg.mode == Mode::Spool {
+            gateway.attach_spool(s.clone());
+        } else {
+            gateway.attach_dlq(s.clone());
+            held.set_dlq(s.clone());
+        }
     }
     held.set_history(gateway.history().clone());
     let app = http::App::new(http::AppState::new(gateway));

@@ -20,9 +20,9 @@ use std::time::SystemTime;
 use super::{Gateway, parse::Record};
 use crate::{
     config::{Mode, OnStoreError},
-    deliver::{Delivery, settle::Lost},
+    deliver::{Delivery, Outcome, settle::Lost},
     identity::{DedupKey, Owner},
-    spool::Admission,
+    spool::{Admission, Undeliverable, record::Attempt, unix_ms},
     store::{Claim, DedupStore, Existing, StoreError},
     verdict::{RecordResult, Verdict},
 };
@@ -195,6 +195,33 @@ impl Gateway {
                 "delivered"
             };
             return RecordResult::keyed(Verdict::Forwarded, reason, key);
+        }
+        if let Outcome::Permanent { status, reason } = &outcome
+            && let Some(dlq) = self.inner.dlq.get()
+        {
+            let event = Undeliverable {
+                delivery,
+                held: false,
+                accepted: SystemTime::now(),
+                attempts: vec![Attempt {
+                    at_ms: unix_ms(),
+                    status: Some(*status),
+                    outcome: reason.clone(),
+                }],
+                reason: reason.clone(),
+            };
+            // Written first, released after: a crash in between leaves the entry (see
+            // `spool/dlq_direct.rs`). A failed write answers 503: nothing unstored is acknowledged.
+            let written = dlq.dead_letter_new(event, false).await;
+            settler.release(&key, owner, "a permanent refusal").await;
+            return match written {
+                Ok(_) => RecordResult {
+                    verdict: Verdict::DeadLettered,
+                    reason: reason.clone().into(),
+                    key: Some(key),
+                },
+                Err(e) => RecordResult::keyed(Verdict::Failed, e.reason(), key),
+            };
         }
         settler.release(&key, owner, "a failed delivery").await;
         RecordResult::failed(outcome.describe(), key)

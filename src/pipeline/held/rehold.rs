@@ -2,12 +2,11 @@
 //! a fresh token for the backoff delay, wait. While it waits, a clean copy arriving meanwhile
 //! still wins, as during the grace.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::Inner;
+use super::{HeldCopy, Inner};
 use crate::{
-    deliver::Delivery,
-    identity::{Owner, new_owner},
+    identity::new_owner,
     store::{Claim, DedupStore, StoreError},
 };
 
@@ -16,31 +15,27 @@ impl Inner {
     /// Returns false when the copy should be given up (limits reached, or a clean copy took over).
     pub(super) async fn rehold_after_failure(
         &self,
-        delivery: &Delivery,
-        owner: &mut Owner,
-        attempt: &mut u32,
-        started: Instant,
+        copy: &mut HeldCopy<'_>,
         retry_after: Option<Duration>,
     ) -> bool {
-        if self.budget.exhausted(*attempt, started.elapsed()) || self.flush.is_cancelled() {
-            self.give_up(delivery, *owner, *attempt).await;
+        if self.budget.exhausted(copy.attempt, copy.started.elapsed()) || self.flush.is_cancelled()
+        {
+            self.give_up(copy).await;
             return false;
         }
         self.metrics.retry();
-        let delay = self.budget.delay(*attempt, retry_after);
+        let delay = self.budget.delay(copy.attempt, retry_after);
+        let delivery = copy.delivery.clone();
         // Until the old entry is known to be gone, a re-hold would find it (with a shared store
         // that outlives an outage) and wrongly conclude that another copy took over: retry the
         // release itself first.
         let mut released = false;
         loop {
             if !released {
-                match self.store.release(&delivery.key, *owner).await {
+                match self.store.release(&delivery.key, copy.owner).await {
                     Ok(_) => released = true,
                     Err(e) => {
-                        if !self
-                            .store_failed(delivery, e, attempt, started, delay)
-                            .await
-                        {
+                        if !self.store_failed(copy, e, delay).await {
                             return false;
                         }
                         continue;
@@ -55,7 +50,7 @@ impl Inner {
                 .await
             {
                 Ok(Claim::Acquired) => {
-                    *owner = next;
+                    copy.owner = next;
                     self.wait(delay).await;
                     return true;
                 }
@@ -65,10 +60,7 @@ impl Inner {
                     return false;
                 }
                 Err(e) => {
-                    if !self
-                        .store_failed(delivery, e, attempt, started, delay)
-                        .await
-                    {
+                    if !self.store_failed(copy, e, delay).await {
                         return false;
                     }
                 }
@@ -76,26 +68,26 @@ impl Inner {
         }
     }
 
-    /// Past the retry limit (or shutting down): the claim is given back and the copy dropped.
-    async fn give_up(&self, delivery: &Delivery, owner: Owner, attempts: u32) {
-        let _ = self.store.release(&delivery.key, owner).await;
-        tracing::error!(dedup_key = %delivery.key, service = %delivery.service, attempts, "held copy given up after its retry limit");
+    /// Past the retry limit (or shutting down after a failed attempt): to the dead-letter queue.
+    async fn give_up(&self, copy: &HeldCopy<'_>) {
+        let (key, service, attempts) = (copy.delivery.key, &copy.delivery.service, copy.attempt);
+        tracing::error!(dedup_key = %key, service = %service, attempts, "held copy given up after its retry limit");
+        let reason = if self.flush.is_cancelled() {
+            "shutdown-after-failed-attempt"
+        } else {
+            "retries-exhausted"
+        };
+        self.dead_letter(copy, reason).await;
     }
 
     /// A store error while re-holding counts as an attempt: waits `delay` and returns true, or
     /// returns false when that spent the budget.
-    async fn store_failed(
-        &self,
-        delivery: &Delivery,
-        e: StoreError,
-        attempt: &mut u32,
-        started: Instant,
-        delay: Duration,
-    ) -> bool {
+    async fn store_failed(&self, copy: &mut HeldCopy<'_>, e: StoreError, delay: Duration) -> bool {
         self.metrics.store_error();
-        *attempt += 1;
-        if self.budget.exhausted(*attempt, started.elapsed()) {
-            tracing::error!(dedup_key = %delivery.key, error = %e, "held copy given up: dedup store unavailable");
+        copy.attempt += 1;
+        if self.budget.exhausted(copy.attempt, copy.started.elapsed()) {
+            tracing::error!(dedup_key = %copy.delivery.key, error = %e, "held copy given up: dedup store unavailable");
+            self.dead_letter(copy, "dedup-store-unavailable").await;
             return false;
         }
         self.wait(delay).await;

@@ -26,7 +26,6 @@ fn excused() -> Vec<Finding> {
     let strict = std::env::var("MODEL_STRICT").unwrap_or_default();
     let item = |f: Finding| match f {
         Finding::HeldDroppedForNonDurable | Finding::SyncHeldDroppedForInFlight => "1",
-        Finding::SyncHeldGivenUp => "7",
         Finding::DuplicateBeforeDurable => "2",
         Finding::LeaseLapsed => "3",
         Finding::EvictedLive => "8",
@@ -234,10 +233,10 @@ fn model_item1_sync_held_copy_dropped_for_an_in_flight_copy() {
 }
 
 /// Item 7, found by the model: a held copy in sync mode (answered 200 `held`) that OSCAR refuses
-/// permanently is dropped with a log line; it ends nowhere an operator can see or replay.
+/// permanently was dropped with a log line. Fixed: it goes to the DLQ (sync mode's DLQ-only
+/// spool), and a replay delivers it once.
 #[test]
-#[ignore = "issue 13 item 7: reproduces an acknowledged sync held copy dropped after a permanent answer"]
-fn model_item7_sync_held_copy_refused_ends_nowhere() {
+fn model_item7_sync_held_copy_refused_is_dead_lettered() {
     let w = run_in(
         Mode::Sync,
         &[
@@ -246,9 +245,35 @@ fn model_item7_sync_held_copy_refused_ends_nowhere() {
             Advance(GRACE as u16),
             Action::Oscar(Answer::Refuse),
             Step(0), // claim_held
-            Step(0), // send: refused, released, dropped
+            Step(0), // send: refused → dead-letter write, release
         ],
     );
-    assert_eq!(w.findings, [Finding::SyncHeldGivenUp]);
+    assert_eq!(w.findings, []);
+    assert_eq!((w.deliveries, w.disk.dlq.len()), (0, 1));
+    assert_eq!(w.check(&[]), Ok(()));
+    let mut w = w;
+    w.apply(Action::Replay);
+    w.quiesce();
+    assert_eq!((w.deliveries, w.disk.dlq.len()), (1, 0));
+    assert_eq!(w.check(&[]), Ok(()));
+}
+
+/// Item 7, sync mode's request: a permanent answer dead-letters the event and answers 2xx.
+#[test]
+fn model_item7_sync_request_refused_is_dead_lettered() {
+    let w = run_with(
+        Mode::Sync,
+        false,
+        &[
+            Copy { held: false },
+            Action::Oscar(Answer::Refuse),
+            Step(0), // reserve
+            Step(0), // send: refused
+            Step(0), // dead-letter write
+            Step(0), // release, 2xx dead-lettered
+        ],
+    );
+    assert_eq!(w.acked, [(0, "dead-lettered")]);
+    assert_eq!((w.deliveries, w.disk.dlq.len()), (0, 1));
     assert_eq!(w.check(&[]), Ok(()));
 }

@@ -96,7 +96,6 @@ async fn item1_sync_held_copy_is_not_dropped_for_an_in_flight_clean_copy() {
 /// dead-lettered under `data_dir` and MinIO gets a 2xx. Shows: the answer is 503 and no
 /// dead-letter entry is listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 7: fails until fixed"]
 async fn item7_sync_permanent_answer_is_dead_lettered_with_a_2xx() {
     let oscar = FakeOscar::start().await;
     oscar.set_status(404);
@@ -116,7 +115,6 @@ async fn item7_sync_permanent_answer_is_dead_lettered_with_a_2xx() {
 /// Item 7: a held copy (answered 200 `held`) that OSCAR refuses permanently after its grace is
 /// dropped with a log line only. Shows: nothing is listed in the dead-letter queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 7: fails until fixed"]
 async fn item7_sync_held_copy_refused_is_dead_lettered() {
     let oscar = FakeOscar::start().await;
     oscar.set_status(404);
@@ -143,7 +141,6 @@ async fn item7_sync_held_copy_refused_is_dead_lettered() {
 /// Item 7: a held copy whose retries run out (OSCAR 503, `delivery.max_attempts = 2`) is given
 /// up with a log line only. Shows: nothing is listed in the dead-letter queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 7: fails until fixed"]
 async fn item7_sync_held_copy_past_its_retries_is_dead_lettered() {
     let oscar = FakeOscar::start().await;
     oscar.set_status(503);
@@ -170,7 +167,6 @@ async fn item7_sync_held_copy_past_its_retries_is_dead_lettered() {
 /// contract §7 puts it in the DLQ under `data_dir`, so a gateway started again on that directory
 /// lists it. Shows: the restarted gateway lists nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 7: fails until fixed"]
 async fn item7_sync_held_copy_cut_off_by_shutdown_is_dead_lettered() {
     let gate = GateOscar::start().await;
     let dir = tempfile::tempdir().unwrap();
