@@ -2,7 +2,9 @@
 //!
 //! # Delivery semantics (sync mode)
 //! - Each record of a body is judged on its own; a broken record is `invalid` and never spoils
-//!   the others. A single-record body is forwarded as the original bytes; a record of a
+//!   the others. `invalid` is final: a body of only invalid records is answered 200 (not 400,
+//!   which §5 keeps for envelope errors), so MinIO drops it from its queue instead of resending
+//!   it forever. A single-record body is forwarded as the original bytes; a record of a
 //!   multi-record body is forwarded as a single-record body in MinIO's own shape.
 //! - A record that may trigger is *reserved* in the dedup store before it is sent and
 //!   *committed* only when OSCAR answers 2xx. A transient answer *releases* the identity and the
@@ -270,13 +272,13 @@ impl Gateway {
         }
     }
 
-    /// The HTTP status for a set of record results (contract §5).
+    /// The HTTP status for a set of record results (contract §5). A body whose records are all
+    /// `invalid` is 200 like any other decided body: 400 is for envelope errors only (§5), an
+    /// invalid record can never become valid on a resend, and MinIO with `queue_dir` would resend
+    /// a non-2xx every 3 s forever at the head of its queue (issue 13 item 9).
     fn status(&self, results: &[RecordResult]) -> u16 {
         if results.iter().any(|r| r.verdict == Verdict::Failed) {
             return 503;
-        }
-        if results.iter().all(|r| r.verdict == Verdict::Invalid) {
-            return 400;
         }
         let spooled = results.iter().any(|r| {
             matches!(r.verdict, Verdict::Accepted)

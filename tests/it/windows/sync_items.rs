@@ -247,7 +247,6 @@ async fn item8_eviction_does_not_forward_a_delivered_identity_again() {
 /// whole queue behind a record that can never become valid; without `queue_dir` it logs and drops
 /// it. A deliberate drop must be 2xx. Shows: the answer is 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 9: fails until fixed"]
 async fn item9_a_body_of_invalid_records_is_a_2xx() {
     let oscar = FakeOscar::start().await;
     let gw = TestGateway::start(sync_config(&oscar.url())).await;
