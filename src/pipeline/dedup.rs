@@ -111,7 +111,7 @@ impl Gateway {
         let key = delivery.key;
         if let Some(spool) = self.spool() {
             let admission = spool.admit(delivery, owner, hold, claim).await;
-            return self.admitted(admission, delivery, hold).await;
+            return self.admitted(admission, delivery, owner, hold).await;
         }
         let mut claim = match claim {
             Some(claim) => claim,
@@ -131,7 +131,7 @@ impl Gateway {
             Ok(Claim::Duplicate(existing)) => {
                 return RecordResult::keyed(Verdict::Duplicate, existing.reason(), key);
             }
-            Err(e) => return self.on_store_error(e, delivery).await,
+            Err(e) => return self.on_store_error(e, delivery, owner).await,
         };
         if hold {
             self.inner.held.schedule(delivery.clone(), owner);
@@ -227,14 +227,28 @@ impl Gateway {
         RecordResult::failed(outcome.describe(), key)
     }
 
-    async fn on_store_error(&self, e: StoreError, delivery: &Delivery) -> RecordResult {
+    /// A store error on the claim: 503 (fail-closed), or forwarded unchecked (fail-open). An
+    /// unchecked delivery that OSCAR takes is still marked delivered (`Lost::MarkDelivered`: the
+    /// commit finds no reservation of `owner` and inserts the identity as delivered), so that a
+    /// later copy is a `duplicate` once the store answers again (issue 13 item 11); if the store
+    /// is still down then, that is counted and logged, and the next copy may be forwarded again.
+    async fn on_store_error(
+        &self,
+        e: StoreError,
+        delivery: &Delivery,
+        owner: Owner,
+    ) -> RecordResult {
         self.inner.metrics.store_error();
         let key = delivery.key;
         match (self.inner.cfg.dedup.on_store_error, &e) {
             (OnStoreError::FailOpen, StoreError::Unavailable(_)) => {
                 self.inner.metrics.fail_open();
                 tracing::warn!(dedup_key = %key, error = %e, "dedup store failed; forwarding unchecked (fail-open)");
-                let outcome = self.inner.forwarder.send(delivery).await;
+                let outcome = self
+                    .inner
+                    .settler
+                    .attempt(delivery, owner, Lost::MarkDelivered)
+                    .await;
                 if outcome.is_delivered() {
                     RecordResult::keyed(Verdict::Forwarded, "fail-open-unchecked", key)
                 } else {
@@ -255,6 +269,7 @@ impl Gateway {
         &self,
         admission: Admission,
         delivery: &Delivery,
+        owner: Owner,
         hold: bool,
     ) -> RecordResult {
         let key = delivery.key;
@@ -263,7 +278,7 @@ impl Gateway {
             Admission::Duplicate(existing) => {
                 RecordResult::keyed(Verdict::Duplicate, existing.reason(), key)
             }
-            Admission::StoreFailed(e) => self.on_store_error(e, delivery).await,
+            Admission::StoreFailed(e) => self.on_store_error(e, delivery, owner).await,
             Admission::Refused(e) => RecordResult::keyed(Verdict::Failed, e.reason(), key),
         }
     }

@@ -245,7 +245,6 @@ async fn item10_marked_copy_meeting_a_dead_replicas_hold_is_delivered() {
 /// delivered — not even when Redis answers again before OSCAR does — so the next copy is
 /// forwarded again. Shows: the identity reaches OSCAR twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 11: fails until fixed"]
 async fn item11_fail_open_delivery_is_marked_delivered() {
     let mut redis = RedisServer::start().await;
     let gate = GateOscar::start().await;
