@@ -2,9 +2,12 @@
 //!
 //! A held copy owns its identity in the store as *held*. When the grace ends it tries to claim the
 //! identity; if a clean copy arrived meanwhile, that copy took the identity over (and was
-//! forwarded at once), so the held one is dropped — unless the identity is free again by then (the
-//! clean copy's delivery failed and released it): the held copy was acknowledged, so it holds the
-//! identity afresh and is delivered after all. Otherwise it is delivered like any event, through
+//! forwarded at once). The held copy gives way only to a copy that was *delivered* (the store
+//! says `Delivered`): then it is dropped. A copy merely in flight may still fail (its request
+//! answers 503, and MinIO without `queue_dir` drops it), so while the identity is owned by a copy
+//! that is not delivered, the held copy looks again every `delivery.retry_initial` (up to
+//! `delivery.max_age`, then the dead-letter queue); once the identity is free again it holds it
+//! afresh and is delivered after all: it was acknowledged (issue 13 item 1). Otherwise it is delivered like any event, through
 //! the one settle path ([`crate::deliver::settle`]); while it is, the identity is
 //! *held-delivering*, which copies arriving meanwhile wait out rather than being acknowledged as
 //! duplicates (no request answers for a held copy; see [`crate::store`]).
@@ -43,7 +46,7 @@ use crate::{
     identity::{Owner, new_owner},
     metrics::Metrics,
     spool::{Spool, record::Attempt, unix_ms},
-    store::{Claim, DedupStore, Store},
+    store::{Claim, DedupStore, Existing, Store},
 };
 
 /// How many times one held copy takes a freed identity back (see [`Inner::take_back`]).
@@ -276,7 +279,10 @@ impl Inner {
         }
     }
 
-    /// Lost to a clean copy. If that copy's delivery failed, the identity is free: hold it again.
+    /// Lost the claim to another copy. If that copy's delivery failed, the identity is free: hold
+    /// it again. The held copy gives way only to a copy that was *delivered*: one merely in flight
+    /// (or held by another replica) may still fail, and the held copy was acknowledged, so it
+    /// looks again after [`Inner::watch`] (issue 13 items 1 and 10).
     async fn take_back<'a>(
         &'a self,
         copy: &mut HeldCopy<'a>,
@@ -284,18 +290,26 @@ impl Inner {
     ) -> Next<'a> {
         let key = copy.delivery.key;
         let next = new_owner();
-        copy.takeovers += 1;
         match self.store.hold(&key, next, self.settings.lease).await {
-            Ok(Claim::Acquired) if copy.takeovers <= MAX_TAKEOVERS => {
+            Ok(Claim::Acquired) if copy.takeovers < MAX_TAKEOVERS => {
                 tracing::info!(dedup_key = %key, service = %copy.delivery.service, "the copy that superseded this held copy was not delivered; delivering the held copy");
+                copy.takeovers += 1;
                 copy.owner = next;
                 copy.kept = Some(permit);
                 return Next::Again;
             }
             Ok(Claim::Acquired) => {
-                let _ = self.store.release(&key, next).await;
+                // Too many takeovers in a row: count it as a failed attempt (the budget, then the
+                // dead-letter queue, bounds it), never a drop.
+                copy.owner = next;
+                drop(permit);
+                return self.retry(copy, None).await;
             }
-            Ok(_) => {}
+            Ok(Claim::Duplicate(Existing::Delivered)) => {}
+            Ok(_) => {
+                drop(permit);
+                return self.watch(copy).await;
+            }
             Err(e) => {
                 // Unknown state: try again later under a fresh token.
                 self.metrics.store_error();

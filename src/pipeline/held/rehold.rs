@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{HeldCopy, Inner};
 use crate::{
     identity::new_owner,
-    store::{Claim, DedupStore, StoreError},
+    store::{Claim, DedupStore, Existing, StoreError},
 };
 
 impl Inner {
@@ -54,10 +54,17 @@ impl Inner {
                     self.wait(delay).await;
                     return true;
                 }
-                Ok(_) => {
-                    // A clean copy (or another held one) owns the identity now: it carries the trigger.
+                Ok(Claim::Duplicate(Existing::Delivered)) => {
+                    // Another copy was delivered meanwhile: it carried the trigger.
                     self.metrics.held_superseded();
                     return false;
+                }
+                Ok(_) => {
+                    // Another copy owns the identity but is not delivered (yet): look again later
+                    // rather than give way to it (issue 13 item 1). The next turn's claim fails
+                    // and `take_back` decides.
+                    self.wait(delay).await;
+                    return true;
                 }
                 Err(e) => {
                     if !self.store_failed(copy, e, delay).await {
@@ -92,5 +99,21 @@ impl Inner {
         }
         self.wait(delay).await;
         true
+    }
+}
+
+impl Inner {
+    /// Another copy owns the identity and is not delivered: wait (not cut short by the shutdown
+    /// flush, which would spin; the shutdown's cut dead-letters the copy instead) and take
+    /// another turn, until `delivery.max_age`, then the dead-letter queue.
+    pub(super) async fn watch<'a>(&'a self, copy: &mut HeldCopy<'a>) -> super::Next<'a> {
+        if copy.started.elapsed() >= self.budget.max_age {
+            tracing::error!(dedup_key = %copy.delivery.key, "held copy given up: the copy that owns its identity was never delivered");
+            self.dead_letter(copy, "owner-never-delivered").await;
+            return super::Next::Done;
+        }
+        tracing::debug!(dedup_key = %copy.delivery.key, "another copy owns the identity and is not delivered yet; looking again");
+        tokio::time::sleep(self.budget.delay(1, None)).await;
+        super::Next::Again
     }
 }

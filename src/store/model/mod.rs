@@ -149,14 +149,14 @@ pub(crate) enum Finding {
     RestoreDroppedNonDurable,
 }
 
-/// The findings today's code has (issue 13 items 1, 2, 3, 8; item 7 is fixed: a given-up sync
-/// held copy now goes to the DLQ); see the module doc.
-pub(crate) const KNOWN: [Finding; 5] = [
+/// The findings today's code has (issue 13 items 1 in spool mode, 2, 3, 8; item 7 is fixed: a
+/// given-up sync held copy now goes to the DLQ; item 1 in sync mode is fixed: a sync held copy
+/// gives way only to a delivered copy); see the module doc.
+pub(crate) const KNOWN: [Finding; 4] = [
     Finding::HeldDroppedForNonDurable,
     Finding::DuplicateBeforeDurable,
     Finding::LeaseLapsed,
     Finding::EvictedLive,
-    Finding::SyncHeldDroppedForInFlight,
 ];
 
 /// Which protocol the copies follow.

@@ -42,7 +42,6 @@ async fn dlq(gw: &TestGateway) -> Vec<Value> {
 /// held copy — acknowledged with 200 `held` — is never delivered: the event is gone.
 /// Shows: after the clean copy's failure no delivery of the identity ever succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 1: fails until fixed"]
 async fn item1_sync_held_copy_is_not_dropped_for_an_in_flight_clean_copy() {
     let gate = GateOscar::start().await;
     let gw = TestGateway::start(sync_config(&gate.url())).await;
