@@ -21,7 +21,7 @@ use super::{Gateway, parse::Record};
 use crate::{
     config::{Mode, OnStoreError},
     deliver::{Delivery, Outcome, settle::Lost},
-    identity::{DedupKey, Owner},
+    identity::{DedupKey, Owner, new_owner},
     spool::{Admission, Undeliverable, record::Attempt, unix_ms},
     store::{Claim, DedupStore, Existing, StoreError},
     verdict::{RecordResult, Verdict},
@@ -128,6 +128,11 @@ impl Gateway {
         let preempted = match claim {
             Ok(Claim::Acquired) => false,
             Ok(Claim::Preempted) => true,
+            Ok(Claim::Duplicate(Existing::Held)) if hold && self.inner.store.is_shared() => {
+                // Another process holds it, in its memory only, and may be dead: this copy
+                // becomes a backup (see `backs_up`).
+                return self.backs_up(delivery);
+            }
             Ok(Claim::Duplicate(existing)) => {
                 return RecordResult::keyed(Verdict::Duplicate, existing.reason(), key);
             }
@@ -138,6 +143,18 @@ impl Gateway {
             return RecordResult::keyed(Verdict::Held, "replication-pending", key);
         }
         self.send(delivery, owner, preempted).await
+    }
+
+    /// Sync mode with a shared store (Redis): a marked copy that meets another marked copy's hold.
+    /// That hold lives in the memory of whichever replica took it, and dies with it; a
+    /// `duplicate` answer here would lose the event with that replica (issue 13 item 10). So the
+    /// copy is `held` too, under a fresh token that owns nothing: after its grace its held task
+    /// finds the identity owned by the other copy and, as any held copy, gives way only once
+    /// that copy is *delivered*; if the other's hold lapses instead, it takes the identity and
+    /// delivers (`pipeline/held.rs`). The store lets only one of them claim it.
+    fn backs_up(&self, delivery: &Delivery) -> RecordResult {
+        self.inner.held.schedule(delivery.clone(), new_owner());
+        RecordResult::keyed(Verdict::Held, "replication-pending-backup", delivery.key)
     }
 
     /// Whether a copy that met `existing` waits for its outcome instead of being a `duplicate`

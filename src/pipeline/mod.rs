@@ -29,7 +29,10 @@
 //!   another replica (or this process before a crash) that died mid-delivery, and its reservation
 //!   then stands for nothing until its lease (`dedup.lease`) ends. A `duplicate` answer there
 //!   would lose the event; waiting turns a crashed owner into a delay (503 until the lease ends,
-//!   then the copy is forwarded).
+//!   then the copy is forwarded). Likewise a marked copy that meets another marked copy's hold
+//!   is not a `duplicate` there: that hold lives in one replica's memory only, so the copy is
+//!   `held` as a backup and delivers if the other hold lapses undelivered (`dedup.rs`
+//!   `backs_up`).
 //! - A PENDING-marked record is `held` (2xx) and forwarded by [`crate::pipeline::held`] after the
 //!   grace, unless a clean copy of the same identity arrives first; that copy is forwarded at once
 //!   and the held copy is dropped. Exactly one of them reaches OSCAR. A held copy that cannot be
