@@ -133,8 +133,8 @@ fn forwarder(cfg: &Config, workers: usize, metrics: &Metrics) -> Result<Forwarde
     })
 }
 
-/// Spool mode: opens the spool, restores delivered identities and reservations, starts
-/// delivering. `None` in the other modes.
+/// Spool and sync mode: opens the spool, restores delivered identities and reservations, starts
+/// delivering. `None` in shadow mode. In sync mode only its dead-letter queue takes new entries.
 async fn open_spool(
     cfg: &Config,
     hooks: &Hooks,
@@ -143,13 +143,19 @@ async fn open_spool(
     forwarder: &Forwarder,
     metrics: &Metrics,
 ) -> Result<Option<spool::SpoolBackend>, StartError> {
-    if cfg.mode != Mode::Spool {
+    // Sync mode opens the local spool file for its dead-letter queue (and the replays' delivery)
+    // only: see `spool/dlq_direct.rs`. Shadow mode delivers nothing it could dead-letter.
+    if cfg.mode == Mode::Shadow {
         return Ok(None);
     }
     let faults = hooks.spool_faults.clone().unwrap_or_default();
     let settings = spool::SpoolSettings::from_config(cfg, backoff, faults);
     let (store, fwd, m) = (store.clone(), forwarder.clone(), metrics.clone());
-    Ok(Some(match cfg.spool.backend {
+    let backend = match cfg.mode {
+        Mode::Spool => cfg.spool.backend,
+        _ => spool::jetstream::SpoolBackendKind::Local,
+    };
+    Ok(Some(match backend {
         spool::jetstream::SpoolBackendKind::Local => {
             spool::SpoolBackend::Local(spool::Spool::open(settings, store, fwd, m).await?)
         }
@@ -212,7 +218,15 @@ impl Pipeline {
         .map_err(StartError::Config)?;
         if let Some(s) = &spool {
             s.set_history(gateway.history().clone());
-            gateway.attach_spool(s.clone());
+            match (cfg.mode, s) {
+                (Mode::Spool, _) => gateway.attach_spool(s.clone()),
+                (_, spool::SpoolBackend::Local(local)) => {
+                    gateway.attach_dlq(s.clone());
+                    held.set_dlq(local.clone());
+                }
+                // open_spool opens only the local spool outside spool mode.
+                (_, spool::SpoolBackend::JetStream(_)) => {}
+            }
         }
         held.set_history(gateway.history().clone());
         Ok(Self {

@@ -23,11 +23,13 @@ pub enum Verdict {
     ReplicationFailed,
     Ignored,
     Invalid,
+    /// Sync mode: OSCAR refused the event permanently; it is in the dead-letter queue (2xx).
+    DeadLettered,
     Failed,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 9] = [
+    pub const ALL: [Verdict; 10] = [
         Verdict::Forwarded,
         Verdict::Accepted,
         Verdict::Duplicate,
@@ -36,6 +38,7 @@ impl Verdict {
         Verdict::ReplicationFailed,
         Verdict::Ignored,
         Verdict::Invalid,
+        Verdict::DeadLettered,
         Verdict::Failed,
     ];
 
@@ -49,6 +52,7 @@ impl Verdict {
             Verdict::ReplicationFailed => "replication-failed",
             Verdict::Ignored => "ignored",
             Verdict::Invalid => "invalid",
+            Verdict::DeadLettered => "dead-lettered",
             Verdict::Failed => "failed",
         }
     }

@@ -1,4 +1,4 @@
-//! Dead-letter queue administration (contract §3), spool mode only:
+//! Dead-letter queue administration (contract §3), spool and sync mode:
 //!
 //! | request | answer |
 //! |---|---|
@@ -8,9 +8,10 @@
 //! | `DELETE /admin/dlq/{id}` | 204; 404 |
 //!
 //! Every route passes [`check_admin`] first (bearer token in constant time; 404 when no admin token
-//! is configured), and answers 404 outside spool mode, where there is no queue. A listing shows the
-//! body and which headers will be sent, but the `Authorization` value is kept only for the replay
-//! and never shown: it is the OSCAR service token.
+//! is configured), and answers 404 in shadow mode, where there is no queue. In sync mode the queue
+//! is the DLQ-only spool (`spool/dlq_direct.rs`); a replayed entry is delivered by its workers.
+//! A listing shows the body and which headers will be sent, but the `Authorization` value is kept
+//! only for the replay and never shown: it is the OSCAR service token.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -40,7 +41,7 @@ pub struct PageQuery {
 
 fn spool(state: &AppState, headers: &HeaderMap) -> Result<SpoolBackend, AppError> {
     check_admin(state.gateway.config(), headers)?;
-    state.gateway.spool().cloned().ok_or(AppError::NotFound)
+    state.gateway.dlq().cloned().ok_or(AppError::NotFound)
 }
 
 fn spool_error(e: SpoolError) -> AppError {

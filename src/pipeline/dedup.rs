@@ -20,9 +20,9 @@ use std::time::SystemTime;
 use super::{Gateway, parse::Record};
 use crate::{
     config::{Mode, OnStoreError},
-    deliver::{Delivery, settle::Lost},
-    identity::{DedupKey, Owner},
-    spool::Admission,
+    deliver::{Delivery, Outcome, settle::Lost},
+    identity::{DedupKey, Owner, new_owner},
+    spool::{Admission, Undeliverable, record::Attempt, unix_ms},
     store::{Claim, DedupStore, Existing, StoreError},
     verdict::{RecordResult, Verdict},
 };
@@ -111,7 +111,7 @@ impl Gateway {
         let key = delivery.key;
         if let Some(spool) = self.spool() {
             let admission = spool.admit(delivery, owner, hold, claim).await;
-            return self.admitted(admission, delivery, hold).await;
+            return self.admitted(admission, delivery, owner, hold).await;
         }
         let mut claim = match claim {
             Some(claim) => claim,
@@ -128,16 +128,33 @@ impl Gateway {
         let preempted = match claim {
             Ok(Claim::Acquired) => false,
             Ok(Claim::Preempted) => true,
+            Ok(Claim::Duplicate(Existing::Held)) if hold && self.inner.store.is_shared() => {
+                // Another process holds it, in its memory only, and may be dead: this copy
+                // becomes a backup (see `backs_up`).
+                return self.backs_up(delivery);
+            }
             Ok(Claim::Duplicate(existing)) => {
                 return RecordResult::keyed(Verdict::Duplicate, existing.reason(), key);
             }
-            Err(e) => return self.on_store_error(e, delivery).await,
+            Err(e) => return self.on_store_error(e, delivery, owner).await,
         };
         if hold {
             self.inner.held.schedule(delivery.clone(), owner);
             return RecordResult::keyed(Verdict::Held, "replication-pending", key);
         }
         self.send(delivery, owner, preempted).await
+    }
+
+    /// Sync mode with a shared store (Redis): a marked copy that meets another marked copy's hold.
+    /// That hold lives in the memory of whichever replica took it, and dies with it; a
+    /// `duplicate` answer here would lose the event with that replica (issue 13 item 10). So the
+    /// copy is `held` too, under a fresh token that owns nothing: after its grace its held task
+    /// finds the identity owned by the other copy and, as any held copy, gives way only once
+    /// that copy is *delivered*; if the other's hold lapses instead, it takes the identity and
+    /// delivers (`pipeline/held.rs`). The store lets only one of them claim it.
+    fn backs_up(&self, delivery: &Delivery) -> RecordResult {
+        self.inner.held.schedule(delivery.clone(), new_owner());
+        RecordResult::keyed(Verdict::Held, "replication-pending-backup", delivery.key)
     }
 
     /// Whether a copy that met `existing` waits for its outcome instead of being a `duplicate`
@@ -196,18 +213,59 @@ impl Gateway {
             };
             return RecordResult::keyed(Verdict::Forwarded, reason, key);
         }
+        if let Outcome::Permanent { status, reason } = &outcome
+            && let Some(crate::spool::SpoolBackend::Local(dlq)) = self.inner.dlq.get()
+        {
+            let event = Undeliverable {
+                delivery,
+                held: false,
+                accepted: SystemTime::now(),
+                attempts: vec![Attempt {
+                    at_ms: unix_ms(),
+                    status: Some(*status),
+                    outcome: reason.clone(),
+                }],
+                reason: reason.clone(),
+            };
+            // Written first, released after: a crash in between leaves the entry (see
+            // `spool/dlq_direct.rs`). A failed write answers 503: nothing unstored is acknowledged.
+            let written = dlq.dead_letter_new(event, false).await;
+            settler.release(&key, owner, "a permanent refusal").await;
+            return match written {
+                Ok(_) => RecordResult {
+                    verdict: Verdict::DeadLettered,
+                    reason: reason.clone().into(),
+                    key: Some(key),
+                },
+                Err(e) => RecordResult::keyed(Verdict::Failed, e.reason(), key),
+            };
+        }
         settler.release(&key, owner, "a failed delivery").await;
         RecordResult::failed(outcome.describe(), key)
     }
 
-    async fn on_store_error(&self, e: StoreError, delivery: &Delivery) -> RecordResult {
+    /// A store error on the claim: 503 (fail-closed), or forwarded unchecked (fail-open). An
+    /// unchecked delivery that OSCAR takes is still marked delivered (`Lost::MarkDelivered`: the
+    /// commit finds no reservation of `owner` and inserts the identity as delivered), so that a
+    /// later copy is a `duplicate` once the store answers again (issue 13 item 11); if the store
+    /// is still down then, that is counted and logged, and the next copy may be forwarded again.
+    async fn on_store_error(
+        &self,
+        e: StoreError,
+        delivery: &Delivery,
+        owner: Owner,
+    ) -> RecordResult {
         self.inner.metrics.store_error();
         let key = delivery.key;
         match (self.inner.cfg.dedup.on_store_error, &e) {
             (OnStoreError::FailOpen, StoreError::Unavailable(_)) => {
                 self.inner.metrics.fail_open();
                 tracing::warn!(dedup_key = %key, error = %e, "dedup store failed; forwarding unchecked (fail-open)");
-                let outcome = self.inner.forwarder.send(delivery).await;
+                let outcome = self
+                    .inner
+                    .settler
+                    .attempt(delivery, owner, Lost::MarkDelivered)
+                    .await;
                 if outcome.is_delivered() {
                     RecordResult::keyed(Verdict::Forwarded, "fail-open-unchecked", key)
                 } else {
@@ -228,6 +286,7 @@ impl Gateway {
         &self,
         admission: Admission,
         delivery: &Delivery,
+        owner: Owner,
         hold: bool,
     ) -> RecordResult {
         let key = delivery.key;
@@ -236,7 +295,7 @@ impl Gateway {
             Admission::Duplicate(existing) => {
                 RecordResult::keyed(Verdict::Duplicate, existing.reason(), key)
             }
-            Admission::StoreFailed(e) => self.on_store_error(e, delivery).await,
+            Admission::StoreFailed(e) => self.on_store_error(e, delivery, owner).await,
             Admission::Refused(e) => RecordResult::keyed(Verdict::Failed, e.reason(), key),
         }
     }

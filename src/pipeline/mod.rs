@@ -2,11 +2,18 @@
 //!
 //! # Delivery semantics (sync mode)
 //! - Each record of a body is judged on its own; a broken record is `invalid` and never spoils
-//!   the others. A single-record body is forwarded as the original bytes; a record of a
+//!   the others. `invalid` is final: a body of only invalid records is answered 200 (not 400,
+//!   which §5 keeps for envelope errors), so MinIO drops it from its queue instead of resending
+//!   it forever. A single-record body is forwarded as the original bytes; a record of a
 //!   multi-record body is forwarded as a single-record body in MinIO's own shape.
 //! - A record that may trigger is *reserved* in the dedup store before it is sent and
-//!   *committed* only when OSCAR answers 2xx. Any other answer *releases* the identity and the
+//!   *committed* only when OSCAR answers 2xx. A transient answer *releases* the identity and the
 //!   whole request gets 503, so MinIO (with `queue_dir`) retries and the retry is not a duplicate.
+//!   A permanent answer (400/401/403/404), which a retry cannot change, is written to the
+//!   dead-letter queue (a spool under `data_dir` opened for its DLQ only,
+//!   `spool/dlq_direct.rs`), then released, and the record gets verdict `dead-lettered` with
+//!   the upstream answer as reason (200): MinIO's queue does not stall on it (contract §7). If the
+//!   DLQ write fails, the record is `failed` (503).
 //!   The records of that request that were delivered stay committed: the retry finds them
 //!   `duplicate` and forwards only what failed.
 //! - A copy arriving while the original is in flight is `duplicate` and gets 2xx: the original's
@@ -22,10 +29,15 @@
 //!   another replica (or this process before a crash) that died mid-delivery, and its reservation
 //!   then stands for nothing until its lease (`dedup.lease`) ends. A `duplicate` answer there
 //!   would lose the event; waiting turns a crashed owner into a delay (503 until the lease ends,
-//!   then the copy is forwarded).
+//!   then the copy is forwarded). Likewise a marked copy that meets another marked copy's hold
+//!   is not a `duplicate` there: that hold lives in one replica's memory only, so the copy is
+//!   `held` as a backup and delivers if the other hold lapses undelivered (`dedup.rs`
+//!   `backs_up`).
 //! - A PENDING-marked record is `held` (2xx) and forwarded by [`crate::pipeline::held`] after the
 //!   grace, unless a clean copy of the same identity arrives first; that copy is forwarded at once
-//!   and the held copy is dropped. Exactly one of them reaches OSCAR.
+//!   and the held copy is dropped. Exactly one of them reaches OSCAR. A held copy that cannot be
+//!   delivered (refused, out of retries, cut off at shutdown) goes to the same dead-letter queue
+//!   ([`crate::pipeline::held`]).
 //! - A dedup-store failure answers 503 (fail-closed, default) or forwards unchecked and counts it
 //!   (fail-open); a delivery is never skipped because the store could not be asked.
 //!
@@ -124,6 +136,8 @@ struct Inner {
     history: History,
     /// Spool mode: where accepted and held records go (set once at start, see `attach_spool`).
     spool: std::sync::OnceLock<SpoolBackend>,
+    /// Sync mode: the spool file opened for its dead-letter queue only (see `attach_dlq`).
+    dlq: std::sync::OnceLock<SpoolBackend>,
 }
 
 impl Gateway {
@@ -157,6 +171,7 @@ impl Gateway {
                 metrics,
                 history,
                 spool: std::sync::OnceLock::new(),
+                dlq: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -185,6 +200,18 @@ impl Gateway {
 
     pub fn spool(&self) -> Option<&SpoolBackend> {
         self.inner.spool.get()
+    }
+
+    /// Sync mode: dead-letters permanently refused events into `dlq` (a spool opened for its
+    /// dead-letter queue only, [`crate::spool::Undeliverable`]); set once, at start.
+    pub fn attach_dlq(&self, dlq: SpoolBackend) {
+        let _ = self.inner.dlq.set(dlq);
+    }
+
+    /// The dead-letter queue behind `/admin/dlq`: the spool's in spool mode, the DLQ-only one in
+    /// sync mode; `None` in shadow mode.
+    pub fn dlq(&self) -> Option<&SpoolBackend> {
+        self.inner.spool.get().or_else(|| self.inner.dlq.get())
     }
 
     /// Runs every record of a request through the pipeline.
@@ -248,13 +275,13 @@ impl Gateway {
         }
     }
 
-    /// The HTTP status for a set of record results (contract §5).
+    /// The HTTP status for a set of record results (contract §5). A body whose records are all
+    /// `invalid` is 200 like any other decided body: 400 is for envelope errors only (§5), an
+    /// invalid record can never become valid on a resend, and MinIO with `queue_dir` would resend
+    /// a non-2xx every 3 s forever at the head of its queue (issue 13 item 9).
     fn status(&self, results: &[RecordResult]) -> u16 {
         if results.iter().any(|r| r.verdict == Verdict::Failed) {
             return 503;
-        }
-        if results.iter().all(|r| r.verdict == Verdict::Invalid) {
-            return 400;
         }
         let spooled = results.iter().any(|r| {
             matches!(r.verdict, Verdict::Accepted)

@@ -309,7 +309,7 @@ impl Reconciler {
             Verdict::Forwarded | Verdict::Accepted | Verdict::Held => "triggered",
             Verdict::Duplicate => "already-seen",
             Verdict::Ignored | Verdict::Pending | Verdict::ReplicationFailed => "ignored",
-            Verdict::Invalid | Verdict::Failed => "error",
+            Verdict::Invalid | Verdict::Failed | Verdict::DeadLettered => "error",
         };
         // A dry run reports `forwarded` for "nobody claimed it yet".
         let shown = if opts.dry_run {

@@ -55,6 +55,10 @@
 //! stand for a record that was never written, so there the record is written first and then
 //! claimed (`admit.rs`); every live Redis entry then has a record on some gateway's disk behind it.
 //!
+//! # Sync mode
+//! Sync mode opens the same file for its dead-letter queue only ([`dlq_direct`]): nothing is
+//! admitted into `events`, except a DLQ entry an operator replays, which the workers deliver.
+//!
 //! # Limits and failures
 //! `spool.max_entries` and `spool.max_bytes` bound the undelivered events; beyond them, and while
 //! the disk fails, new events get 503 + `Retry-After` and `/readyz` turns 503. Nothing that is not
@@ -63,6 +67,7 @@
 mod admit;
 mod backend;
 mod dlq;
+mod dlq_direct;
 pub mod io;
 pub mod jetstream;
 mod queue;
@@ -93,6 +98,7 @@ use crate::{
 pub use admit::Admission;
 pub use backend::SpoolBackend;
 pub use dlq::{DlqPage, Replayed};
+pub use dlq_direct::Undeliverable;
 pub use io::FaultSwitch;
 use queue::Queue;
 use writer::{Job, Op};

@@ -9,9 +9,13 @@
 //!
 //! One item's life (contract §7):
 //! - a held record first claims its identity (`claim_held`); if a clean copy took it over, the held
-//!   record is removed from the spool and counted as superseded. If the identity turned out to be
-//!   free (the clean copy's own write failed and it released), the held record reserves it and is
-//!   delivered after all — it was acknowledged, so it must not be lost;
+//!   record gives way only once that copy is *delivered* (the store says `Delivered`): then it is
+//!   removed from the spool and counted as superseded. A copy merely in flight may still fail (its
+//!   spool write refused as full, answered 503), so while the identity is owned by a copy not
+//!   delivered, the held record is queued again and looks after the first backoff delay (up to
+//!   the retry horizon, then the dead-letter queue). If the identity turned out to be free (the
+//!   clean copy's own write failed and it released), the held record reserves it and is
+//!   delivered after all — it was acknowledged, so it must not be lost (issue 13 item 1);
 //! - 2xx: the identity is committed in the store, then `Delivered` (remove + remember the identity)
 //!   is written; this write is retried until it succeeds, never the delivery;
 //! - 400/401/403/404 and other permanent answers, or retries exhausted (`delivery.max_attempts`,
@@ -42,7 +46,7 @@ use super::{
 use crate::{
     deliver::{Delivery, Outcome, settle::Lost},
     identity::{Owner, new_owner},
-    store::{Claim, DedupStore},
+    store::{Claim, DedupStore, Existing},
 };
 
 /// Runs until the spool's stop token is cancelled.
@@ -73,6 +77,9 @@ pub(crate) async fn dispatch(inner: Arc<Inner>) {
 enum ClaimResult {
     Deliver(Owner),
     Superseded,
+    /// Owned by another copy that is not delivered (yet): look again later under this token,
+    /// which owns nothing.
+    Watch(Owner),
     /// Try again later, first releasing what this token may hold.
     Retry(Owner),
 }
@@ -178,6 +185,10 @@ impl Inner {
                     let _ = self.write_until_ok(|| Op::Remove { id: due.id }).await;
                     return None;
                 }
+                ClaimResult::Watch(owner) => {
+                    self.watch(due, entry, owner).await;
+                    return None;
+                }
                 ClaimResult::Retry(owner) => {
                     // A failed `claim_held` or `reserve` may have taken effect unseen (the entry is
                     // then held-delivering or reserved under `owner`, which the next claim would
@@ -196,6 +207,26 @@ impl Inner {
             return None;
         }
         Some(owner)
+    }
+
+    /// A held record whose identity another copy owns, not delivered: queued again after the
+    /// first backoff delay, until the retry horizon; past it, dead-lettered (that copy never got
+    /// delivered, and this one was acknowledged).
+    async fn watch(&self, due: Due, entry: &Entry, owner: Owner) {
+        let age = Duration::from_millis(unix_ms().saturating_sub(entry.accepted_ms));
+        if age >= self.settings.horizon() {
+            let why = "the copy that owns its identity was never delivered".to_string();
+            self.dead_letter(due.id, entry.clone(), owner, why).await;
+            return;
+        }
+        tracing::debug!(dedup_key = %entry.key, "another copy owns the identity and is not delivered yet; looking again");
+        let due = Due {
+            owner,
+            claim: true,
+            release_first: false,
+            ..due
+        };
+        self.later(due, self.settings.backoff.delay(1, None));
     }
 
     /// The identity is now owned under a token the record does not name (a record restored
@@ -333,7 +364,8 @@ impl Inner {
         }
         match self.store.reserve(&entry.key, fresh, lease).await {
             Ok(Claim::Acquired | Claim::Preempted) => ClaimResult::Deliver(fresh),
-            Ok(Claim::Duplicate(_)) => ClaimResult::Superseded,
+            Ok(Claim::Duplicate(Existing::Delivered)) => ClaimResult::Superseded,
+            Ok(Claim::Duplicate(_)) => ClaimResult::Watch(fresh),
             Err(e) => {
                 self.metrics.store_error();
                 tracing::warn!(dedup_key = %entry.key, error = %e, "cannot reserve held copy; will retry");

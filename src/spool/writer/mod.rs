@@ -63,6 +63,9 @@ pub(crate) enum Op {
     Update { id: u64, entry: Vec<u8> },
     /// Move event `id` to the dead-letter queue with this record.
     Dead { id: u64, entry: Vec<u8> },
+    /// A dead-letter entry for an event that was never in `events` (sync mode: see
+    /// `spool/dlq_direct.rs`); answers its new id. Not bounded by the spool's limits, like `Dead`.
+    DeadNew(Vec<u8>),
     /// Remove event `id` (a held copy a clean copy superseded).
     Remove { id: u64 },
     /// Remove dead-letter entry `id`.
@@ -270,6 +273,13 @@ impl Writer {
                     delta.dlq += 1;
                 }
                 Ok(Ok(0))
+            }
+            Op::DeadNew(entry) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                t.dlq.insert(id, entry.as_slice()).map_err(write_err)?;
+                delta.dlq += 1;
+                Ok(Ok(id))
             }
             Op::Remove { id } => Ok(match t.remove_event(*id, delta)? {
                 Some(_) => Ok(0),

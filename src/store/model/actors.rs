@@ -4,7 +4,7 @@
 //! and `Inner::claim` in `spool::worker`) and a DLQ replay (`Spool::replay_dlq`).
 
 use super::{Answer, Finding, GRACE, HORIZON, K, MAX_AGE, Rec, TTL, World, ms};
-use crate::store::{Claim, Owner};
+use crate::store::{Claim, Existing, Owner};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Actor {
@@ -60,6 +60,8 @@ pub(crate) enum Item {
     Due,
     FreshWrite(Owner),
     FreshReserve(Owner),
+    /// Another copy owns the identity, not delivered: look again at this time (`worker::watch`).
+    Watch(u64),
     Send,
     Commit,
     InsertCommitted,
@@ -326,15 +328,24 @@ impl World {
                     Ok(Ok(Claim::Acquired | Claim::Preempted)) => {
                         at(fresh, false, false, Item::Send)
                     }
-                    Ok(Ok(Claim::Duplicate(_))) => {
-                        if !self.durable_elsewhere(Some(id)) {
+                    // Gives way only to a delivered copy (issue 13 item 1).
+                    Ok(Ok(Claim::Duplicate(Existing::Delivered))) => {
+                        if !self.durable_elsewhere(Some(id)) && self.deliveries == 0 {
                             self.find(Finding::HeldDroppedForNonDurable);
                         }
                         at(fresh, false, false, Item::Remove)
                     }
+                    Ok(Ok(Claim::Duplicate(_))) if self.now - rec.accepted >= HORIZON => {
+                        at(fresh, false, false, Item::WriteDead)
+                    }
+                    Ok(Ok(Claim::Duplicate(_))) => {
+                        at(fresh, claim, false, Item::Watch(self.now + GRACE))
+                    }
                     _ => at(fresh, claim, true, Item::Due),
                 }
             }
+            Item::Watch(due) if self.now < due => None,
+            Item::Watch(_) => at(owner, claim, false, Item::Due),
             Item::Send => match std::mem::replace(&mut self.answer, Answer::Ok) {
                 Answer::Ok => {
                     self.deliveries += 1;

@@ -70,7 +70,8 @@ impl World {
         if self.mode == Mode::Sync {
             self.forgotten += usize::from(self.deliveries > 0);
             self.documented_lost.append(&mut self.sync_held_acked);
-            return;
+            // Sync mode's disk holds only its DLQ and the replays taken from it (the DLQ-only
+            // spool): restored like spool mode's.
         }
         if let Some(until) = self.disk.committed_until.filter(|t| *t > self.now) {
             let _ = self
@@ -133,7 +134,6 @@ impl World {
         let loss_explained = forgiven(Finding::HeldDroppedForNonDurable)
             || forgiven(Finding::DuplicateBeforeDurable)
             || forgiven(Finding::SyncHeldDroppedForInFlight)
-            || forgiven(Finding::SyncHeldGivenUp)
             || !self.documented_lost.is_empty();
         if !self.acked.is_empty()
             && self.deliveries == 0

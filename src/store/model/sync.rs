@@ -20,10 +20,18 @@ const MAX_TAKEOVERS: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Req {
-    Claim { polls: u8 },
-    Send { preempted: bool },
+    Claim {
+        polls: u8,
+    },
+    Send {
+        preempted: bool,
+    },
     Commit,
     Release,
+    /// A permanent answer: write the event to the DLQ (sync mode's DLQ-only spool), then
+    /// release and answer 2xx `dead-lettered`; a failed write releases and answers 503.
+    DeadLetter,
+    ReleaseDead,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +51,9 @@ pub(crate) enum Held {
     Backoff {
         next: Owner,
     },
+    /// Refused or out of retries: to the DLQ (`write_until_ok`), then release (item 7).
+    DeadLetter,
+    ReleaseDead,
 }
 
 impl World {
@@ -112,8 +123,19 @@ impl World {
                     self.deliveries += 1;
                     again(Req::Commit, since)
                 }
-                _ => again(Req::Release, since),
+                Answer::Refuse => again(Req::DeadLetter, since),
+                Answer::Retry => again(Req::Release, since),
             },
+            Req::DeadLetter if self.disk_ok() => {
+                self.write_dead(copy, owner, held);
+                again(Req::ReleaseDead, since)
+            }
+            Req::DeadLetter => again(Req::Release, since),
+            Req::ReleaseDead => {
+                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
+                self.acked.push((copy, "dead-lettered"));
+                None
+            }
             Req::Commit => {
                 let _ = self.store_infallible(|s, now| s.commit_at(&K, owner, ms(TTL), now));
                 self.acked.push((copy, "forwarded"));
@@ -165,14 +187,18 @@ impl World {
                     Ok(Ok(Claim::Acquired)) if takeovers <= MAX_TAKEOVERS => {
                         at(next, Held::Wait { due: self.now }, attempts, takeovers)
                     }
-                    Ok(Ok(_)) => {
-                        // Superseded: only a *delivered* copy may carry the trigger for it.
-                        if self.store.state_at(&K, self.now) != Some(Existing::Delivered) {
-                            self.find(Finding::SyncHeldDroppedForInFlight);
-                        }
-                        self.sync_held_done(copy);
-                        Some(None)
-                    }
+                    // Too many takeovers in a row: a failed attempt (`held::take_back`).
+                    Ok(Ok(Claim::Acquired)) => at(next, Held::Release, attempts + 1, takeovers),
+                    Ok(Ok(Claim::Duplicate(Existing::Delivered))) => self.superseded(copy),
+                    // Owned by a copy not delivered (yet): look again later (`held::watch`).
+                    Ok(Ok(_)) => at(
+                        owner,
+                        Held::Wait {
+                            due: self.now + GRACE,
+                        },
+                        attempts,
+                        takeovers,
+                    ),
                     Ok(Err(_)) | Err(_) => at(next, Held::Release, attempts + 1, takeovers),
                 }
             }
@@ -182,24 +208,26 @@ impl World {
                     at(owner, Held::Commit, attempts + 1, takeovers)
                 }
                 Answer::Retry => at(owner, Held::Release, attempts + 1, takeovers),
-                Answer::Refuse => {
-                    // Dropped with a log line: the acknowledged copy ends nowhere (item 7).
-                    let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
-                    self.find(Finding::SyncHeldGivenUp);
-                    self.sync_held_done(copy);
-                    Some(None)
-                }
+                Answer::Refuse => at(owner, Held::DeadLetter, attempts + 1, takeovers),
             },
+            // `write_until_ok`: retried until it succeeds.
+            Held::DeadLetter if self.disk_ok() => {
+                self.write_dead(copy, owner, true);
+                self.sync_held_done(copy);
+                at(owner, Held::ReleaseDead, attempts, takeovers)
+            }
+            Held::DeadLetter => at(owner, Held::DeadLetter, attempts, takeovers),
+            Held::ReleaseDead => {
+                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
+                Some(None)
+            }
             Held::Commit => {
                 let _ = self.store_infallible(|s, now| s.commit_at(&K, owner, ms(TTL), now));
                 self.sync_held_done(copy);
                 Some(None)
             }
             Held::Release if attempts >= MAX_ATTEMPTS => {
-                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
-                self.find(Finding::SyncHeldGivenUp);
-                self.sync_held_done(copy);
-                Some(None)
+                at(owner, Held::DeadLetter, attempts, takeovers)
             }
             Held::Release => match self.store_infallible(|s, now| s.release_at(&K, owner, now)) {
                 Ok(_) => {
@@ -218,17 +246,44 @@ impl World {
                         attempts,
                         takeovers,
                     ),
-                    Ok(Ok(_)) => {
-                        if self.store.state_at(&K, self.now) != Some(Existing::Delivered) {
-                            self.find(Finding::SyncHeldDroppedForInFlight);
-                        }
-                        self.sync_held_done(copy);
-                        Some(None)
-                    }
+                    Ok(Ok(Claim::Duplicate(Existing::Delivered))) => self.superseded(copy),
+                    // Owned by a copy not delivered (yet): look again after the backoff.
+                    Ok(Ok(_)) => at(
+                        owner,
+                        Held::Wait {
+                            due: self.now + GRACE,
+                        },
+                        attempts,
+                        takeovers,
+                    ),
                     Ok(Err(_)) | Err(_) => at(owner, Held::Release, attempts + 1, takeovers),
                 }
             }
         }
+    }
+
+    /// Superseded by a delivered copy (the only one a held copy gives way to); checked, so a
+    /// regression shows as item 1's finding.
+    fn superseded(&mut self, copy: usize) -> Option<Option<super::actors::Actor>> {
+        if self.store.state_at(&K, self.now) != Some(Existing::Delivered) {
+            self.find(Finding::SyncHeldDroppedForInFlight);
+        }
+        self.sync_held_done(copy);
+        Some(None)
+    }
+
+    /// `Spool::dead_letter_new`: the event straight into the DLQ under a fresh id.
+    fn write_dead(&mut self, copy: usize, owner: Owner, held: bool) {
+        let id = self.disk.next_id;
+        self.disk.next_id += 1;
+        let rec = super::Rec {
+            owner,
+            held,
+            not_before: 0,
+            accepted: self.now,
+            copy,
+        };
+        self.disk.dlq.insert(id, rec);
     }
 
     /// A held copy's task ended (delivered, superseded or given up).

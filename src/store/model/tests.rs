@@ -26,7 +26,6 @@ fn excused() -> Vec<Finding> {
     let strict = std::env::var("MODEL_STRICT").unwrap_or_default();
     let item = |f: Finding| match f {
         Finding::HeldDroppedForNonDurable | Finding::SyncHeldDroppedForInFlight => "1",
-        Finding::SyncHeldGivenUp => "7",
         Finding::DuplicateBeforeDurable => "2",
         Finding::LeaseLapsed => "3",
         Finding::EvictedLive => "8",
@@ -138,11 +137,11 @@ fn model_item2_duplicate_before_the_original_is_durable() {
 }
 
 /// Item 1, found by the model: a held record's grace ends while the clean copy that preempted it
-/// waits for its write; the held worker meets that reservation and removes the held record; the
-/// clean copy's write fails (503) and it releases. The held copy was acknowledged; with MinIO
-/// without `queue_dir` (the 503 is not sent again) the event is never delivered.
+/// waits for its write; the held worker met that reservation and removed the held record; the
+/// clean copy's write failed (503) and it released, so with MinIO without `queue_dir` the
+/// acknowledged event was never delivered. Fixed: the held record gives way only to a delivered
+/// copy, looks again, and is delivered.
 #[test]
-#[ignore = "issue 13 item 1: reproduces a held copy dropped for an in-flight clean copy that then fails"]
 fn model_item1_held_copy_dropped_for_a_copy_that_then_fails() {
     let w = run_with(
         Mode::Spool,
@@ -156,14 +155,15 @@ fn model_item1_held_copy_dropped_for_a_copy_that_then_fails() {
             Advance(GRACE as u16),
             Step(0), // claim_held: lost
             Step(0), // fresh token to disk
-            Step(0), // reserve: the clean copy's reservation → superseded
-            Step(0), // the held record is removed
+            Step(0), // reserve: the clean copy's reservation, not delivered → look again later
+            Step(0),
             DiskFault,
             Step(0), // the clean copy's write fails
             Step(0), // release: 503
         ],
     );
-    assert_eq!(w.findings, [Finding::HeldDroppedForNonDurable]);
+    assert_eq!(w.findings, []);
+    assert_eq!(w.deliveries, 1, "the held record is delivered after all");
     assert_eq!(w.check(&[]), Ok(()));
 }
 
@@ -207,11 +207,10 @@ fn model_item8_eviction_forgets_a_delivered_identity() {
 }
 
 /// Item 1 (sync mode), found by the model: a held copy's grace ends while the clean copy that
-/// preempted it is in flight; the held copy meets that reservation and drops itself as
-/// superseded; the clean copy then fails (503). The held copy was acknowledged; with MinIO
-/// without `queue_dir` the event is never delivered.
+/// preempted it is in flight; the held copy met that reservation and dropped itself as
+/// superseded; the clean copy then failed (503), and with MinIO without `queue_dir` the
+/// acknowledged event was never delivered. Fixed: the held copy looks again and delivers it.
 #[test]
-#[ignore = "issue 13 item 1: reproduces a sync held copy dropped for an in-flight clean copy that then fails"]
 fn model_item1_sync_held_copy_dropped_for_an_in_flight_copy() {
     let w = run_with(
         Mode::Sync,
@@ -223,21 +222,22 @@ fn model_item1_sync_held_copy_dropped_for_an_in_flight_copy() {
             Step(1), // the clean copy preempts and is sent
             Advance(GRACE as u16),
             Step(0), // claim_held: lost
-            Step(0), // re-hold: the clean copy's reservation → superseded, dropped
+            Step(0), // re-hold: the clean copy's reservation, not delivered → look again later
             Action::Oscar(Answer::Retry),
             Step(0), // the clean copy fails
             Step(0), // release: 503
         ],
     );
-    assert_eq!(w.findings, [Finding::SyncHeldDroppedForInFlight]);
+    assert_eq!(w.findings, []);
+    assert_eq!(w.deliveries, 1, "the held copy is delivered after all");
     assert_eq!(w.check(&[]), Ok(()));
 }
 
 /// Item 7, found by the model: a held copy in sync mode (answered 200 `held`) that OSCAR refuses
-/// permanently is dropped with a log line; it ends nowhere an operator can see or replay.
+/// permanently was dropped with a log line. Fixed: it goes to the DLQ (sync mode's DLQ-only
+/// spool), and a replay delivers it once.
 #[test]
-#[ignore = "issue 13 item 7: reproduces an acknowledged sync held copy dropped after a permanent answer"]
-fn model_item7_sync_held_copy_refused_ends_nowhere() {
+fn model_item7_sync_held_copy_refused_is_dead_lettered() {
     let w = run_in(
         Mode::Sync,
         &[
@@ -246,9 +246,35 @@ fn model_item7_sync_held_copy_refused_ends_nowhere() {
             Advance(GRACE as u16),
             Action::Oscar(Answer::Refuse),
             Step(0), // claim_held
-            Step(0), // send: refused, released, dropped
+            Step(0), // send: refused → dead-letter write, release
         ],
     );
-    assert_eq!(w.findings, [Finding::SyncHeldGivenUp]);
+    assert_eq!(w.findings, []);
+    assert_eq!((w.deliveries, w.disk.dlq.len()), (0, 1));
+    assert_eq!(w.check(&[]), Ok(()));
+    let mut w = w;
+    w.apply(Action::Replay);
+    w.quiesce();
+    assert_eq!((w.deliveries, w.disk.dlq.len()), (1, 0));
+    assert_eq!(w.check(&[]), Ok(()));
+}
+
+/// Item 7, sync mode's request: a permanent answer dead-letters the event and answers 2xx.
+#[test]
+fn model_item7_sync_request_refused_is_dead_lettered() {
+    let w = run_with(
+        Mode::Sync,
+        false,
+        &[
+            Copy { held: false },
+            Action::Oscar(Answer::Refuse),
+            Step(0), // reserve
+            Step(0), // send: refused
+            Step(0), // dead-letter write
+            Step(0), // release, 2xx dead-lettered
+        ],
+    );
+    assert_eq!(w.acked, [(0, "dead-lettered")]);
+    assert_eq!((w.deliveries, w.disk.dlq.len()), (0, 1));
     assert_eq!(w.check(&[]), Ok(()));
 }

@@ -28,6 +28,7 @@ use tokio::{
 use crate::helpers::*;
 
 /// A wrong token (OSCAR 401) never shadows the real event: the right token is then forwarded once.
+/// The refused one is dead-lettered with a 2xx (contract §7, sync mode), so MinIO does not stall.
 #[tokio::test]
 async fn wrong_token_then_right_token_forwards_once() {
     let (oscar, gw) = oscar_and_gateway(|_| {}).await;
@@ -35,7 +36,7 @@ async fn wrong_token_then_right_token_forwards_once() {
     let body = fixture("put-versioned.json");
     gw.post_as("svc", Some("Bearer wrong"), body.clone())
         .await
-        .assert(503, &["failed"]);
+        .assert(200, &["dead-lettered"]);
     gw.post_event(body.clone())
         .await
         .assert(200, &["forwarded"]);
@@ -131,7 +132,8 @@ async fn an_endless_response_body_is_not_read_past_the_cap() {
 }
 
 /// OSCAR redirects (every 3xx flavour) to a second server: the gateway never follows, so the
-/// second server — and the token — see nothing; MinIO gets 503.
+/// second server — and the token — see nothing. A redirect is permanent (a retry cannot change
+/// it), so the event is dead-lettered and MinIO gets 200 `dead-lettered`, as in spool mode.
 #[tokio::test]
 async fn redirects_are_never_followed() {
     let elsewhere = FakeOscar::start().await;
@@ -159,8 +161,8 @@ async fn redirects_are_never_followed() {
     for (i, code) in [301, 302, 303, 307, 308].into_iter().enumerate() {
         status.store(code, Ordering::SeqCst);
         let p = gw.post_event(one_record(&format!("r{i}.txt"), "v1")).await;
-        assert_eq!(p.status, 503, "{code}: {}", p.answer);
-        assert_eq!(p.verdicts(), ["failed"], "{code}");
+        assert_eq!(p.status, 200, "{code}: {}", p.answer);
+        assert_eq!(p.verdicts(), ["dead-lettered"], "{code}");
     }
     assert_eq!(hits.load(Ordering::SeqCst), 5);
     assert!(elsewhere.received().is_empty(), "a redirect was followed");

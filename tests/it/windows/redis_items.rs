@@ -209,7 +209,6 @@ fn rewrite_as_old_format(path: &std::path::Path, in_ms: u64) {
 /// A's held entry: answered `duplicate`, and nobody delivers the event — A's hold died with A.
 /// Shows: long after A's hold lease ended, OSCAR has received nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 10: fails until fixed"]
 async fn item10_marked_copy_meeting_a_dead_replicas_hold_is_delivered() {
     let redis = RedisServer::start().await;
     let oscar = FakeOscar::start().await;
@@ -245,7 +244,6 @@ async fn item10_marked_copy_meeting_a_dead_replicas_hold_is_delivered() {
 /// delivered — not even when Redis answers again before OSCAR does — so the next copy is
 /// forwarded again. Shows: the identity reaches OSCAR twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 11: fails until fixed"]
 async fn item11_fail_open_delivery_is_marked_delivered() {
     let mut redis = RedisServer::start().await;
     let gate = GateOscar::start().await;

@@ -21,7 +21,6 @@ use crate::{
 /// group-commit delay lines both writes up in one commit). Shows: in some tries the acknowledged
 /// held copy is never delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 1: fails until fixed"]
 async fn item1_spool_held_copy_survives_a_refused_clean_copy() {
     let mut lost = 0;
     for round in 0..5 {

@@ -42,7 +42,6 @@ async fn dlq(gw: &TestGateway) -> Vec<Value> {
 /// held copy — acknowledged with 200 `held` — is never delivered: the event is gone.
 /// Shows: after the clean copy's failure no delivery of the identity ever succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 1: fails until fixed"]
 async fn item1_sync_held_copy_is_not_dropped_for_an_in_flight_clean_copy() {
     let gate = GateOscar::start().await;
     let gw = TestGateway::start(sync_config(&gate.url())).await;
@@ -96,7 +95,6 @@ async fn item1_sync_held_copy_is_not_dropped_for_an_in_flight_clean_copy() {
 /// dead-lettered under `data_dir` and MinIO gets a 2xx. Shows: the answer is 503 and no
 /// dead-letter entry is listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 7: fails until fixed"]
 async fn item7_sync_permanent_answer_is_dead_lettered_with_a_2xx() {
     let oscar = FakeOscar::start().await;
     oscar.set_status(404);
@@ -116,7 +114,6 @@ async fn item7_sync_permanent_answer_is_dead_lettered_with_a_2xx() {
 /// Item 7: a held copy (answered 200 `held`) that OSCAR refuses permanently after its grace is
 /// dropped with a log line only. Shows: nothing is listed in the dead-letter queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 7: fails until fixed"]
 async fn item7_sync_held_copy_refused_is_dead_lettered() {
     let oscar = FakeOscar::start().await;
     oscar.set_status(404);
@@ -143,7 +140,6 @@ async fn item7_sync_held_copy_refused_is_dead_lettered() {
 /// Item 7: a held copy whose retries run out (OSCAR 503, `delivery.max_attempts = 2`) is given
 /// up with a log line only. Shows: nothing is listed in the dead-letter queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 7: fails until fixed"]
 async fn item7_sync_held_copy_past_its_retries_is_dead_lettered() {
     let oscar = FakeOscar::start().await;
     oscar.set_status(503);
@@ -170,7 +166,6 @@ async fn item7_sync_held_copy_past_its_retries_is_dead_lettered() {
 /// contract §7 puts it in the DLQ under `data_dir`, so a gateway started again on that directory
 /// lists it. Shows: the restarted gateway lists nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 7: fails until fixed"]
 async fn item7_sync_held_copy_cut_off_by_shutdown_is_dead_lettered() {
     let gate = GateOscar::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -251,7 +246,6 @@ async fn item8_eviction_does_not_forward_a_delivered_identity_again() {
 /// whole queue behind a record that can never become valid; without `queue_dir` it logs and drops
 /// it. A deliberate drop must be 2xx. Shows: the answer is 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 9: fails until fixed"]
 async fn item9_a_body_of_invalid_records_is_a_2xx() {
     let oscar = FakeOscar::start().await;
     let gw = TestGateway::start(sync_config(&oscar.url())).await;
