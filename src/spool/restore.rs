@@ -13,13 +13,13 @@
 use std::{sync::atomic::Ordering, time::Duration};
 
 use super::{
-    Spool,
+    Spool, SpoolError,
     queue::Due,
     unix_ms,
     writer::{self, Op},
 };
 use crate::{
-    identity::{DedupKey, new_owner},
+    identity::{DedupKey, Owner, new_owner},
     store::{Claim, DedupStore},
 };
 
@@ -104,13 +104,21 @@ impl Spool {
         // hold) from before the restart lasts the whole retry horizon: it would be taken for
         // another copy, and the acknowledged event dropped. So it is released first (owner-
         // checked: nobody else's entry is touched) and claimed again under the same token,
-        // which stays the one on disk. A record without a token (older version) gets a new one.
+        // which stays the one on disk. A record without a token (older version) gets a new one,
+        // written to disk before it is reserved (`record_fresh_owner`).
         if *store_down {
             self.defer_claim(&entry, wait);
             return true;
         }
         let (owner, released) = match entry.owner {
-            0 => (new_owner(), Ok(())),
+            0 => match self.record_fresh_owner(id).await {
+                Ok(fresh) => (fresh, Ok(())),
+                Err(e) => {
+                    tracing::warn!(spool_id = id, error = %e, "cannot record an owner for an old-format record; the worker claims it");
+                    self.defer_claim(&entry, wait);
+                    return true;
+                }
+            },
             stored => (stored, i.store.release(&entry.key, stored).await.map(drop)),
         };
         let horizon = i.settings.horizon();
@@ -144,6 +152,26 @@ impl Spool {
             }
         }
         true
+    }
+
+    /// A record without an owner token (an older version): a fresh token is written into it
+    /// *before* it is reserved, so a crash (or a second restart) after the reserve finds the
+    /// reservation named by the record and releases it, instead of taking it for another copy
+    /// and dropping the acknowledged event.
+    async fn record_fresh_owner(&self, id: u64) -> Result<Owner, SpoolError> {
+        let i = &self.inner;
+        let shared = i.shared.clone();
+        let mut entry = tokio::task::spawn_blocking(move || writer::load(&shared, false, id))
+            .await
+            .map_err(|e| SpoolError::Read(e.to_string()))??;
+        let fresh = new_owner();
+        entry.owner = fresh;
+        i.submit(Op::Update {
+            id,
+            entry: entry.encode(),
+        })
+        .await?;
+        Ok(fresh)
     }
 
     /// Queues a restored event without having claimed its identity (the store failed).

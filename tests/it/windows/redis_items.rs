@@ -144,7 +144,6 @@ async fn item4_kill_during_dead_lettering_leaves_no_orphan_reservation() {
 /// Shows: the acknowledged held record is gone after two restarts and never delivered. (Graceful
 /// stops suffice; a kill -9 does the same.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 5: fails until fixed"]
 async fn item5_old_format_record_survives_two_restarts() {
     let redis = RedisServer::start().await;
     let oscar = FakeOscar::start().await;
