@@ -145,7 +145,6 @@ async fn item3_a_queued_event_keeps_its_reservation() {
 /// copy of one of them, arriving once a delivery freed room, is accepted again. Shows: that
 /// identity reaches OSCAR twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 6: fails until fixed"]
 async fn item6_a_full_store_at_restore_is_not_store_down() {
     let tmp = tempfile::tempdir().unwrap();
     let down = FakeOscar::start().await;
