@@ -62,6 +62,7 @@
 
 mod admit;
 mod dlq;
+mod durable;
 pub mod io;
 mod queue;
 pub mod record;
@@ -214,6 +215,8 @@ pub(crate) struct Inner {
     abandon: CancellationToken,
     /// Running deliveries.
     tasks: TaskTracker,
+    /// Spool writes in progress of claimed identities (memory store), see [`durable`].
+    writes: durable::Writes,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Where deliveries are recorded for `/admin/verdicts` (set once at start, see `set_history`).
     history: std::sync::OnceLock<crate::history::History>,
@@ -270,6 +273,7 @@ impl Spool {
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            writes: durable::Writes::default(),
             writer: Mutex::new(Some(handle)),
             history: std::sync::OnceLock::new(),
         });

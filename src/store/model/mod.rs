@@ -152,9 +152,8 @@ pub(crate) enum Finding {
 }
 
 /// The findings today's code has (issue 13 items 1, 2, 3, 7, 8); see the module doc.
-pub(crate) const KNOWN: [Finding; 6] = [
+pub(crate) const KNOWN: [Finding; 5] = [
     Finding::HeldDroppedForNonDurable,
-    Finding::DuplicateBeforeDurable,
     Finding::LeaseLapsed,
     Finding::EvictedLive,
     Finding::SyncHeldDroppedForInFlight,
@@ -266,6 +265,20 @@ impl World {
     pub fn durable_elsewhere(&self, except: Option<u64>) -> bool {
         self.disk.committed_until.is_some_and(|t| t > self.now)
             || self.disk.events.keys().any(|id| Some(*id) != except)
+    }
+
+    /// Whether a request's spool write (or its release after a failed one) is still to come:
+    /// the registration of `spool::durable` a copy meeting the claim waits for.
+    pub fn write_in_progress(&self) -> bool {
+        self.actors.iter().any(|a| {
+            matches!(
+                a,
+                actors::Actor::Request {
+                    st: actors::Req::Write | actors::Req::Release,
+                    ..
+                }
+            )
+        })
     }
 
     pub fn find(&mut self, f: Finding) {

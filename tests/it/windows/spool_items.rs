@@ -61,7 +61,6 @@ async fn item1_spool_held_copy_survives_a_refused_clean_copy() {
 /// kill -9 in that time leaves nothing on disk. Shows: the copy was acknowledged, and after the
 /// restart the event is never delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 2: fails until fixed"]
 async fn item2_duplicate_is_answered_only_once_the_original_is_durable() {
     let oscar = FakeOscar::start().await;
     let tmp = tempfile::tempdir().unwrap();
