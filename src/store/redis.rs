@@ -104,6 +104,16 @@ end
 return 0
 ";
 
+/// `renew`: reserved or held-delivering by the caller → a fresh lease; 1 if renewed.
+const RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == 'R:' .. ARGV[1] or v == 'D:' .. ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
 /// `commit`: owned (held, reserved or held-delivering) by the caller → `C` for the TTL; 1 if
 /// committed.
 const COMMIT: &str = r"
@@ -439,6 +449,17 @@ impl DedupStore for RedisStore {
         self.run(CLAIM_HELD, &k, owner, px(lease))
             .await
             .map(|v| v == 1)
+    }
+
+    async fn renew(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        // No repair: an unanswered renewal that ran only lengthened the caller's own entry.
+        let k = self.redis_key(key);
+        self.run(RENEW, &k, owner, px(lease)).await.map(|v| v == 1)
     }
 
     async fn commit(

@@ -196,6 +196,21 @@ impl MemoryStore {
         true
     }
 
+    /// A fresh lease for the caller's live reservation (or held copy's delivery); false if it is
+    /// not the caller's (any more).
+    pub fn renew_at(&self, key: &DedupKey, owner: Owner, lease: Duration, now: u64) -> bool {
+        let Some(mut e) = self.inner.map.get_mut(&key.0) else {
+            return false;
+        };
+        let cur = Slot::unpack(*e);
+        let live = cur.expires > now && cur.owned_by(owner);
+        if !live || !matches!(cur.state, State::Reserved | State::HeldInFlight) {
+            return false;
+        }
+        *e = Slot::new(cur.state, owner, now.saturating_add(ms(lease))).pack();
+        true
+    }
+
     pub fn commit_at(&self, key: &DedupKey, owner: Owner, ttl: Duration, now: u64) -> bool {
         self.with_owned(key, owner, now, |_| {
             Some(Slot::new(
@@ -271,6 +286,14 @@ impl DedupStore for MemoryStore {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         Ok(self.claim_held_at(key, owner, lease, self.now()))
+    }
+    async fn renew(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.renew_at(key, owner, lease, self.now()))
     }
     async fn commit(
         &self,

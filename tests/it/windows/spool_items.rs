@@ -101,7 +101,6 @@ async fn item2_duplicate_is_answered_only_once_the_original_is_durable() {
 /// arriving then is accepted again and both are delivered. Shows: the last identity reaches OSCAR
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 3: fails until fixed"]
 async fn item3_a_queued_event_keeps_its_reservation() {
     let oscar = FakeOscar::start().await;
     oscar.set_delay(Duration::from_millis(400));
