@@ -199,7 +199,6 @@ async fn item6_a_full_store_at_restore_is_not_store_down() {
 /// the one-fsync window, without any crash. Here the grace is 1 s, OSCAR answers after 2.5 s
 /// (within the 5 s request timeout). Shows: OSCAR receives the event twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 12: fails until fixed"]
 async fn item12_a_graceful_stop_does_not_cut_off_a_delivery() {
     let gate = GateOscar::start().await;
     let tmp = tempfile::tempdir().unwrap();
