@@ -119,9 +119,11 @@ fn check_base() {
         find_kind(&base, "ServiceMonitor")["spec"]["endpoints"][0]["path"].as_str(),
         Some("/metrics")
     );
+    // The HTTP drain, then a spool delivery already started finishing and committing.
+    let d = &cfg.delivery;
+    let stop = cfg.http.shutdown_grace + d.connect_timeout + d.request_timeout;
     assert!(
-        pod["terminationGracePeriodSeconds"].as_i64().unwrap()
-            > cfg.http.shutdown_grace.as_secs() as i64,
+        pod["terminationGracePeriodSeconds"].as_i64().unwrap() > stop.as_secs() as i64 + 2,
         "the kubelet must wait out the graceful shutdown"
     );
 }
