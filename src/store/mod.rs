@@ -174,6 +174,15 @@ impl Store {
         }
     }
 
+    /// Delivered identities the memory store evicted inside their TTL (`None`: Redis, which
+    /// runs with `noeviction`).
+    pub fn evicted_live(&self) -> Option<u64> {
+        match self {
+            Store::Memory(s) => Some(s.evicted_live()),
+            Store::Redis(_) => None,
+        }
+    }
+
     /// Live entries, when counting them is free (the memory store). Redis counts its own keys
     /// (`DBSIZE`, `INFO keyspace`), so it is not asked per scrape.
     pub fn local_entries(&self) -> Option<usize> {

@@ -30,7 +30,7 @@ mod tests;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -54,6 +54,8 @@ struct Inner {
     len: AtomicUsize,
     max_entries: usize,
     started: Instant,
+    /// Delivered identities evicted at the bound while their TTL still ran (see `sweep.rs`).
+    evicted_live: AtomicU64,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -68,8 +70,15 @@ impl MemoryStore {
                 len: AtomicUsize::new(0),
                 max_entries: max_entries.max(1),
                 started: Instant::now(),
+                evicted_live: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Delivered identities evicted so far while their TTL still ran: each one's next repeat is
+    /// forwarded again (`dedup_gateway_store_evicted_live_total`).
+    pub fn evicted_live(&self) -> u64 {
+        self.inner.evicted_live.load(Ordering::Relaxed)
     }
 
     /// Milliseconds since the store started: the clock of every expiry.
