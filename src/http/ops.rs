@@ -44,6 +44,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(n) = state.gateway.store().local_entries() {
         m.store_entries(n);
     }
+    if let Some(n) = state.gateway.store().evicted_live() {
+        m.store_evicted_live(n);
+    }
     (
         [(
             CONTENT_TYPE,

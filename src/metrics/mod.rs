@@ -107,6 +107,7 @@ struct Inner {
     shed: Counter,
     requests_shed: Counter,
     store_entries: Gauge,
+    store_evicted_live: Counter,
     /// Spool mode: depth, bytes, DLQ, fsync batch size and latency (see [`spool`]).
     spool: SpoolMetrics,
     reconcile: crate::reconcile::metrics::ReconcileMetrics,
@@ -201,6 +202,11 @@ impl Metrics {
                 "store_entries",
                 "Identities in the memory dedup store",
             ),
+            store_evicted_live: counter(
+                &mut r,
+                "store_evicted_live",
+                "Delivered identities evicted from the memory dedup store inside their TTL (dedup.max_entries too small): their repeats are forwarded again",
+            ),
             spool: SpoolMetrics::register(&mut r),
             reconcile: crate::reconcile::metrics::ReconcileMetrics::register(&mut r),
             shadow_verdicts: labelled(
@@ -289,6 +295,15 @@ impl Metrics {
 
     pub fn store_entries(&self, n: usize) {
         self.inner.store_entries.set(n as i64);
+    }
+
+    /// Brings `dedup_gateway_store_evicted_live_total` up to the store's own count (scrape time).
+    pub fn store_evicted_live(&self, total: u64) {
+        let c = &self.inner.store_evicted_live;
+        let seen = c.get();
+        if total > seen {
+            c.inc_by(total - seen);
+        }
     }
 
     /// Sets `dedup_gateway_store_healthy`; the Redis store calls it on every health switch.

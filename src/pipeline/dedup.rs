@@ -47,9 +47,16 @@ impl Gateway {
             return InPlace::Settle(None);
         }
         match self.claim(key, owner, hold).await {
-            Ok(Claim::Duplicate(existing)) if !self.waits_for(existing) => InPlace::Duplicate(
-                RecordResult::keyed(Verdict::Duplicate, existing.reason(), *key),
-            ),
+            Ok(Claim::Duplicate(existing))
+                if !self.waits_for(existing)
+                    && !self.spool().is_some_and(|s| s.must_wait(key, existing)) =>
+            {
+                InPlace::Duplicate(RecordResult::keyed(
+                    Verdict::Duplicate,
+                    existing.reason(),
+                    *key,
+                ))
+            }
             claimed => InPlace::Settle(Some(claimed)),
         }
     }

@@ -5,7 +5,9 @@
 //! spool's business, because it is what keeps a crash from losing an acknowledged event:
 //! - **memory store: claim, then write.** A crash between the two loses the claim with the
 //!   process. A write that fails or is refused releases the claim: nothing that is not stored is
-//!   acknowledged. (A held copy this one preempted is still spooled; its worker finds the
+//!   acknowledged. A copy that meets the claim while the write is still in progress is not a
+//!   `duplicate` yet: it waits for the write ([`super::durable`]) and claims again, so a
+//!   `duplicate` is answered only once its original is on disk (§7), as with Redis. (A held copy this one preempted is still spooled; its worker finds the
 //!   identity free again and delivers it, so the release cannot lose it.)
 //! - **shared store (Redis): write, then claim.** The claim would outlive a crash and stand for a
 //!   record that was never written: an orphan reservation for the whole retry horizon, and
@@ -20,12 +22,18 @@
 
 use std::time::Duration;
 
-use super::{Spool, SpoolError, ms, queue::Due, record::Entry, unix_ms, writer::Op};
+use super::{
+    Spool, SpoolError, durable::Registered, ms, queue::Due, record::Entry, unix_ms, writer::Op,
+};
 use crate::{
     deliver::Delivery,
     identity::{DedupKey, Owner},
     store::{Claim, DedupStore, Existing, StoreError},
 };
+
+/// How long a copy waits for an original's spool write in progress (beyond the group-commit
+/// delay) before it is answered 503 instead of `duplicate`.
+const DURABLE_WAIT: Duration = Duration::from_secs(10);
 
 /// What [`Spool::admit`] did with an event.
 #[derive(Debug)]
@@ -59,6 +67,13 @@ impl Spool {
             Some(claim) => claim,
             None => self.claim(&delivery.key, owner, hold).await,
         };
+        let claim = match self.until_durable(&delivery.key, owner, hold, claim).await {
+            Some(claim) => claim,
+            None => {
+                tracing::warn!(dedup_key = %delivery.key, "the original's spool write is still pending; answering 503");
+                return Admission::Refused(SpoolError::Write("original not yet durable".into()));
+            }
+        };
         match claim {
             Ok(Claim::Duplicate(existing)) => Admission::Duplicate(existing),
             Err(e) => Admission::StoreFailed(e),
@@ -69,7 +84,9 @@ impl Spool {
         }
     }
 
-    /// Reserves (or holds) `key` for `owner` for the whole retry horizon (plus the grace).
+    /// Reserves (or holds) `key` for `owner` for the whole retry horizon (plus the grace). With
+    /// the memory store the write this claim is for is registered first ([`super::durable`]);
+    /// the registration ends here unless the claim succeeded, else when the write has.
     pub async fn claim(
         &self,
         key: &DedupKey,
@@ -77,11 +94,49 @@ impl Spool {
         hold: bool,
     ) -> Result<Claim, StoreError> {
         let store = &self.inner.store;
-        if hold {
+        let local = !store.is_shared();
+        if local {
+            self.inner.writes.begin(*key, owner);
+        }
+        let claim = if hold {
             store.hold(key, owner, self.hold_lease()).await
         } else {
             store.reserve(key, owner, self.lease()).await
+        };
+        if local && !matches!(claim, Ok(Claim::Acquired | Claim::Preempted)) {
+            self.inner.writes.end(key, owner);
         }
+        claim
+    }
+
+    /// Whether a copy that met `existing` must wait for a spool write of `key` in progress
+    /// before it may be answered `duplicate` (memory store, see [`super::durable`]).
+    pub fn must_wait(&self, key: &DedupKey, existing: Existing) -> bool {
+        self.inner.writes.must_wait(key, existing)
+    }
+
+    /// A `duplicate` claim that met a write in progress waits for it and claims again, until the
+    /// claim it meets stands for a record on disk (or it owns the identity itself). `None`: the
+    /// write took longer than [`DURABLE_WAIT`] plus the group-commit delay.
+    async fn until_durable(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        hold: bool,
+        mut claim: Result<Claim, StoreError>,
+    ) -> Option<Result<Claim, StoreError>> {
+        let bound = DURABLE_WAIT + self.inner.settings.group_commit_delay;
+        let settle = async {
+            while let Ok(Claim::Duplicate(existing)) = claim
+                && self.must_wait(key, existing)
+            {
+                self.inner.writes.wait(key).await;
+                // Reusing `owner` is safe: the `duplicate` it got changed nothing.
+                claim = self.claim(key, owner, hold).await;
+            }
+            claim
+        };
+        tokio::time::timeout(bound, settle).await.ok()
     }
 
     /// The reservation lease of an accepted event.
@@ -103,6 +158,12 @@ impl Spool {
         preempted: bool,
     ) -> Admission {
         let key = delivery.key;
+        // Copies waiting for this write go on once it is on disk, or failed and released.
+        let _registered = Registered {
+            writes: &self.inner.writes,
+            key,
+            owner,
+        };
         match self.write(delivery, owner, hold).await {
             Ok(id) => {
                 self.enqueue(id, owner, hold);

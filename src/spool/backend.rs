@@ -48,6 +48,18 @@ impl SpoolBackend {
         each!(self, s => s.claim(key, owner, hold).await)
     }
 
+    /// Whether a copy that met `existing` must wait for the original's write to be durable before
+    /// it is a `duplicate` (contract §7). The local spool tracks its writes in flight with the
+    /// memory store ([`Spool::must_wait`]); a JetStream publish is not tracked: with several
+    /// replicas the memory store is not supported there anyway (docs/operations.md §10), and
+    /// with Redis the record is published before it is claimed.
+    pub fn must_wait(&self, key: &DedupKey, existing: crate::store::Existing) -> bool {
+        match self {
+            SpoolBackend::Local(s) => s.must_wait(key, existing),
+            SpoolBackend::JetStream(_) => false,
+        }
+    }
+
     pub async fn ready(&self) -> Result<(), String> {
         each!(self, s => s.ready().await)
     }

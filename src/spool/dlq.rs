@@ -4,6 +4,12 @@
 //! retries are exhausted, with every attempt kept. A replay is a fresh start (new retry budget
 //! and age, never held again), but only if its identity is free: replaying an event whose
 //! identity was delivered or is being delivered meanwhile would forward a duplicate.
+//!
+//! A reservation that no record names would block the identity for the whole retry horizon
+//! with a shared store (Redis), which outlives a crash. Dead-lettering writes the entry (which
+//! keeps the owner token) before it releases, and a replay writes its fresh token into the entry
+//! before it reserves; so a crash between the two steps of either leaves a reservation the DLQ
+//! entry names, and the next replay releases exactly that one (owner-checked) before it reserves.
 
 use super::{
     Spool, SpoolError,
@@ -54,13 +60,34 @@ impl Spool {
 
     /// Moves dead-letter entry `id` back into the spool for delivery, unless its identity was
     /// delivered or is being delivered meanwhile (then it stays: replaying would forward a duplicate).
+    ///
+    /// Every reservation stays named by a record on disk (the worker's order, see the module doc):
+    /// the token the entry names is released first (an interrupted dead-lettering or replay may
+    /// have left its entry standing), and a fresh token is written into the entry before it is
+    /// reserved.
     pub async fn replay_dlq(&self, id: u64) -> Result<Replayed, SpoolError> {
         let i = &self.inner;
         let shared = i.shared.clone();
         let mut entry = tokio::task::spawn_blocking(move || writer::load(&shared, true, id))
             .await
             .map_err(|e| SpoolError::Read(e.to_string()))??;
+        let store_failed = |e: crate::store::StoreError| {
+            i.metrics.store_error();
+            SpoolError::Write(e.to_string())
+        };
+        if entry.owner != 0 {
+            i.store
+                .release(&entry.key, entry.owner)
+                .await
+                .map_err(store_failed)?;
+        }
         let owner = new_owner();
+        entry.owner = owner;
+        i.submit(Op::DlqUpdate {
+            id,
+            entry: entry.encode(),
+        })
+        .await?;
         match i
             .store
             .reserve(&entry.key, owner, i.settings.horizon())
@@ -68,10 +95,7 @@ impl Spool {
         {
             Ok(Claim::Acquired | Claim::Preempted) => {}
             Ok(Claim::Duplicate(existing)) => return Ok(Replayed::Duplicate(existing)),
-            Err(e) => {
-                i.metrics.store_error();
-                return Err(SpoolError::Write(e.to_string()));
-            }
+            Err(e) => return Err(store_failed(e)),
         }
         // A fresh start: new retry budget and age; a replayed event is never held again.
         entry.accepted_ms = unix_ms();
@@ -80,7 +104,6 @@ impl Spool {
         entry.attempts_made = 0;
         entry.attempts.clear();
         entry.dead = None;
-        entry.owner = owner;
         if let Err(e) = i
             .submit(Op::Revive {
                 id,

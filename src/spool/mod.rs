@@ -59,6 +59,12 @@
 //! Sync mode opens the same file for its dead-letter queue only ([`dlq_direct`]): nothing is
 //! admitted into `events`, except a DLQ entry an operator replays, which the workers deliver.
 //!
+//! # Shutdown
+//! No new delivery starts once shutdown begins; a delivery already started is allowed to finish
+//! (its attempt is bounded by `delivery.connect_timeout` + `delivery.request_timeout`) and its
+//! outcome is committed, even past `http.shutdown_grace`: cutting it off would repeat it after the
+//! restart, outside the one-fsync window. See [`Spool::shutdown`].
+//!
 //! # Limits and failures
 //! `spool.max_entries` and `spool.max_bytes` bound the undelivered events; beyond them, and while
 //! the disk fails, new events get 503 + `Retry-After` and `/readyz` turns 503. Nothing that is not
@@ -68,6 +74,7 @@ mod admit;
 mod backend;
 mod dlq;
 mod dlq_direct;
+mod durable;
 pub mod io;
 pub mod jetstream;
 mod queue;
@@ -102,6 +109,9 @@ pub use dlq_direct::Undeliverable;
 pub use io::FaultSwitch;
 use queue::Queue;
 use writer::{Job, Op};
+
+/// At shutdown, the time allowed beyond the longest delivery attempt to write its outcome.
+const COMMIT_MARGIN: Duration = Duration::from_secs(2);
 
 /// The spool file's name inside `data_dir`.
 pub const FILE_NAME: &str = "spool.redb";
@@ -163,6 +173,9 @@ pub struct SpoolSettings {
     /// `dedup.on_store_error = "fail-open"`: events restored while the store fails are delivered
     /// unchecked rather than waiting for the store.
     pub fail_open: bool,
+    /// The longest one delivery attempt can take (`delivery.connect_timeout` +
+    /// `delivery.request_timeout`): how long shutdown lets a started delivery run.
+    pub attempt_bound: Duration,
     pub faults: FaultSwitch,
 }
 
@@ -181,6 +194,7 @@ impl SpoolSettings {
             grace: cfg.policy.pending_grace,
             lease_margin: cfg.dedup.lease,
             fail_open: cfg.dedup.on_store_error == crate::config::OnStoreError::FailOpen,
+            attempt_bound: cfg.delivery.connect_timeout + cfg.delivery.request_timeout,
             faults,
         }
     }
@@ -223,6 +237,8 @@ pub(crate) struct Inner {
     abandon: CancellationToken,
     /// Running deliveries.
     tasks: TaskTracker,
+    /// Spool writes in progress of claimed identities (memory store), see [`durable`].
+    writes: durable::Writes,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Where deliveries are recorded for `/admin/verdicts` (set once at start, see `set_history`).
     history: std::sync::OnceLock<crate::history::History>,
@@ -279,6 +295,7 @@ impl Spool {
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            writes: durable::Writes::default(),
             writer: Mutex::new(Some(handle)),
             history: std::sync::OnceLock::new(),
         });
@@ -335,13 +352,20 @@ impl Spool {
         m.oldest_age_seconds.set(age as i64);
     }
 
-    /// Stops delivering, lets running deliveries record their outcome (up to `grace`), commits
-    /// what is queued and closes the file. Undelivered events stay on disk for the next start.
+    /// Stops delivering (no new delivery starts), lets running deliveries finish and record
+    /// their outcome, commits what is queued and closes the file. Undelivered events stay on
+    /// disk for the next start.
+    ///
+    /// The wait is `grace`, but never shorter than one delivery attempt can take plus a commit
+    /// ([`SpoolSettings::attempt_bound`] + [`COMMIT_MARGIN`]): a delivery cut off at shutdown
+    /// may have reached OSCAR with its outcome never written, and would be sent again after the
+    /// restart — a repeat outside the one-fsync window, without any crash (issue 13 item 12).
     pub async fn shutdown(&self, grace: Duration) {
         let i = &self.inner;
         i.stop.cancel();
         i.tasks.close();
-        if tokio::time::timeout(grace, i.tasks.wait()).await.is_err() {
+        let wait = grace.max(i.settings.attempt_bound + COMMIT_MARGIN);
+        if tokio::time::timeout(wait, i.tasks.wait()).await.is_err() {
             tracing::warn!("deliveries still running at shutdown; their events stay in the spool");
             i.abandon.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), i.tasks.wait()).await;

@@ -9,18 +9,23 @@
 //! record would keep the gateway from starting for N timeouts. What is skipped: delivered
 //! identities (a shared store usually still has them) and event claims, which the workers make
 //! once the store answers again (or skip, fail-open).
+//!
+//! A *full* memory store (`StoreError::Full`: every slot in flight) is not a store that is down,
+//! as on the request path, which fails open only on `Unavailable`: the restore goes on asking,
+//! the identity it could not restore is skipped (logged), and an event it could not claim is
+//! queued to be claimed by the worker once a delivery made room — never delivered unchecked.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
 use super::{
-    Spool,
+    Spool, SpoolError,
     queue::Due,
     unix_ms,
     writer::{self, Op},
 };
 use crate::{
-    identity::{DedupKey, new_owner},
-    store::{Claim, DedupStore},
+    identity::{DedupKey, Owner, new_owner},
+    store::{Claim, DedupStore, StoreError},
 };
 
 /// What the restore did, for its log line; and whether the store failed during it.
@@ -31,6 +36,8 @@ struct Tally {
     queued: usize,
     dropped: usize,
     store_down: bool,
+    /// The memory store was full of identities in flight for some delivered ones.
+    full: bool,
 }
 
 impl Spool {
@@ -56,6 +63,12 @@ impl Spool {
                 "restore skipped the dedup store after its first error; spooled events claim their identities when it answers again"
             );
         }
+        if t.full {
+            tracing::warn!(
+                skipped_keys = t.skipped_keys,
+                "dedup store full at restore; some delivered identities were not restored (raise dedup.max_entries)"
+            );
+        }
         tracing::info!(
             restored_keys = t.restored_keys,
             queued = t.queued,
@@ -79,6 +92,11 @@ impl Spool {
             }
             match i.store.insert_committed(key, ttl).await {
                 Ok(()) => t.restored_keys += 1,
+                // Full of identities in flight: this one is skipped, the store still serves.
+                Err(StoreError::Full) => {
+                    t.skipped_keys += 1;
+                    t.full = true;
+                }
                 Err(e) => {
                     i.metrics.store_error();
                     t.store_down = true;
@@ -104,13 +122,21 @@ impl Spool {
         // hold) from before the restart lasts the whole retry horizon: it would be taken for
         // another copy, and the acknowledged event dropped. So it is released first (owner-
         // checked: nobody else's entry is touched) and claimed again under the same token,
-        // which stays the one on disk. A record without a token (older version) gets a new one.
+        // which stays the one on disk. A record without a token (older version) gets a new one,
+        // written to disk before it is reserved (`record_fresh_owner`).
         if *store_down {
-            self.defer_claim(&entry, wait);
+            self.defer_claim(&entry, wait, i.settings.fail_open);
             return true;
         }
         let (owner, released) = match entry.owner {
-            0 => (new_owner(), Ok(())),
+            0 => match self.record_fresh_owner(id).await {
+                Ok(fresh) => (fresh, Ok(())),
+                Err(e) => {
+                    tracing::warn!(spool_id = id, error = %e, "cannot record an owner for an old-format record; the worker claims it");
+                    self.defer_claim(&entry, wait, false);
+                    return true;
+                }
+            },
             stored => (stored, i.store.release(&entry.key, stored).await.map(drop)),
         };
         let horizon = i.settings.horizon();
@@ -136,22 +162,51 @@ impl Spool {
                 claim: entry.held,
                 release_first: false,
             }),
+            Err(StoreError::Full) => {
+                // The store serves but is full of identities in flight: never a reason to
+                // deliver unchecked (the request path fails open only on `Unavailable`). The
+                // worker claims the identity once a delivery made room, as a request would
+                // be answered 503 and sent again.
+                i.metrics.store_error();
+                self.defer_claim(&entry, wait, false);
+            }
             Err(e) => {
                 i.metrics.store_error();
                 *store_down = true;
                 tracing::warn!(dedup_key = %entry.key, error = %e, "cannot claim restored events; the dedup store fails");
-                self.defer_claim(&entry, wait);
+                self.defer_claim(&entry, wait, i.settings.fail_open);
             }
         }
         true
     }
 
+    /// A record without an owner token (an older version): a fresh token is written into it
+    /// *before* it is reserved, so a crash (or a second restart) after the reserve finds the
+    /// reservation named by the record and releases it, instead of taking it for another copy
+    /// and dropping the acknowledged event.
+    async fn record_fresh_owner(&self, id: u64) -> Result<Owner, SpoolError> {
+        let i = &self.inner;
+        let shared = i.shared.clone();
+        let mut entry = tokio::task::spawn_blocking(move || writer::load(&shared, false, id))
+            .await
+            .map_err(|e| SpoolError::Read(e.to_string()))??;
+        let fresh = new_owner();
+        entry.owner = fresh;
+        i.submit(Op::Update {
+            id,
+            entry: entry.encode(),
+        })
+        .await?;
+        Ok(fresh)
+    }
+
     /// Queues a restored event without having claimed its identity (the store failed).
     /// Fail-closed: the worker releases the record's own entry and claims afresh once the store
-    /// answers (as a request would wait for it). Fail-open: delivered unchecked — not as the
-    /// stored owner, whose entry may still be in the store — and marked delivered afterwards.
-    fn defer_claim(&self, entry: &writer::Restored, wait: Duration) {
-        let (owner, claim, release_first) = if self.inner.settings.fail_open {
+    /// answers (as a request would wait for it). `fail_open` (only for a store that is down,
+    /// never for a full one): delivered unchecked — not as the stored owner, whose entry may
+    /// still be in the store — and marked delivered afterwards.
+    fn defer_claim(&self, entry: &writer::Restored, wait: Duration, fail_open: bool) {
+        let (owner, claim, release_first) = if fail_open {
             (new_owner(), entry.held, false)
         } else {
             (entry.owner, true, entry.owner != 0)

@@ -22,7 +22,10 @@
 //!   `delivery.max_age`): moved to the dead-letter queue with every attempt, identity released;
 //! - 429/5xx/timeouts/connection errors: the attempt is recorded and the item is queued again after
 //!   the backoff delay (`Retry-After` honoured). The reservation is kept meanwhile, so copies arriving
-//!   during the retries are duplicates — the original is durable.
+//!   during the retries are duplicates — the original is durable. Before each send the
+//!   reservation is renewed for the horizon (`keep_reserved`), so an event that waited in a long
+//!   queue (slow OSCAR) cannot outlive its lease and let a copy be accepted and delivered again;
+//!   one whose lease lapsed anyway re-reserves, or defers to the copy that took it.
 //!
 //! A delivery keeps its permit until `Delivered` is on disk, so at most `delivery.concurrency`
 //! events can be in the crash window (OSCAR has them, the disk does not know yet) at any moment;
@@ -206,6 +209,9 @@ impl Inner {
         if owner != entry.owner && !self.record_owner(due, entry, owner).await {
             return None;
         }
+        if !due.claim && !self.keep_reserved(due, entry, owner).await {
+            return None;
+        }
         Some(owner)
     }
 
@@ -227,6 +233,43 @@ impl Inner {
             ..due
         };
         self.later(due, self.settings.backoff.delay(1, None));
+    }
+
+    /// An item reserved earlier (at acceptance, at restore, or before its last retry) may have
+    /// waited in the queue past its lease: the reservation is renewed for the horizon before
+    /// the send. If it lapsed, the identity is reserved again under the same token; if another
+    /// copy took it meanwhile, this item is not sent: removed once that copy was delivered,
+    /// queued again while it is still on its way (it may yet fail and release). False: not now.
+    async fn keep_reserved(&self, due: Due, entry: &Entry, owner: Owner) -> bool {
+        let lease = self.settings.horizon();
+        let retry = self.settings.backoff.delay(1, None);
+        let renewed = match self.store.renew(&entry.key, owner, lease).await {
+            Ok(true) => return true,
+            Ok(false) => self.store.reserve(&entry.key, owner, lease).await,
+            Err(e) => Err(e),
+        };
+        match renewed {
+            Ok(Claim::Acquired | Claim::Preempted) => {
+                tracing::warn!(dedup_key = %entry.key, "a queued event outlived its reservation; reserved again");
+                true
+            }
+            Ok(Claim::Duplicate(Existing::Delivered)) => {
+                tracing::info!(dedup_key = %entry.key, "another copy was delivered while this one was queued; removed");
+                let _ = self.write_until_ok(|| Op::Remove { id: due.id }).await;
+                false
+            }
+            Ok(Claim::Duplicate(_)) => {
+                tracing::warn!(dedup_key = %entry.key, "another copy took the identity while this one was queued; waiting for its outcome");
+                self.later(due, retry);
+                false
+            }
+            Err(e) => {
+                self.metrics.store_error();
+                tracing::warn!(dedup_key = %entry.key, error = %e, "cannot renew the reservation of a queued event; will retry");
+                self.later(due, retry);
+                false
+            }
+        }
     }
 
     /// The identity is now owned under a token the record does not name (a record restored

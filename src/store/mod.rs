@@ -11,6 +11,7 @@
 //! | `reserve` (clean copy) | → reserved, `Acquired` | → reserved by caller, `Preempted` | `Duplicate` |
 //! | `hold` (marked copy) | → held, `Acquired` | `Duplicate` | `Duplicate` |
 //! | `claim_held` (grace over) | false | true only if the caller still holds it (→ held-delivering) | false |
+//! | `renew` (queued event due) | false | false | reserved / held-delivering by the caller: fresh lease, true |
 //! | `commit` (OSCAR said 2xx) | | → committed for the TTL, only if the caller owns it | |
 //! | `release` (delivery failed) | | → absent, only if the caller owns it | |
 //!
@@ -108,6 +109,15 @@ pub trait DedupStore: Send + Sync {
         lease: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// A fresh `lease` for the caller's live reservation or held copy's delivery (a spooled
+    /// event about to be sent after waiting in the queue); false if the caller owns none.
+    fn renew(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     fn commit(
         &self,
         key: &DedupKey,
@@ -164,6 +174,15 @@ impl Store {
         }
     }
 
+    /// Delivered identities the memory store evicted inside their TTL (`None`: Redis, which
+    /// runs with `noeviction`).
+    pub fn evicted_live(&self) -> Option<u64> {
+        match self {
+            Store::Memory(s) => Some(s.evicted_live()),
+            Store::Redis(_) => None,
+        }
+    }
+
     /// Live entries, when counting them is free (the memory store). Redis counts its own keys
     /// (`DBSIZE`, `INFO keyspace`), so it is not asked per scrape.
     pub fn local_entries(&self) -> Option<usize> {
@@ -207,6 +226,14 @@ impl DedupStore for Store {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.claim_held(key, owner, lease).await)
+    }
+    async fn renew(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.renew(key, owner, lease).await)
     }
     async fn commit(
         &self,

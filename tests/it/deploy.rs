@@ -89,6 +89,7 @@ fn check_base() {
         "service.yaml",
         "configmap.yaml",
         "servicemonitor.yaml",
+        "prometheusrule.yaml",
     ]
     .iter()
     .flat_map(|f| docs(&repo().join("deploy/kubernetes").join(f)))
@@ -119,9 +120,19 @@ fn check_base() {
         find_kind(&base, "ServiceMonitor")["spec"]["endpoints"][0]["path"].as_str(),
         Some("/metrics")
     );
+    // Issue 13 item 8: an eviction of a live delivered identity alerts (a metric the binary has).
+    let rule = &find_kind(&base, "PrometheusRule")["spec"]["groups"][0]["rules"][0];
     assert!(
-        pod["terminationGracePeriodSeconds"].as_i64().unwrap()
-            > cfg.http.shutdown_grace.as_secs() as i64,
+        rule["expr"]
+            .as_str()
+            .is_some_and(|e| e.contains("dedup_gateway_store_evicted_live_total")),
+        "the eviction alert watches the eviction counter"
+    );
+    // The HTTP drain, then a spool delivery already started finishing and committing.
+    let d = &cfg.delivery;
+    let stop = cfg.http.shutdown_grace + d.connect_timeout + d.request_timeout;
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_i64().unwrap() > stop.as_secs() as i64 + 2,
         "the kubelet must wait out the graceful shutdown"
     );
 }

@@ -70,6 +70,9 @@ pub(crate) enum Op {
     Remove { id: u64 },
     /// Remove dead-letter entry `id`.
     DlqDelete { id: u64 },
+    /// Replace dead-letter entry `id` (a fresh owner token before a replay reserves it); one that
+    /// is gone stays gone.
+    DlqUpdate { id: u64, entry: Vec<u8> },
     /// Move dead-letter entry `id` back into the spool with this (reset) record.
     Revive { id: u64, entry: Vec<u8> },
     /// An empty commit: answers whether the disk takes writes again.
@@ -292,6 +295,13 @@ impl Writer {
                 }
                 None => Err(SpoolError::NotFound),
             }),
+            Op::DlqUpdate { id, entry } => {
+                if t.dlq.get(*id).map_err(write_err)?.is_none() {
+                    return Ok(Err(SpoolError::NotFound));
+                }
+                t.dlq.insert(*id, entry.as_slice()).map_err(write_err)?;
+                Ok(Ok(0))
+            }
             Op::Revive { id, entry } => self.revive(t, *id, entry, delta),
             Op::Probe | Op::Stop => Ok(Ok(0)),
         }

@@ -30,7 +30,7 @@ mod tests;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -54,6 +54,8 @@ struct Inner {
     len: AtomicUsize,
     max_entries: usize,
     started: Instant,
+    /// Delivered identities evicted at the bound while their TTL still ran (see `sweep.rs`).
+    evicted_live: AtomicU64,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -68,8 +70,15 @@ impl MemoryStore {
                 len: AtomicUsize::new(0),
                 max_entries: max_entries.max(1),
                 started: Instant::now(),
+                evicted_live: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Delivered identities evicted so far while their TTL still ran: each one's next repeat is
+    /// forwarded again (`dedup_gateway_store_evicted_live_total`).
+    pub fn evicted_live(&self) -> u64 {
+        self.inner.evicted_live.load(Ordering::Relaxed)
     }
 
     /// Milliseconds since the store started: the clock of every expiry.
@@ -196,6 +205,21 @@ impl MemoryStore {
         true
     }
 
+    /// A fresh lease for the caller's live reservation (or held copy's delivery); false if it is
+    /// not the caller's (any more).
+    pub fn renew_at(&self, key: &DedupKey, owner: Owner, lease: Duration, now: u64) -> bool {
+        let Some(mut e) = self.inner.map.get_mut(&key.0) else {
+            return false;
+        };
+        let cur = Slot::unpack(*e);
+        let live = cur.expires > now && cur.owned_by(owner);
+        if !live || !matches!(cur.state, State::Reserved | State::HeldInFlight) {
+            return false;
+        }
+        *e = Slot::new(cur.state, owner, now.saturating_add(ms(lease))).pack();
+        true
+    }
+
     pub fn commit_at(&self, key: &DedupKey, owner: Owner, ttl: Duration, now: u64) -> bool {
         self.with_owned(key, owner, now, |_| {
             Some(Slot::new(
@@ -271,6 +295,14 @@ impl DedupStore for MemoryStore {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         Ok(self.claim_held_at(key, owner, lease, self.now()))
+    }
+    async fn renew(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.renew_at(key, owner, lease, self.now()))
     }
     async fn commit(
         &self,

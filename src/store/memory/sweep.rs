@@ -3,6 +3,12 @@
 //! Kept apart from the claim operations because it follows other rules: it may scan every shard
 //! (never under one shard's lock), and it may remove only what no one can lose (expired entries
 //! and the oldest committed ones), never a held or reserved identity.
+//!
+//! Evicting a delivered identity inside its TTL is a documented choice (docs/operations.md,
+//! "Sizing"): the bound keeps the process alive, and the cost is that a repeat of the evicted
+//! identity is forwarded again. It is never silent: each eviction is counted
+//! ([`MemoryStore::evicted_live`], exported as `dedup_gateway_store_evicted_live_total`) and
+//! logged as a warning that the bound is too small.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
@@ -71,16 +77,25 @@ impl MemoryStore {
         let nth = (self.inner.max_entries / 100).clamp(1, expiries.len()) - 1;
         let (_, threshold, _) = expiries.select_nth_unstable(nth);
         let threshold = *threshold;
+        let before = self.inner.map.len();
         self.inner.map.retain(|_, v| {
             let s = Slot::unpack(*v);
             s.state != State::Committed || s.expires > threshold
         });
-        self.inner
-            .len
-            .store(self.inner.map.len(), Ordering::Relaxed);
+        let after = self.inner.map.len();
+        self.inner.len.store(after, Ordering::Relaxed);
+        // Expired entries were swept just before: every one evicted here was still live.
+        let evicted = before.saturating_sub(after) as u64;
+        let total = self
+            .inner
+            .evicted_live
+            .fetch_add(evicted, Ordering::Relaxed)
+            .saturating_add(evicted);
         tracing::warn!(
             max_entries = self.inner.max_entries,
-            "dedup store full: evicted the oldest delivered identities; raise dedup.max_entries or lower dedup.ttl"
+            evicted,
+            evicted_total = total,
+            "dedup store full: evicted delivered identities inside their TTL, whose repeats will be forwarded again; raise dedup.max_entries or lower dedup.ttl"
         );
         Ok(())
     }

@@ -78,9 +78,12 @@ fn bound_evicts_expired_then_oldest_committed_never_in_flight() {
             .unwrap();
     }
     assert_eq!(s.len(), 100);
-    // Full: the oldest committed entry (k(0)) goes, in-flight ones stay.
+    assert_eq!(s.evicted_live(), 0);
+    // Full: the oldest committed entry (k(0)) goes, in-flight ones stay; it was still live, so
+    // it is counted (issue 13 item 8).
     assert_eq!(s.reserve_at(&k(200), 1, LEASE, 1).unwrap(), Claim::Acquired);
     assert_eq!(s.state_at(&k(0), 1), None);
+    assert_eq!(s.evicted_live(), 1);
     for i in 50..100u8 {
         assert_eq!(s.state_at(&k(i), 1), Some(Existing::InFlight));
     }

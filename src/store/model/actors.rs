@@ -154,6 +154,12 @@ impl World {
     /// One step of actor `i`; false when it is waiting for time to pass.
     pub(crate) fn step(&mut self, i: usize) -> bool {
         let next = match self.actors[i].clone() {
+            // Waiting for another request's write in progress (`spool::durable`).
+            Actor::Request {
+                held,
+                st: Req::Claim,
+                ..
+            } if self.claim_waits(held) => return false,
             Actor::Request {
                 copy,
                 held,
@@ -207,6 +213,19 @@ impl World {
         true
     }
 
+    /// Whether a claim now would be a `duplicate` of a claim whose write is in progress, which
+    /// waits for that write (`spool::durable`): a live claim, not a delivered identity (and a
+    /// clean copy preempts a held one rather than meeting it).
+    fn claim_waits(&self, held: bool) -> bool {
+        let state = self.store.state_at(&K, self.now);
+        self.write_in_progress()
+            && match state {
+                None | Some(Existing::Delivered) => false,
+                Some(Existing::Held) => held,
+                Some(Existing::InFlight | Existing::HeldInFlight) => true,
+            }
+    }
+
     /// `judge` → `claim` → `spool_write`; `None` when the request is answered.
     fn step_request(
         &mut self,
@@ -236,8 +255,17 @@ impl World {
                 });
                 match claim {
                     Ok(Ok(Claim::Acquired | Claim::Preempted)) => again(Req::Write),
+                    // A claim whose write is in progress: wait for it, then claim again
+                    // (`spool::durable`); a delivered identity never waits.
+                    Ok(Ok(Claim::Duplicate(e)))
+                        if e != Existing::Delivered && self.write_in_progress() =>
+                    {
+                        again(Req::Claim)
+                    }
                     Ok(Ok(Claim::Duplicate(_))) => {
-                        if !self.durable_elsewhere(None) {
+                        // Durable: a spooled record, the delivered identity, or a dead-letter
+                        // entry whose release is still to come (§7: delivered or in the DLQ).
+                        if !self.durable_elsewhere(None) && self.disk.dlq.is_empty() {
                             self.find(Finding::DuplicateBeforeDurable);
                         }
                         self.acked.push((copy, "duplicate"));

@@ -150,14 +150,9 @@ pub(crate) enum Finding {
     RestoreDroppedNonDurable,
 }
 
-/// The findings today's code has (issue 13 items 2, 3, 8). Fixed: item 7 (a given-up sync held
-/// copy goes to the DLQ) and item 1 (a held copy, sync or spooled, gives way only to a
-/// delivered copy); see the module doc.
-pub(crate) const KNOWN: [Finding; 3] = [
-    Finding::DuplicateBeforeDurable,
-    Finding::LeaseLapsed,
-    Finding::EvictedLive,
-];
+/// The findings today's code has (issue 13 items 3 and 8: the model still has the old lease
+/// protocol, and eviction is by design). Fixed: items 1, 2 and 7; see the module doc.
+pub(crate) const KNOWN: [Finding; 2] = [Finding::LeaseLapsed, Finding::EvictedLive];
 
 /// Which protocol the copies follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +259,20 @@ impl World {
     pub fn durable_elsewhere(&self, except: Option<u64>) -> bool {
         self.disk.committed_until.is_some_and(|t| t > self.now)
             || self.disk.events.keys().any(|id| Some(*id) != except)
+    }
+
+    /// Whether a request's spool write (or its release after a failed one) is still to come:
+    /// the registration of `spool::durable` a copy meeting the claim waits for.
+    pub fn write_in_progress(&self) -> bool {
+        self.actors.iter().any(|a| {
+            matches!(
+                a,
+                actors::Actor::Request {
+                    st: actors::Req::Write | actors::Req::Release,
+                    ..
+                }
+            )
+        })
     }
 
     pub fn find(&mut self, f: Finding) {

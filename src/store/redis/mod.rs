@@ -328,6 +328,17 @@ impl DedupStore for RedisStore {
             .map(|v| v == 1)
     }
 
+    async fn renew(
+        &self,
+        key: &DedupKey,
+        owner: Owner,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        // No repair: an unanswered renewal that ran only lengthened the caller's own entry.
+        let k = self.redis_key(key);
+        self.run(RENEW, &k, owner, px(lease)).await.map(|v| v == 1)
+    }
+
     async fn commit(
         &self,
         key: &DedupKey,

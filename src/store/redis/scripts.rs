@@ -57,6 +57,16 @@ end
 return 0
 ";
 
+/// `renew`: reserved or held-delivering by the caller → a fresh lease; 1 if renewed.
+pub(super) const RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == 'R:' .. ARGV[1] or v == 'D:' .. ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
 /// `commit`: owned (held, reserved or held-delivering) by the caller → `C` for the TTL; 1 if
 /// committed.
 pub(super) const COMMIT: &str = r"

@@ -314,6 +314,27 @@ pub(super) async fn lease_expiry_of_dead_owner<S: DedupStore>(s: S) {
     assert!(s.claim_held(&k, 5, LEASE).await.unwrap());
 }
 
+/// `renew`: a fresh lease for the caller's reservation or held copy's delivery, nothing else.
+async fn renew_row<S: DedupStore>(s: S) {
+    let k = key();
+    assert!(!s.renew(&k, 1, LEASE).await.unwrap(), "absent");
+    assert_eq!(s.reserve(&k, 1, SHORT).await.unwrap(), Claim::Acquired);
+    assert!(!s.renew(&k, 2, LEASE).await.unwrap(), "not the owner");
+    assert!(s.renew(&k, 1, LEASE).await.unwrap());
+    // Renewed past the short lease: still reserved after it would have ended.
+    tokio::time::sleep(SHORT + Duration::from_millis(300)).await;
+    assert_eq!(s.reserve(&k, 3, LEASE).await.unwrap(), IN_FLIGHT);
+    assert!(s.commit(&k, 1, TTL).await.unwrap());
+    assert!(!s.renew(&k, 1, LEASE).await.unwrap(), "committed");
+    // Held: not renewed (its worker claims it); held-delivering: renewed.
+    let k = key();
+    assert_eq!(s.hold(&k, 4, LEASE).await.unwrap(), Claim::Acquired);
+    assert!(!s.renew(&k, 4, LEASE).await.unwrap(), "held");
+    assert!(s.claim_held(&k, 4, SHORT).await.unwrap());
+    assert!(s.renew(&k, 4, LEASE).await.unwrap(), "held-delivering");
+    assert_eq!(s.reserve(&k, 5, LEASE).await.unwrap(), HELD_IN_FLIGHT);
+}
+
 /// Many tasks reserve one identity at once: exactly one acquires it; repeated over many keys.
 pub(super) async fn concurrent_reserve_one_winner<S: DedupStore + Clone + 'static>(s: S) {
     for _ in 0..10 {
@@ -390,6 +411,7 @@ conformance!(
     insert_committed_row,
     ttl_expiry,
     lease_expiry_of_dead_owner,
+    renew_row,
     concurrent_reserve_one_winner,
     concurrent_preempt_one_winner,
 );

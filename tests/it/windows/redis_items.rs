@@ -63,7 +63,6 @@ async fn only_dlq_id(gw: &Bin) -> u64 {
 /// reservation that no record names, for the whole retry horizon. Shows: after the restart the
 /// replay of the entry is refused (409, "being delivered") and the event is never delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 4: fails until fixed"]
 async fn item4_kill_during_dlq_replay_leaves_no_orphan_reservation() {
     let redis = RedisServer::start().await;
     let oscar = FakeOscar::start().await;
@@ -110,7 +109,6 @@ async fn item4_kill_during_dlq_replay_leaves_no_orphan_reservation() {
 /// reservation standing for the retry horizon with no record naming it. Shows: after the restart
 /// the replay of the entry is refused (409) and the event is never delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 4: fails until fixed"]
 async fn item4_kill_during_dead_lettering_leaves_no_orphan_reservation() {
     let redis = RedisServer::start().await;
     let gate = GateOscar::start().await;
@@ -146,7 +144,6 @@ async fn item4_kill_during_dead_lettering_leaves_no_orphan_reservation() {
 /// Shows: the acknowledged held record is gone after two restarts and never delivered. (Graceful
 /// stops suffice; a kill -9 does the same.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 5: fails until fixed"]
 async fn item5_old_format_record_survives_two_restarts() {
     let redis = RedisServer::start().await;
     let oscar = FakeOscar::start().await;

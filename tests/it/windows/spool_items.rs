@@ -60,7 +60,6 @@ async fn item1_spool_held_copy_survives_a_refused_clean_copy() {
 /// kill -9 in that time leaves nothing on disk. Shows: the copy was acknowledged, and after the
 /// restart the event is never delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 2: fails until fixed"]
 async fn item2_duplicate_is_answered_only_once_the_original_is_durable() {
     let oscar = FakeOscar::start().await;
     let tmp = tempfile::tempdir().unwrap();
@@ -101,7 +100,6 @@ async fn item2_duplicate_is_answered_only_once_the_original_is_durable() {
 /// arriving then is accepted again and both are delivered. Shows: the last identity reaches OSCAR
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 3: fails until fixed"]
 async fn item3_a_queued_event_keeps_its_reservation() {
     let oscar = FakeOscar::start().await;
     oscar.set_delay(Duration::from_millis(400));
@@ -144,7 +142,6 @@ async fn item3_a_queued_event_keeps_its_reservation() {
 /// copy of one of them, arriving once a delivery freed room, is accepted again. Shows: that
 /// identity reaches OSCAR twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 6: fails until fixed"]
 async fn item6_a_full_store_at_restore_is_not_store_down() {
     let tmp = tempfile::tempdir().unwrap();
     let down = FakeOscar::start().await;
@@ -201,7 +198,6 @@ async fn item6_a_full_store_at_restore_is_not_store_down() {
 /// the one-fsync window, without any crash. Here the grace is 1 s, OSCAR answers after 2.5 s
 /// (within the 5 s request timeout). Shows: OSCAR receives the event twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 12: fails until fixed"]
 async fn item12_a_graceful_stop_does_not_cut_off_a_delivery() {
     let gate = GateOscar::start().await;
     let tmp = tempfile::tempdir().unwrap();
