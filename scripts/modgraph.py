@@ -4,7 +4,8 @@
 Every `use` tree and every inline `crate::`/`super::` path is resolved to the file that defines
 the module it names (the longest prefix that is a file: `crate::pipeline::key::DedupKey` is
 `pipeline/key`). Used for docs/architecture.md: `scripts/modgraph.py [src]`. Test modules
-(`tests.rs`, `*/tests/*`) are left out: they may import anything.
+(`tests.rs`, `*/tests/*`, and any module declared under `#[cfg(test)]` with its children, such
+as the `store/model` state-machine model) are left out: they may import anything.
 """
 import os
 import re
@@ -99,8 +100,28 @@ def paths_in(text, here):
     return out
 
 
+TEST_MOD = re.compile(r"#\[cfg\(test\)\]\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+(\w+)\s*;")
+
+
+def test_only():
+    """Module paths declared `#[cfg(test)] mod NAME;` (file modules only)."""
+    found = set()
+    for d, _, files in os.walk(ROOT):
+        for f in files:
+            if not f.endswith(".rs"):
+                continue
+            path = os.path.join(d, f)
+            here = module_of(path)
+            parent = [] if here in (["lib"], ["main"]) else here
+            with open(path) as fh:
+                for name in TEST_MOD.findall(fh.read()):
+                    found.add("/".join(parent + [name]))
+    return found
+
+
 def graph():
     edges = {}
+    skip = test_only()
     for d, _, files in os.walk(ROOT):
         for f in files:
             if not f.endswith(".rs") or f == "tests.rs" or "/tests" in d:
@@ -108,6 +129,9 @@ def graph():
             path = os.path.join(d, f)
             here = module_of(path)
             if here in (["lib"], ["main"]):
+                continue
+            name = "/".join(here)
+            if any(name == t or name.startswith(t + "/") for t in skip):
                 continue
             with open(path) as fh:
                 edges["/".join(here)] = paths_in(fh.read(), here) - {"lib", "main"}

@@ -326,4 +326,16 @@ mc event list minio/images
             assert_eq!(err.flag, flag, "{err}");
         }
     }
+
+    #[test]
+    fn mc_setup_prints_the_policy_without_the_secret() {
+        let mut o = McSetup::new("grayify", "images", "http://gw:8080");
+        o.reconcile = true;
+        let text = render(&o).unwrap();
+        assert!(text.contains("mc admin policy create minio dedup-gateway-reconcile-grayify"));
+        assert!(text.contains("\"s3:ListBucket\""));
+        assert!(text.contains("\"${RECONCILE_S3_SECRET_KEY}\""));
+        o.reconcile = false;
+        assert!(!render(&o).unwrap().contains("policy create"));
+    }
 }

@@ -13,6 +13,7 @@
 
 mod defaults;
 mod load;
+mod redis;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -104,7 +105,7 @@ impl Config {
             let _ = url.set_password(Some("***"));
             c.dedup.redis.url = url.to_string();
         }
-        crate::store::redis::mask_cluster_urls(&mut c.dedup.redis.cluster_urls);
+        redis::mask_cluster_urls(&mut c.dedup.redis.cluster_urls);
         for svc in c.services.values_mut() {
             svc.inbound_tokens.iter_mut().for_each(mask);
         }

@@ -156,7 +156,7 @@ impl Config {
         if self.dedup.backend != StoreBackend::Redis {
             return Ok(());
         }
-        crate::store::redis::validate_cluster(&self.dedup.redis).map_err(|(k, r)| invalid(k, r))?;
+        super::redis::validate_cluster(&self.dedup.redis).map_err(|(k, r)| invalid(k, r))?;
         let url = reqwest::Url::parse(&self.dedup.redis.url)
             .map_err(|e| invalid("dedup.redis.url", e.to_string()))?;
         if !matches!(url.scheme(), "redis" | "rediss" | "valkey" | "valkeys") {

@@ -4,6 +4,9 @@
 //! data (service names, buckets, keys) would let any client grow the series without bound, so
 //! those go to the logs instead. Counters for the closed sets are created once at start and kept as
 //! handles, so the hot path increments an atomic and never looks up a label map.
+//!
+//! Just over 400 lines on purpose: `Metrics::new` is one declarative list of every series (the
+//! order of `/metrics`), and the increment methods stand beside the fields they touch.
 
 use std::{sync::Arc, time::Duration};
 

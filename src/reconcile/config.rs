@@ -5,6 +5,9 @@
 //! has nothing to mask and a log line can never carry them. Validation ([`ReconcileConfig::validate`])
 //! refuses a window that cannot work: a version must spend at least one `interval` inside
 //! `settle < age < dedup.ttl - margin`, or it could pass through unseen.
+//!
+//! Just over 400 lines on purpose: one struct per TOML table with its `///` field docs and the
+//! checks that name each key; splitting the checks from the fields they check would scatter both.
 
 use std::{path::PathBuf, time::Duration};
 

@@ -87,20 +87,4 @@ mod tests {
             "in/*"
         );
     }
-
-    #[test]
-    fn mc_setup_prints_the_policy_without_the_secret() {
-        let mut o = crate::mcsetup::McSetup::new("grayify", "images", "http://gw:8080");
-        o.reconcile = true;
-        let text = crate::mcsetup::render(&o).unwrap();
-        assert!(text.contains("mc admin policy create minio dedup-gateway-reconcile-grayify"));
-        assert!(text.contains("\"s3:ListBucket\""));
-        assert!(text.contains("\"${RECONCILE_S3_SECRET_KEY}\""));
-        o.reconcile = false;
-        assert!(
-            !crate::mcsetup::render(&o)
-                .unwrap()
-                .contains("policy create")
-        );
-    }
 }

@@ -77,14 +77,15 @@ mod dlq_direct;
 mod durable;
 pub mod io;
 pub mod jetstream;
+mod keep;
 mod queue;
 pub mod record;
 mod restore;
+mod settings;
 mod worker;
 mod writer;
 
 use std::{
-    path::PathBuf,
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -93,12 +94,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::Config,
-    deliver::{
-        Forwarder,
-        backoff::Backoff,
-        settle::{RetryBudget, Settler},
-    },
+    deliver::{Forwarder, settle::Settler},
     metrics::Metrics,
     store::Store,
 };
@@ -108,6 +104,7 @@ pub use dlq::{DlqPage, Replayed};
 pub use dlq_direct::Undeliverable;
 pub use io::FaultSwitch;
 use queue::Queue;
+pub use settings::SpoolSettings;
 use writer::{Job, Op};
 
 /// At shutdown, the time allowed beyond the longest delivery attempt to write its outcome.
@@ -151,66 +148,6 @@ impl SpoolError {
             SpoolError::Full => "spool-full",
             SpoolError::Closed => "shutting-down",
             _ => "spool-write-failed",
-        }
-    }
-}
-
-/// Everything the spool needs from the configuration.
-#[derive(Debug, Clone)]
-pub struct SpoolSettings {
-    pub path: PathBuf,
-    pub max_bytes: u64,
-    pub max_entries: u64,
-    pub group_commit_delay: Duration,
-    pub concurrency: usize,
-    pub backoff: Backoff,
-    pub max_attempts: u32,
-    pub max_age: Duration,
-    pub ttl: Duration,
-    pub grace: Duration,
-    /// `dedup.lease`: the margin added to the retry horizon.
-    pub lease_margin: Duration,
-    /// `dedup.on_store_error = "fail-open"`: events restored while the store fails are delivered
-    /// unchecked rather than waiting for the store.
-    pub fail_open: bool,
-    /// The longest one delivery attempt can take (`delivery.connect_timeout` +
-    /// `delivery.request_timeout`): how long shutdown lets a started delivery run.
-    pub attempt_bound: Duration,
-    pub faults: FaultSwitch,
-}
-
-impl SpoolSettings {
-    pub fn from_config(cfg: &Config, backoff: Backoff, faults: FaultSwitch) -> Self {
-        Self {
-            path: cfg.data_dir.join(FILE_NAME),
-            max_bytes: cfg.spool.max_bytes,
-            max_entries: cfg.spool.max_entries,
-            group_commit_delay: cfg.spool.group_commit_delay,
-            concurrency: cfg.delivery.concurrency,
-            backoff,
-            max_attempts: cfg.delivery.max_attempts,
-            max_age: cfg.delivery.max_age,
-            ttl: cfg.dedup.ttl,
-            grace: cfg.policy.pending_grace,
-            lease_margin: cfg.dedup.lease,
-            fail_open: cfg.dedup.on_store_error == crate::config::OnStoreError::FailOpen,
-            attempt_bound: cfg.delivery.connect_timeout + cfg.delivery.request_timeout,
-            faults,
-        }
-    }
-
-    /// How long a spooled event's reservation must last: every retry up to `max_age`, the last
-    /// backoff delay, and the lease as margin for the final attempt.
-    pub fn horizon(&self) -> Duration {
-        self.max_age + self.backoff.ceiling(u32::MAX) + self.lease_margin
-    }
-
-    /// How long a failed event is retried (`delivery.max_attempts`, `delivery.max_age`).
-    pub fn budget(&self) -> RetryBudget {
-        RetryBudget {
-            backoff: self.backoff,
-            max_attempts: self.max_attempts,
-            max_age: self.max_age,
         }
     }
 }

@@ -33,6 +33,9 @@
 //!
 //! Shutdown: the dispatcher stops taking items; running items finish (their outcome is written);
 //! everything else simply stays on disk for the next start.
+//!
+//! Just over 400 lines: the item's steps in order (load → own → attempt → record); the
+//! identity-keeping steps are in `keep.rs`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -96,7 +99,7 @@ impl Inner {
     }
 
     /// Queues `id` again after `delay`.
-    fn later(&self, due: Due, delay: Duration) {
+    pub(super) fn later(&self, due: Due, delay: Duration) {
         self.queue.push(Due {
             at: Instant::now() + delay,
             ..due
@@ -213,63 +216,6 @@ impl Inner {
             return None;
         }
         Some(owner)
-    }
-
-    /// A held record whose identity another copy owns, not delivered: queued again after the
-    /// first backoff delay, until the retry horizon; past it, dead-lettered (that copy never got
-    /// delivered, and this one was acknowledged).
-    async fn watch(&self, due: Due, entry: &Entry, owner: Owner) {
-        let age = Duration::from_millis(unix_ms().saturating_sub(entry.accepted_ms));
-        if age >= self.settings.horizon() {
-            let why = "the copy that owns its identity was never delivered".to_string();
-            self.dead_letter(due.id, entry.clone(), owner, why).await;
-            return;
-        }
-        tracing::debug!(dedup_key = %entry.key, "another copy owns the identity and is not delivered yet; looking again");
-        let due = Due {
-            owner,
-            claim: true,
-            release_first: false,
-            ..due
-        };
-        self.later(due, self.settings.backoff.delay(1, None));
-    }
-
-    /// An item reserved earlier (at acceptance, at restore, or before its last retry) may have
-    /// waited in the queue past its lease: the reservation is renewed for the horizon before
-    /// the send. If it lapsed, the identity is reserved again under the same token; if another
-    /// copy took it meanwhile, this item is not sent: removed once that copy was delivered,
-    /// queued again while it is still on its way (it may yet fail and release). False: not now.
-    async fn keep_reserved(&self, due: Due, entry: &Entry, owner: Owner) -> bool {
-        let lease = self.settings.horizon();
-        let retry = self.settings.backoff.delay(1, None);
-        let renewed = match self.store.renew(&entry.key, owner, lease).await {
-            Ok(true) => return true,
-            Ok(false) => self.store.reserve(&entry.key, owner, lease).await,
-            Err(e) => Err(e),
-        };
-        match renewed {
-            Ok(Claim::Acquired | Claim::Preempted) => {
-                tracing::warn!(dedup_key = %entry.key, "a queued event outlived its reservation; reserved again");
-                true
-            }
-            Ok(Claim::Duplicate(Existing::Delivered)) => {
-                tracing::info!(dedup_key = %entry.key, "another copy was delivered while this one was queued; removed");
-                let _ = self.write_until_ok(|| Op::Remove { id: due.id }).await;
-                false
-            }
-            Ok(Claim::Duplicate(_)) => {
-                tracing::warn!(dedup_key = %entry.key, "another copy took the identity while this one was queued; waiting for its outcome");
-                self.later(due, retry);
-                false
-            }
-            Err(e) => {
-                self.metrics.store_error();
-                tracing::warn!(dedup_key = %entry.key, error = %e, "cannot renew the reservation of a queued event; will retry");
-                self.later(due, retry);
-                false
-            }
-        }
     }
 
     /// The identity is now owned under a token the record does not name (a record restored
@@ -417,7 +363,13 @@ impl Inner {
         }
     }
 
-    async fn dead_letter(&self, id: u64, mut entry: Entry, owner: Owner, reason: String) {
+    pub(super) async fn dead_letter(
+        &self,
+        id: u64,
+        mut entry: Entry,
+        owner: Owner,
+        reason: String,
+    ) {
         entry.dead = Some(Dead {
             at_ms: unix_ms(),
             reason: reason.clone(),

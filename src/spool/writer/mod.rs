@@ -17,6 +17,9 @@
 //! The thread ends when it receives [`Op::Stop`] (after committing the ops queued before it) or when
 //! every sender is gone. The table layout, the start-up scan and the reads are in `db`; they are
 //! re-exported here because the writer owns the handle they go through.
+//!
+//! Just over 400 lines on purpose: the batching loop and the per-op steps share one `Tables`
+//! transaction; the table layout and the reads already live in `db`.
 
 mod db;
 

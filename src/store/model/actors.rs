@@ -2,6 +2,9 @@
 //! in the order the code performs them: a request in spool mode on the memory store
 //! (`Gateway::judge` → `Gateway::spool_write`), a spooled event's delivery (`Inner::run_item`
 //! and `Inner::claim` in `spool::worker`) and a DLQ replay (`Spool::replay_dlq`).
+//!
+//! Test-only (`#[cfg(test)]`), over 400 lines: one state machine per actor, kept in one file so a
+//! step of each protocol can be read beside the code it models.
 
 use super::{Answer, Finding, GRACE, HORIZON, K, MAX_AGE, Rec, TTL, World, ms};
 use crate::store::{Claim, Existing, Owner};

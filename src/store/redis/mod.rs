@@ -42,6 +42,9 @@
 //! interval (backing off while Redis is down) so the flag recovers, and the connection is rebuilt,
 //! even when no traffic arrives; on a cluster the PING goes to every master, so the store is ready
 //! only when every slot's owner answers. No log line ever contains a URL (it may carry a password).
+//!
+//! Just over 400 lines on purpose: one `DedupStore` method per script, each with the reason it
+//! does or does not repair; the connection is in `conn`, the scripts in `scripts`, repairs in `repair`.
 
 use std::{
     sync::{
@@ -61,8 +64,6 @@ use crate::{config::RedisConfig, identity::DedupKey, metrics::Metrics};
 mod conn;
 mod repair;
 mod scripts;
-
-pub use conn::{mask_cluster_urls, validate_cluster};
 
 /// Health states: the first observation is logged too, so a Redis down at start shows.
 const UNKNOWN: u8 = 0;
