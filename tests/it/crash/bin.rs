@@ -11,13 +11,7 @@ use serde_json::Value;
 
 pub(crate) const ADMIN: &str = "admin-token-0123456789abcdef";
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub(crate) use crate::helpers::free_port;
 
 /// Waits (bounded) until the gateway on `port` answers `/healthz`.
 pub(crate) async fn wait_up(client: &reqwest::Client, port: u16) -> bool {

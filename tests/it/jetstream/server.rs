@@ -4,7 +4,6 @@
 //! and releasing it; a start that does not come up is retried on a fresh port (bounded).
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -17,10 +16,7 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+use crate::helpers::free_port;
 
 impl NatsServer {
     /// Starts a fresh server and waits until it greets with `INFO`.

@@ -7,7 +7,6 @@
 //! the gateway's signing and key decoding are also covered by unit tests against AWS's format.
 
 use std::{
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -20,10 +19,7 @@ pub struct Moto {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+use crate::helpers::free_port;
 
 impl Moto {
     /// Starts a fresh server and waits until it answers (up to 30 s per try, 3 tries).

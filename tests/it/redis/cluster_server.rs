@@ -9,7 +9,6 @@
 //! a few seconds; every wait on the cluster is bounded.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -39,10 +38,7 @@ pub struct NodeInfo {
     pub slots: Vec<(u16, u16)>,
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+use crate::helpers::free_port;
 
 impl RedisCluster {
     /// Starts 6 nodes, creates the cluster and waits until every node reports it ok.

@@ -6,7 +6,6 @@
 //! times). A restart reuses the same port, as a Redis pod behind a Service would.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -19,10 +18,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+use crate::helpers::free_port;
 
 impl RedisServer {
     /// Starts a fresh server and waits until it answers PING.
