@@ -23,12 +23,13 @@
 use std::time::Duration;
 
 use super::{
-    Spool, SpoolError, durable::Registered, ms, queue::Due, record::Entry, unix_ms, writer::Op,
+    Spool, SpoolError, SpoolSettings, durable::Registered, ms, queue::Due, record::Entry, unix_ms,
+    writer::Op,
 };
 use crate::{
     deliver::Delivery,
     identity::{DedupKey, Owner},
-    store::{Claim, DedupStore, Existing, StoreError},
+    store::{Claim, DedupStore, Existing, Store, StoreError},
 };
 
 /// How long a copy waits for an original's spool write in progress (beyond the group-commit
@@ -98,11 +99,7 @@ impl Spool {
         if local {
             self.inner.writes.begin(*key, owner);
         }
-        let claim = if hold {
-            store.hold(key, owner, self.hold_lease()).await
-        } else {
-            store.reserve(key, owner, self.lease()).await
-        };
+        let claim = claim_for(store, &self.inner.settings, key, owner, hold).await;
         if local && !matches!(claim, Ok(Claim::Acquired | Claim::Preempted)) {
             self.inner.writes.end(key, owner);
         }
@@ -183,13 +180,8 @@ impl Spool {
     /// Shared store: peek, write, claim, then queue, keep or remove the record.
     async fn write_then_claim(&self, delivery: &Delivery, owner: Owner, hold: bool) -> Admission {
         let key = delivery.key;
-        match self.inner.store.peek(&key).await {
-            // A clean copy takes a held identity over; anything else live is a duplicate.
-            Ok(Some(existing)) if hold || existing != Existing::Held => {
-                return Admission::Duplicate(existing);
-            }
-            Ok(_) => {}
-            Err(e) => return Admission::StoreFailed(e),
+        if let Some(answer) = after_peek(self.inner.store.peek(&key).await, hold) {
+            return answer;
         }
         let id = match self.write(delivery, owner, hold).await {
             Ok(id) => id,
@@ -232,28 +224,7 @@ impl Spool {
         held: bool,
     ) -> Result<u64, SpoolError> {
         let i = &self.inner;
-        let now = unix_ms();
-        let not_before = if held {
-            now.saturating_add(ms(i.settings.grace))
-        } else {
-            0
-        };
-        let entry = Entry {
-            key: delivery.key,
-            service: delivery.service.clone(),
-            authorization: delivery
-                .authorization
-                .as_ref()
-                .map(|a| a.as_bytes().to_vec()),
-            body: delivery.body.clone(),
-            accepted_ms: now,
-            not_before_ms: not_before,
-            held,
-            attempts_made: 0,
-            attempts: Vec::new(),
-            dead: None,
-            owner,
-        };
+        let entry = new_entry(delivery, owner, held, i.settings.grace);
         i.submit(Op::Append(entry.encode())).await.inspect_err(|e| {
             if matches!(e, SpoolError::Full) {
                 i.spool_metrics.rejected_full.inc();
@@ -305,5 +276,65 @@ impl Spool {
         if let Err(e) = self.inner.submit(Op::Remove { id }).await {
             tracing::warn!(spool_id = id, error = %e, "could not remove an unneeded spool record; the next restore will");
         }
+    }
+}
+
+// Shared by both spool backends (`spool.backend`): the JetStream spool admits in the same orders
+// with a publish in place of the disk write (`jetstream/admit.rs`).
+
+/// Reserves (clean copy) or holds (`hold`) `key` for `owner` for an accepted event's whole life:
+/// the retry horizon, plus the grace for a held copy.
+pub(crate) async fn claim_for(
+    store: &Store,
+    s: &SpoolSettings,
+    key: &DedupKey,
+    owner: Owner,
+    hold: bool,
+) -> Result<Claim, StoreError> {
+    if hold {
+        store.hold(key, owner, s.grace + s.horizon()).await
+    } else {
+        store.reserve(key, owner, s.horizon()).await
+    }
+}
+
+/// What the read-only peek of a shared store decides before anything is stored: `Some` is the
+/// answer (a live identity is a `duplicate`, except a held one meeting a clean copy, which takes
+/// it over; a store error), `None` goes on to store and claim.
+pub(crate) fn after_peek(
+    peeked: Result<Option<Existing>, StoreError>,
+    hold: bool,
+) -> Option<Admission> {
+    match peeked {
+        Ok(Some(existing)) if hold || existing != Existing::Held => {
+            Some(Admission::Duplicate(existing))
+        }
+        Ok(_) => None,
+        Err(e) => Some(Admission::StoreFailed(e)),
+    }
+}
+
+/// The record an accepted event is kept as, accepted now (a held copy not before its grace).
+pub(crate) fn new_entry(delivery: &Delivery, owner: Owner, held: bool, grace: Duration) -> Entry {
+    let now = unix_ms();
+    Entry {
+        key: delivery.key,
+        service: delivery.service.clone(),
+        authorization: delivery
+            .authorization
+            .as_ref()
+            .map(|a| a.as_bytes().to_vec()),
+        body: delivery.body.clone(),
+        accepted_ms: now,
+        not_before_ms: if held {
+            now.saturating_add(ms(grace))
+        } else {
+            0
+        },
+        held,
+        attempts_made: 0,
+        attempts: Vec::new(),
+        dead: None,
+        owner,
     }
 }

@@ -20,7 +20,10 @@ use super::{Inner, JetSpool, js_err};
 use crate::{
     deliver::Delivery,
     identity::{DedupKey, Owner},
-    spool::{Admission, SpoolError, ms, record::Entry, unix_ms},
+    spool::{
+        Admission, SpoolError,
+        admit::{after_peek, claim_for, new_entry},
+    },
     store::{Claim, DedupStore, Existing, StoreError},
 };
 
@@ -65,22 +68,13 @@ impl JetSpool {
         owner: Owner,
         hold: bool,
     ) -> Result<Claim, StoreError> {
-        let (store, s) = (&self.inner.store, &self.inner.settings);
-        if hold {
-            store.hold(key, owner, s.grace + s.horizon()).await
-        } else {
-            store.reserve(key, owner, s.horizon()).await
-        }
+        claim_for(&self.inner.store, &self.inner.settings, key, owner, hold).await
     }
 
     async fn publish_then_claim(&self, delivery: &Delivery, owner: Owner, hold: bool) -> Admission {
         let key = delivery.key;
-        match self.inner.store.peek(&key).await {
-            Ok(Some(existing)) if hold || existing != Existing::Held => {
-                return Admission::Duplicate(existing);
-            }
-            Ok(_) => {}
-            Err(e) => return Admission::StoreFailed(e),
+        if let Some(answer) = after_peek(self.inner.store.peek(&key).await, hold) {
+            return answer;
         }
         let ack = match self.publish(delivery, owner, hold, None).await {
             // The identity is not claimed, yet a message with its id is in the window: one whose
@@ -122,27 +116,7 @@ impl JetSpool {
         unique: Option<Owner>,
     ) -> Result<PublishAck, SpoolError> {
         let i = &self.inner;
-        let now = unix_ms();
-        let entry = Entry {
-            key: delivery.key,
-            service: delivery.service.clone(),
-            authorization: delivery
-                .authorization
-                .as_ref()
-                .map(|a| a.as_bytes().to_vec()),
-            body: delivery.body.clone(),
-            accepted_ms: now,
-            not_before_ms: if held {
-                now.saturating_add(ms(i.settings.grace))
-            } else {
-                0
-            },
-            held,
-            attempts_made: 0,
-            attempts: Vec::new(),
-            dead: None,
-            owner,
-        };
+        let entry = new_entry(delivery, owner, held, i.settings.grace);
         let id = match (unique, held) {
             (Some(token), _) => format!("{}:{token:016x}", delivery.key.to_hex()),
             (None, true) => format!("{}:held", delivery.key.to_hex()),
