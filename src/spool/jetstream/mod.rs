@@ -37,13 +37,19 @@
 //! delay; a held copy waits out its grace as a NAK delayed to its not-before time.
 //!
 //! # Differences from the local spool (documented in docs/operations.md)
-//! - Attempts are counted by JetStream's delivery count (a redelivery after a crash counts), and a
-//!   DLQ entry keeps the count and the last attempt's outcome, not every attempt.
+//! - Attempts are counted by JetStream's delivery count (a redelivery after a crash counts). A DLQ
+//!   entry lists every failed attempt, as a local one does: they are kept in a stream of their
+//!   own while the message retries ([`attempts`]).
 //! - The dedup store decides across replicas only when it is shared (Redis); with the memory
 //!   store, only the duplicate window guards across replicas.
-//! - A dedup store error makes the workers wait (fail-closed) in both `on_store_error` modes.
+//! - `on_store_error` is followed at acceptance exactly as by the local spool (the pipeline
+//!   forwards unchecked, fail-open, or answers 503). A worker that cannot own a message's identity
+//!   because the store is down waits for it (fail-closed), or delivers it unchecked (fail-open,
+//!   counted in `fail_open_forwards_total`), and marks it delivered once the store answers
+//!   ([`worker`]).
 
 mod admit;
+mod attempts;
 mod config;
 mod dlq;
 mod worker;
@@ -90,6 +96,8 @@ pub(crate) struct Inner {
     js: jetstream::Context,
     events: stream::Stream,
     dlq: stream::Stream,
+    /// Failed attempts per message, for the dead-letter entries ([`attempts`]).
+    attempts: stream::Stream,
     consumer: PullConsumer,
     store: Store,
     settler: Settler,
@@ -127,6 +135,7 @@ impl JetSpool {
             .build(client.clone());
         let events = ensure_stream(&js, events_config(&cfg, &settings)).await?;
         let dlq = ensure_stream(&js, dlq_config(&cfg)).await?;
+        let attempts = ensure_stream(&js, attempts::config(&cfg, &settings)).await?;
         let consumer = ensure_consumer(&events, &cfg).await?;
         let settler = Settler::new(forwarder, store.clone(), metrics.clone(), settings.ttl);
         let inner = Arc::new(Inner {
@@ -137,6 +146,7 @@ impl JetSpool {
             js,
             events,
             dlq,
+            attempts,
             consumer,
             store,
             settler,
@@ -350,6 +360,7 @@ impl Inner {
         let result = async {
             ensure_stream(&self.js, events_config(&self.cfg, &self.settings)).await?;
             ensure_stream(&self.js, dlq_config(&self.cfg)).await?;
+            ensure_stream(&self.js, attempts::config(&self.cfg, &self.settings)).await?;
             ensure_consumer(&self.events, &self.cfg).await
         };
         if let Err(e) = result.await {

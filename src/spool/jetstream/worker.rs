@@ -9,6 +9,13 @@
 //! horizon (copies meanwhile are `duplicate`) and NAKs with the backoff delay; a permanent answer
 //! or a spent budget publishes the entry to the dead-letter stream, then releases and acks.
 //! A failed ack is harmless: the redelivery finds the identity delivered and only acks.
+//!
+//! Each failed attempt is also added to the message's history ([`super::attempts`]), which the
+//! dead-letter entry lists. A dedup store that is down (`StoreError::Unavailable`) while a
+//! message's identity is being owned makes the delivery wait (NAK, fail-closed), or go ahead
+//! unchecked (`dedup.on_store_error = "fail-open"`, counted): sent under a fresh token that owns
+//! nothing, marked delivered on 2xx (`Lost::MarkDelivered`) once the store takes the commit —
+//! what the request path does with a record it cannot claim (`pipeline/dedup.rs`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,7 +24,7 @@ use futures_util::StreamExt;
 use reqwest::header::HeaderValue;
 use tokio::sync::Semaphore;
 
-use super::Inner;
+use super::{Inner, attempts};
 use crate::{
     deliver::{Delivery, Outcome, settle::Lost},
     identity::{Owner, new_owner},
@@ -25,7 +32,7 @@ use crate::{
         record::{Attempt, Dead, Entry},
         unix_ms,
     },
-    store::{Claim, DedupStore, Existing},
+    store::{Claim, DedupStore, Existing, StoreError},
 };
 
 /// How long one pull request waits for messages.
@@ -153,6 +160,9 @@ impl Inner {
                 }
                 tracing::info!(dedup_key = %entry.key, stream_seq = seq, "message already delivered; acked");
                 self.ack(&msg).await;
+                if prior > 0 {
+                    self.forget_attempts(seq).await;
+                }
                 return;
             }
             Own::Later => {
@@ -193,6 +203,9 @@ impl Inner {
             Outcome::Delivered { status } => {
                 self.ack(msg).await;
                 self.delivered(&entry, status);
+                if entry.attempts_made > 0 {
+                    self.forget_attempts(seq).await;
+                }
             }
             Outcome::Permanent { status, reason } => {
                 entry.push_attempt(Attempt {
@@ -207,11 +220,12 @@ impl Inner {
                 retry_after,
                 reason,
             } => {
-                entry.push_attempt(Attempt {
+                let attempt = Attempt {
                     at_ms: now,
                     status,
                     outcome: reason.clone(),
-                });
+                };
+                entry.push_attempt(attempt.clone());
                 let budget = self.settings.budget();
                 let age = Duration::from_millis(now.saturating_sub(entry.accepted_ms));
                 if budget.exhausted(entry.attempts_made, age) {
@@ -225,6 +239,8 @@ impl Inner {
                 let delay = budget.delay(entry.attempts_made, retry_after);
                 tracing::warn!(dedup_key = %entry.key, service = %entry.service, reason, attempt = entry.attempts_made, delay_ms = delay.as_millis() as u64, "delivery failed; retrying");
                 self.metrics.retry();
+                self.record_attempt(seq, entry.attempts_made, &attempt)
+                    .await;
                 self.keep_reserved(&entry, owner).await;
                 self.nak(msg, delay).await;
             }
@@ -239,38 +255,40 @@ impl Inner {
     /// afresh, unless a clean copy preempted it — then it waits until that one is delivered.
     async fn own(&self, entry: &Entry) -> Own {
         let fresh = new_owner();
-        if self.swap(entry, fresh).await {
-            return Own::Send(fresh);
-        }
-        match self.store.peek(&entry.key).await {
+        let found = match self.swap(entry, fresh).await {
+            Ok(true) => return Own::Send(fresh),
+            Ok(false) => self.store.peek(&entry.key).await,
+            Err(e) => Err(e),
+        };
+        match found {
             Ok(Some(Existing::Delivered)) => Own::Done,
             Ok(_) => Own::Later,
-            Err(e) => self.store_failed(entry, e),
+            Err(e) => self.store_failed(entry, e, fresh),
         }
     }
 
     /// Releases `entry.owner`'s claim and reserves for `fresh` (short lease); true if acquired.
-    async fn swap(&self, entry: &Entry, fresh: Owner) -> bool {
+    async fn swap(&self, entry: &Entry, fresh: Owner) -> Result<bool, StoreError> {
         let store = &self.store;
-        if let Err(e) = store.release(&entry.key, entry.owner).await {
-            self.store_failed(entry, e);
-            return false;
-        }
+        store.release(&entry.key, entry.owner).await?;
         match store
             .reserve(&entry.key, fresh, self.settings.lease_margin)
-            .await
+            .await?
         {
-            Ok(Claim::Acquired | Claim::Preempted) => true,
-            Ok(Claim::Duplicate(_)) => false,
-            Err(e) => {
-                self.store_failed(entry, e);
-                false
-            }
+            Claim::Acquired | Claim::Preempted => Ok(true),
+            Claim::Duplicate(_) => Ok(false),
         }
     }
 
-    fn store_failed(&self, entry: &Entry, e: crate::store::StoreError) -> Own {
+    /// The store failed while owning: wait (fail-closed, or a store that is full rather than
+    /// down), or send unchecked under `fresh` (fail-open; see the module doc).
+    fn store_failed(&self, entry: &Entry, e: StoreError, fresh: Owner) -> Own {
         self.metrics.store_error();
+        if self.settings.fail_open && matches!(e, StoreError::Unavailable(_)) {
+            self.metrics.fail_open();
+            tracing::warn!(dedup_key = %entry.key, error = %e, "dedup store failed; delivering unchecked (fail-open)");
+            return Own::Send(fresh);
+        }
         tracing::warn!(dedup_key = %entry.key, error = %e, "dedup store fails; the delivery waits");
         Own::Later
     }
@@ -304,6 +322,8 @@ impl Inner {
             at_ms: unix_ms(),
             reason: reason.clone(),
         });
+        let current = std::mem::take(&mut entry.attempts);
+        entry.attempts = attempts::merged(self.attempts_of(seq).await, current);
         let id = format!("{}:dlq:{seq}", entry.key.to_hex());
         if let Err(e) = self.send(&self.cfg.dlq_subject, entry.encode(), id).await {
             tracing::error!(dedup_key = %entry.key, error = %e, "could not move the event to the dead-letter stream; retrying later");
@@ -320,6 +340,7 @@ impl Inner {
                 .await;
         }
         self.ack(msg).await;
+        self.forget_attempts(seq).await;
         tracing::error!(verdict = "dead-lettered", dedup_key = %entry.key, service = %entry.service, reason, attempts = entry.attempts_made, stream_seq = seq, "event moved to the dead-letter stream");
     }
 

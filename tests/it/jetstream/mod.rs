@@ -3,6 +3,7 @@
 //! dead-letter stream, held copies, and a NATS crash with nothing acknowledged lost.
 
 mod deploy;
+mod parity;
 mod replicas;
 mod server;
 
