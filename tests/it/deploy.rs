@@ -44,6 +44,7 @@ fn deploy_manifests_parse_and_fit_together() {
     }
     check_base();
     check_redis_variant();
+    check_redis_cluster_variant();
     let docker = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     for needle in [
         "FROM rust:1.95",
@@ -160,6 +161,68 @@ fn check_container<'a>(sts: &Yaml, c: &'a Yaml) -> &'a str {
         .find(|m| m["name"].as_str() == Some("data"))
         .and_then(|m| m["mountPath"].as_str())
         .expect("data volume mounted")
+}
+
+/// The `gateway.toml` of an overlay's ConfigMap patch, with the hash secret that the Secret
+/// provides in a real deployment.
+fn overlay_config(dir: &str) -> Config {
+    let patch = docs(&repo().join(dir).join("configmap-patch.yaml"));
+    let text = patch[0]["data"]["gateway.toml"].as_str().unwrap();
+    let mut value: toml::Table = text.parse().unwrap();
+    value["dedup"]
+        .as_table_mut()
+        .unwrap()
+        .insert("hash_secret".into(), "x".repeat(32).into());
+    Config::from_toml(&toml::to_string(&value).unwrap()).unwrap_or_else(|e| panic!("{dir}: {e}"))
+}
+
+/// The Redis Cluster variant: the gateway is configured on `cluster_urls` naming nodes of the
+/// cluster it deploys (3 masters + 3 replicas, cluster mode, AOF, noeviction), the Job creates
+/// the cluster with one replica per master, and several gateway replicas share it.
+fn check_redis_cluster_variant() {
+    let cfg = overlay_config("deploy/redis-cluster");
+    assert_eq!(cfg.dedup.backend, StoreBackend::Redis);
+    let urls = &cfg.dedup.redis.cluster_urls;
+    assert!(!urls.is_empty(), "the gateway runs on cluster_urls");
+    assert!(cfg.dedup.redis.confirm_commits);
+    let all = docs(&repo().join("deploy/redis-cluster/redis-cluster.yaml"));
+    let sts = find_kind(&all, "StatefulSet");
+    let name = sts["metadata"]["name"].as_str().unwrap();
+    assert_eq!(sts["spec"]["replicas"].as_i64(), Some(6));
+    assert_eq!(
+        find_kind(&all, "Service")["metadata"]["name"].as_str(),
+        Some(name)
+    );
+    for u in urls {
+        let host = reqwest::Url::parse(u)
+            .unwrap()
+            .host_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            host.starts_with(&format!("{name}-")) && host.ends_with(&format!(".{name}")),
+            "{u} is a node of the deployed cluster"
+        );
+    }
+    let conf = find_kind(&all, "ConfigMap")["data"]["redis.conf"]
+        .as_str()
+        .unwrap();
+    for needle in [
+        "cluster-enabled yes",
+        "appendonly yes",
+        "maxmemory-policy noeviction",
+    ] {
+        assert!(conf.contains(needle), "redis.conf lacks {needle}");
+    }
+    let job = find_kind(&all, "Job");
+    let script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+        .as_str()
+        .unwrap();
+    assert!(script.contains("--cluster create") && script.contains("--cluster-replicas 1"));
+    let replicas =
+        docs(&repo().join("deploy/redis-cluster/statefulset-patch.yaml"))[0]["spec"]["replicas"]
+            .as_i64();
+    assert!(replicas.unwrap() > 1);
 }
 
 /// The shared-store variant: valid once the secret (from the environment) is present, on the
