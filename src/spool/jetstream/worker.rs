@@ -255,15 +255,18 @@ impl Inner {
     /// afresh, unless a clean copy preempted it — then it waits until that one is delivered.
     async fn own(&self, entry: &Entry) -> Own {
         let fresh = new_owner();
-        let found = match self.swap(entry, fresh).await {
-            Ok(true) => return Own::Send(fresh),
-            Ok(false) => self.store.peek(&entry.key).await,
-            Err(e) => Err(e),
-        };
-        match found {
-            Ok(Some(Existing::Delivered)) => Own::Done,
-            Ok(_) => Own::Later,
-            Err(e) => self.store_failed(entry, e, fresh),
+        match self.swap(entry, fresh).await {
+            Ok(true) => Own::Send(fresh),
+            Ok(false) => match self.store.peek(&entry.key).await {
+                Ok(Some(Existing::Delivered)) => Own::Done,
+                Ok(_) => Own::Later,
+                // Another copy owns it (the swap said so): never sent unchecked beside it.
+                Err(e) => {
+                    self.store_failed(entry, e, None);
+                    Own::Later
+                }
+            },
+            Err(e) => self.store_failed(entry, e, Some(fresh)),
         }
     }
 
@@ -281,10 +284,13 @@ impl Inner {
     }
 
     /// The store failed while owning: wait (fail-closed, or a store that is full rather than
-    /// down), or send unchecked under `fresh` (fail-open; see the module doc).
-    fn store_failed(&self, entry: &Entry, e: StoreError, fresh: Owner) -> Own {
+    /// down), or send unchecked under `fresh` (fail-open, when given; see the module doc).
+    fn store_failed(&self, entry: &Entry, e: StoreError, fresh: Option<Owner>) -> Own {
         self.metrics.store_error();
-        if self.settings.fail_open && matches!(e, StoreError::Unavailable(_)) {
+        if let Some(fresh) = fresh
+            && self.settings.fail_open
+            && matches!(e, StoreError::Unavailable(_))
+        {
             self.metrics.fail_open();
             tracing::warn!(dedup_key = %entry.key, error = %e, "dedup store failed; delivering unchecked (fail-open)");
             return Own::Send(fresh);
