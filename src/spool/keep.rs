@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Inner, queue::Due, record::Entry, unix_ms, writer::Op};
 use crate::{
     identity::Owner,
-    store::{Claim, DedupStore, Existing},
+    store::{Claim, DedupStore, Existing, StoreError},
 };
 
 impl Inner {
@@ -36,7 +36,8 @@ impl Inner {
     /// waited in the queue past its lease: the reservation is renewed for the horizon before
     /// the send. If it lapsed, the identity is reserved again under the same token; if another
     /// copy took it meanwhile, this item is not sent: removed once that copy was delivered,
-    /// queued again while it is still on its way (it may yet fail and release). False: not now.
+    /// queued again while it is still on its way (it may yet fail and release). A store that is
+    /// down: sent anyway with fail-open, else queued again. False: not now.
     pub(super) async fn keep_reserved(&self, due: Due, entry: &Entry, owner: Owner) -> bool {
         let lease = self.settings.horizon();
         let retry = self.settings.backoff.delay(1, None);
@@ -59,6 +60,15 @@ impl Inner {
                 tracing::warn!(dedup_key = %entry.key, "another copy took the identity while this one was queued; waiting for its outcome");
                 self.later(due, retry);
                 false
+            }
+            Err(e) if self.settings.fail_open && matches!(e, StoreError::Unavailable(_)) => {
+                // `on_store_error = "fail-open"`: a store that is down (never one that is full)
+                // does not hold the event back, as on the request path; the settle path marks it
+                // delivered once the store answers again.
+                self.metrics.store_error();
+                self.metrics.fail_open();
+                tracing::warn!(dedup_key = %entry.key, error = %e, "cannot renew the reservation of a queued event; delivering unchecked (fail-open)");
+                true
             }
             Err(e) => {
                 self.metrics.store_error();

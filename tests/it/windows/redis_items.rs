@@ -287,3 +287,45 @@ async fn item11_fail_open_delivery_is_marked_delivered() {
     quiet(Duration::from_millis(200)).await;
     assert_eq!(gate.arrived(), 1, "the copy ({copy}) was forwarded again");
 }
+
+/// Spool mode, fail-open: an event restored after a kill -9 while Redis is down is delivered
+/// unchecked (counted), not held until Redis answers. Before the fix the restored item's renewal
+/// before the send failed on the down store and the event waited, against `on_store_error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_delivers_an_event_restored_while_redis_is_down() {
+    let mut redis = RedisServer::start().await;
+    let oscar = FakeOscar::start().await;
+    oscar.set_status(503);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_for(
+        &redis,
+        &[
+            ("DEDUP_GATEWAY_DEDUP__ON_STORE_ERROR", "fail-open"),
+            ("DEDUP_GATEWAY_DEDUP__REDIS__COMMAND_TIMEOUT", "200ms"),
+            ("DEDUP_GATEWAY_DEDUP__REDIS__CONNECT_TIMEOUT", "200ms"),
+            ("DEDUP_GATEWAY_DELIVERY__RETRY_INITIAL", "100ms"),
+            ("DEDUP_GATEWAY_DELIVERY__RETRY_MAX", "200ms"),
+        ],
+    );
+    let mut gw = bin_on(tmp.path(), &oscar.url(), &env).await;
+    let (status, ans) = post_until_2xx(&gw, put_event("fo-restored")).await;
+    assert_eq!(status, 202, "{ans}");
+    let k = key_of(&ans);
+    assert!(
+        eventually(Duration::from_secs(5), || oscar.arrivals() >= 1).await,
+        "tried once against the 503"
+    );
+    gw.kill9();
+    redis.stop();
+    oscar.set_status(201);
+    gw.restart().await;
+    let ok = eventually(Duration::from_secs(8), || delivered(&oscar, &k) == 1).await;
+    assert!(
+        ok,
+        "the restored event waited for the down store despite fail-open"
+    );
+    let forwards = super::metric_of(&gw, "dedup_gateway_fail_open_forwards_total").await;
+    assert!(forwards >= 1.0, "fail-open forwards counted: {forwards}");
+    quiet(Duration::from_millis(500)).await;
+    assert_eq!(delivered(&oscar, &k), 1, "delivered more than once");
+}
