@@ -38,6 +38,8 @@ wait_port() {
 start_example() {
   local name=$1 out=$TMP/$1.out
   shift
+  # A file left by an earlier start of the same example would be read before this one writes.
+  rm -f "$out"
   env "$@" "${SRV[@]}" "$BIN/examples/$name" 127.0.0.1:0 >"$out" 2>"$TMP/$name.err" &
   EX_PID=$!
   PIDS+=("$EX_PID")
@@ -68,15 +70,20 @@ $extra
 TOML
 }
 
-# Starts the gateway in mode $1 against upstream $2 on a free port; sets GW_PID and GW_ADDR.
-# Default log level (info: one line per decision), stderr to a file.
+# Starts the gateway in mode $1 against upstream $2 on a free port; sets GW_PID, GW_ADDR and
+# GW_LOG. Each start gets a fresh data_dir: a spool left by an earlier run would deliver its
+# backlog into the next scenario. Default log level (info: one line per decision), stderr to a file.
+GW_SEQ=0
 start_gateway() {
-  local mode=$1 upstream=$2
-  gateway_config "gw-$mode" "$mode" "$upstream"
-  env -u RUST_LOG "${SRV[@]}" "$GATEWAY" serve --config "$TMP/gw-$mode.toml" 2>"$TMP/gateway-$mode.log" &
+  local mode=$1 upstream=$2 name
+  GW_SEQ=$((GW_SEQ + 1))
+  name=gw-$mode-$GW_SEQ
+  gateway_config "$name" "$mode" "$upstream"
+  GW_LOG=$TMP/$name.log
+  env -u RUST_LOG "${SRV[@]}" "$GATEWAY" serve --config "$TMP/$name.toml" 2>"$GW_LOG" &
   GW_PID=$!
   PIDS+=("$GW_PID")
-  wait_port "$GW_PORT"
+  wait_port "$GW_PORT" || { tail -n 5 "$GW_LOG" >&2; return 1; }
 }
 
 # One raw POST of the fixture with versionId $2 (default: the fixture's); echoes the status code.

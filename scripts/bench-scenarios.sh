@@ -17,7 +17,7 @@ scenario_openloop() {
 
 # The burst against the gateway in mode $1: a fresh counting sink, then examples/burst.rs.
 scenario_burst() {
-  local mode=$1 out=$TMP/burst-$mode.out line
+  local mode=$1 out=$TMP/burst-$1.out line
   start_example sink SINK_COUNT=1
   local sink=$EX_ADDR sink_pid=$EX_PID
   start_gateway "$mode" "$sink"
