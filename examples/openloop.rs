@@ -22,8 +22,6 @@
 // Test and measurement code: a panic on unexpected data is the failure it reports.
 #![allow(clippy::unwrap_used)]
 
-// Shared with burst.rs, which also reads `Answer::retry_after`.
-#[allow(dead_code)]
 #[path = "support/client.rs"]
 mod client;
 
@@ -77,7 +75,8 @@ fn main() -> Result<(), Error> {
         payload: Payload::load(&fixture)?,
         run_id: flag(&args, "--run-id").unwrap_or_else(|| std::process::id().to_string()),
         dup_pool: flag(&args, "--dup").map(|v| v.parse()).transpose()?,
-        start: Instant::now() + Duration::from_millis(200),
+        // Head start for the workers to connect (see `worker`).
+        start: Instant::now() + Duration::from_millis(500),
         next: AtomicU64::new(0),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -106,6 +105,9 @@ fn main() -> Result<(), Error> {
 async fn worker(plan: Arc<Plan>) -> Tally {
     let mut conn = Conn::new(plan.addr, "/job/bench");
     let mut t = Tally::default();
+    // Connected before the schedule starts: a connect is not part of any request's latency
+    // (a failure here shows up as the first request's error).
+    let _ = conn.warm().await;
     loop {
         let i = plan.next.fetch_add(1, Ordering::Relaxed);
         if i >= plan.total {

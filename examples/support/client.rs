@@ -6,6 +6,9 @@
 //! (contract §6: the identity is in the body), and oha sends one fixed body. hyper's low-level
 //! connection is used so each worker owns exactly one connection, as wrk's do.
 
+// Each example that includes this file uses a part of it.
+#![allow(dead_code)]
+
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
@@ -69,6 +72,11 @@ impl Conn {
             path: path.to_string(),
             send: None,
         }
+    }
+
+    /// Opens the connection now, so the first request does not pay for it.
+    pub async fn warm(&mut self) -> Result<(), Error> {
+        self.connect().await.map(|_| ())
     }
 
     async fn connect(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, Error> {
