@@ -13,11 +13,15 @@ cleanup() {
   rm -rf "$TMP"
 }
 
-# A port nothing listens on now (a connect to it is refused); ephemeral range.
+# A port nothing listens on now (a connect to it is refused), below the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range, 32768.. by default): the burst's 256 client connections and the
+# gateway's upstream pool take ephemeral ports, and one could take a listen port picked there.
 free_port() {
-  local p
+  local p lo
+  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$lo" -gt 12000 ] || lo=32768
   for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
   log "no free port found"; exit 1
