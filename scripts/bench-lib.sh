@@ -119,7 +119,7 @@ TICK=$(getconf CLK_TCK)
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) printf "%.3f", v/1000; else if (v ~ /ms$/) printf "%.3f", v+0; else if (v ~ /s$/) printf "%.3f", v*1000; else print v }'; }
 
 # --- wrk (closed loop) ------------------------------------------------------------------------
-declare -A RPS P50 P99 P999 ERRS CPU
+declare -A RPS P50 P99 P999 ERRS CPU OFFERED
 # run_wrk NAME ADDR DUP_RATIO CPU_PIDS [CONNS] [RUN_TAG]
 run_wrk() {
   local name=$1 addr=$2 ratio=$3 pids=$4 conns=${5:-$CONNS} tag=${6:-$RUN_ID-$1} out=$TMP/$1.wrk
@@ -162,6 +162,7 @@ run_openloop() {
   [ -n "$line" ] || { log "openloop $name failed:"; cat "$out" >&2; }
   n=$(kv requests "$line")
   RPS[$name]=$(kv achieved_rps "$line")
+  OFFERED[$name]=$rate
   P50[$name]=$(kv p50_ms "$line"); P99[$name]=$(kv p99_ms "$line"); P999[$name]=$(kv p999_ms "$line")
   local e x
   e=$(kv errors "$line"); x=$(kv non_2xx "$line")
