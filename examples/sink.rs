@@ -8,21 +8,42 @@
 //! Run: `cargo run --release --example sink [ADDR]` (default `127.0.0.1:0`); the bound address is
 //! printed on the first line of stdout. `SINK_THREADS` sets the worker threads (default: one per
 //! core). It runs until killed.
+//!
+//! Counting mode (`SINK_COUNT=1`, for `examples/burst.rs`): the sink also records the
+//! `X-Dedup-Key` header of every POST and answers `GET /count` with one line,
+//! `received=N distinct=M max_per_key=K no_key=Z`, so a run can check that every distinct event
+//! was forwarded exactly once. Off by default: the plain sink stays the cheapest server.
 
 // Test and measurement code: a panic on unexpected data is the failure it reports.
 #![allow(clippy::unwrap_used)]
 
-use std::convert::Infallible;
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{Mutex, OnceLock},
+};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::{
-    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+    Method, Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
 };
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+/// Counting mode's tally: `X-Dedup-Key` → times received, and POSTs without one.
+#[derive(Default)]
+struct Tally {
+    per_key: HashMap<Vec<u8>, u32>,
+    no_key: u64,
+}
+
+static COUNTS: OnceLock<Mutex<Tally>> = OnceLock::new();
+
 fn main() -> std::io::Result<()> {
+    if std::env::var("SINK_COUNT").is_ok_and(|v| v == "1") {
+        let _ = COUNTS.set(Mutex::new(Tally::default()));
+    }
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".into());
@@ -56,9 +77,34 @@ async fn serve(addr: String) -> std::io::Result<()> {
 
 /// Reads the body (OSCAR does, and a server that answers before reading can reset keep-alive
 /// connections), then answers 201 with no body.
-async fn answer(req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, Infallible> {
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(counts) = COUNTS.get() {
+        if req.method() == Method::GET && req.uri().path() == "/count" {
+            return Ok(Response::new(Full::new(Bytes::from(summary(counts)))));
+        }
+        let key = req
+            .headers()
+            .get("x-dedup-key")
+            .map(|v| v.as_bytes().to_vec());
+        let mut t = counts.lock().unwrap();
+        match key {
+            Some(k) => *t.per_key.entry(k).or_default() += 1,
+            None => t.no_key += 1,
+        }
+    }
     let _ = req.into_body().collect().await;
-    let mut resp = Response::new(Empty::new());
+    let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::CREATED;
     Ok(resp)
+}
+
+fn summary(counts: &Mutex<Tally>) -> String {
+    let t = counts.lock().unwrap();
+    let received: u64 = t.per_key.values().map(|&n| u64::from(n)).sum();
+    let max = t.per_key.values().copied().max().unwrap_or(0);
+    format!(
+        "received={received} distinct={} max_per_key={max} no_key={}\n",
+        t.per_key.len(),
+        t.no_key
+    )
 }

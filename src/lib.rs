@@ -79,6 +79,9 @@ pub struct Hooks {
     /// Runtimes connections are spread over, the caller's first ([`runtime::Workers`]); empty:
     /// everything runs on the caller's runtime.
     pub workers: Vec<tokio::runtime::Handle>,
+    /// With the memory backend: this store instead of a new empty one, so a benchmark can start
+    /// the real gateway over millions of identities filled in-process (`examples/prefilled_gateway.rs`).
+    pub memory_store: Option<MemoryStore>,
 }
 
 /// The dedup secret: configured, or kept in `data_dir` so identities survive restarts.
@@ -98,12 +101,16 @@ pub fn key_deriver(cfg: &Config) -> KeyDeriver {
 /// The configured dedup store, with its background task (sweeper or health probe) started.
 fn open_store(
     cfg: &Config,
+    hooks: &Hooks,
     metrics: &Metrics,
     background: &CancellationToken,
 ) -> Result<Store, StartError> {
     Ok(match cfg.dedup.backend {
         StoreBackend::Memory => {
-            let m = MemoryStore::new(cfg.dedup.max_entries);
+            let m = hooks
+                .memory_store
+                .clone()
+                .unwrap_or_else(|| MemoryStore::new(cfg.dedup.max_entries));
             m.spawn_sweeper(cfg.dedup.sweep_interval, background.clone());
             metrics.store_healthy(true);
             Store::Memory(m)
@@ -196,7 +203,7 @@ impl Pipeline {
     pub(crate) async fn build(cfg: Arc<Config>, hooks: &Hooks) -> Result<Self, StartError> {
         let metrics = Metrics::new();
         let background = CancellationToken::new();
-        let store = open_store(&cfg, &metrics, &background)?;
+        let store = open_store(&cfg, hooks, &metrics, &background)?;
         let forwarder = forwarder(&cfg, hooks.workers.len().max(1), &metrics)?;
         let backoff = Backoff::try_new(cfg.delivery.retry_initial, cfg.delivery.retry_max)
             .map_err(|e| StartError::Config(format!("invalid `delivery.retry_initial`: {e}")))?;

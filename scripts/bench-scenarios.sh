@@ -1,0 +1,81 @@
+# scripts/bench-scenarios.sh — the issue-15 scenarios of scripts/bench (sourced after
+# scripts/bench-lib.sh): open-loop latency, the burst, scale with cached identities, p99 during a
+# sweep. Each sets entries of the result arrays (RPS, P99, CPU, ...) or KV[...] for the report.
+
+declare -A KV
+
+# Open-loop p99/p99.9 at RATE: the sink alone, nginx → sink, gateway (sync, unique) → sink; the
+# same rate, connections and body. Needs SINK, SINK_PID, NGINX_ADDR, NGINX_PID (running).
+scenario_openloop() {
+  local rate=$1 secs=$2
+  run_openloop ol-sink "$SINK" "$rate" "$secs" "$SINK_PID"
+  run_openloop ol-nginx "$NGINX_ADDR" "$rate" "$secs" "$NGINX_PID"
+  start_gateway sync "$SINK"
+  run_openloop ol-gateway "$GW_ADDR" "$rate" "$secs" "$GW_PID"
+  stop_pid "$GW_PID"
+}
+
+# The burst against the gateway in mode $1: a fresh counting sink, then examples/burst.rs.
+scenario_burst() {
+  local mode=$1 out=$TMP/burst-$1.out line
+  start_example sink SINK_COUNT=1
+  local sink=$EX_ADDR sink_pid=$EX_PID
+  start_gateway "$mode" "$sink"
+  log "burst ($mode): $BURST_EVENTS events, half duplicates, over $BURST_CONNS connections"
+  timeout 300 "${GEN[@]}" "$BIN/examples/burst" "$GW_ADDR" "$sink" --events "$BURST_EVENTS" \
+    --conns "$BURST_CONNS" --run-id "$RUN_ID-$mode" --drain-timeout 120 >"$out" 2>&1 || true
+  line=$(grep '^events=' "$out" || true)
+  [ -n "$line" ] || { log "burst $mode failed:"; cat "$out" >&2; line="failed"; }
+  KV[burst-$mode]=$line
+  log "  $line"
+  stop_pid "$GW_PID"
+  stop_pid "$sink_pid"
+}
+
+# Starts examples/prefilled_gateway with N identities (expiring EXPIRE s after start, sweeping
+# every SWEEP s) against $SINK; sets GW_PID, GW_ADDR, and waits until it listens.
+start_prefilled() {
+  local name=$1 n=$2 expire=$3 sweep=$4 max
+  max=$(( n + n / 10 + 2000000 ))
+  gateway_config "$name" sync "$SINK" "max_entries = $max
+sweep_interval = \"${sweep}s\""
+  env RUST_LOG="info,dedup_gateway::store::memory=debug" "${SRV[@]}" "$BIN/examples/prefilled_gateway" \
+    "$TMP/$name.toml" "$n" "$expire" >"$TMP/$name.out" 2>"$TMP/$name.log" &
+  GW_PID=$!
+  PIDS+=("$GW_PID")
+  wait_port "$GW_PORT" 180 || { cat "$TMP/$name.out" "$TMP/$name.log" >&2; exit 1; }
+  log "  $(head -n1 "$TMP/$name.out"), resident $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' "/proc/$GW_PID/status")"
+}
+
+# Drop and forward req/s (wrk, closed loop) with N identities cached, memory backend.
+scenario_scale() {
+  local n=$1 tag=scale-$1
+  log "scale: $n identities cached"
+  start_prefilled "$tag" "$n" 86400 3600
+  # The sweeper's first tick scans the whole map at start; let it pass.
+  sleep 2
+  timeout 30 "${GEN[@]}" wrk -t1 -c1 -d1s -s bench/post.lua "http://$GW_ADDR/job/bench" -- \
+    "$FIXTURE" 1 64 "$RUN_ID-$tag-drop" >/dev/null 2>&1 || true
+  run_wrk "$tag-drop" "$GW_ADDR" 1 "$GW_PID" "$CONNS" "$RUN_ID-$tag-drop"
+  run_wrk "$tag-forward" "$GW_ADDR" 0 "$GW_PID" "$CONNS" "$RUN_ID-$tag-forward"
+  KV[$tag-rss]=$(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$GW_PID/status")
+  stop_pid "$GW_PID"
+}
+
+# Open-loop p99 at RATE over SWEEP_N identities, once with all of them expiring so the second
+# sweeper tick (SWEEP_AT s after start) removes them inside the window, once with none expiring
+# (and no sweep in the window). Verified by the sweeper's debug line ("dedup sweep removed=N").
+scenario_sweep() {
+  local rate=$1 n=$SWEEP_N at=$SWEEP_AT
+  for case in sweep nosweep; do
+    log "sweep p99 ($case): $n identities"
+    if [ "$case" = sweep ]; then start_prefilled "$case" "$n" "$at" "$at"
+    else start_prefilled "$case" "$n" 86400 3600; fi
+    # Skip the first tick (a scan with nothing expired); the window then covers second `at`.
+    sleep 2
+    run_openloop "ol-$case" "$GW_ADDR" "$rate" "$at" "$GW_PID"
+    stop_pid "$GW_PID"
+    KV[$case-log]=$(grep -o 'dedup sweep.*' "$TMP/$case.log" | sed 's/\x1b\[[0-9;]*m//g' | tr '\n' ' ' || true)
+    log "  sweeper said: ${KV[$case-log]:-nothing}"
+  done
+}
