@@ -1,6 +1,9 @@
-//! A reconciliation pass over many versions (scripts/bench-reconcile runs it against moto).
+//! A reconciliation pass over many versions (scripts/bench-reconcile runs it against moto or
+//! s3rver).
 //!
-//! Uploads `--versions` objects (skipped with `--skip-upload`; `--upload-only` stops there), then runs the `reconcile`
+//! Uploads `--versions` objects (skipped with `--skip-upload`; `--upload-only` stops there) to a
+//! versioned bucket, or an unversioned one with `--unversioned` (ListObjectsV2; s3rver has no
+//! versioning), with `--access-key`/`--secret-key` (any pair for moto), then runs the `reconcile`
 //! command's code path twice in spool mode against an in-process sink that answers 201: the first
 //! pass triggers every version (spool writes), the second finds every one already seen. Prints
 //! one JSON line per pass: pass time (from the report's timestamps), versions, S3 requests and
@@ -35,19 +38,31 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn upload(endpoint: &str, bucket: &str, n: usize) -> Duration {
+/// What the run is pointed at.
+struct Target {
+    endpoint: String,
+    bucket: String,
+    versioned: bool,
+    access_key: String,
+    secret_key: String,
+}
+
+async fn upload(t: &Target, n: usize) -> Duration {
     let client = std::sync::Arc::new(
         S3Client::new(
-            endpoint,
+            &t.endpoint,
             "us-east-1",
-            bucket,
-            ("bench".into(), "bench-secret".into()),
+            &t.bucket,
+            (t.access_key.clone(), t.secret_key.clone()),
             1e6,
             Duration::from_secs(30),
         )
         .expect("client"),
     );
-    client.create_bucket(true).await.expect("create bucket");
+    client
+        .create_bucket(t.versioned)
+        .await
+        .expect("create bucket");
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -76,14 +91,15 @@ async fn sink() -> String {
     format!("http://{addr}")
 }
 
-fn config(endpoint: &str, bucket: &str, upstream: &str, dir: &std::path::Path) -> Config {
-    std::fs::write(dir.join("k"), "bench\n").unwrap();
-    std::fs::write(dir.join("s"), "bench-secret\n").unwrap();
+fn config(t: &Target, upstream: &str, dir: &std::path::Path) -> Config {
+    std::fs::write(dir.join("k"), format!("{}\n", t.access_key)).unwrap();
+    std::fs::write(dir.join("s"), format!("{}\n", t.secret_key)).unwrap();
     std::fs::write(dir.join("t"), "bench-token\n").unwrap();
     let rc: ReconcileConfig = toml::from_str(&format!(
         r#"
         endpoint = "{endpoint}"
         bucket = "{bucket}"
+        versioned = {versioned}
         prefix = "in/"
         access_key_file = "{d}/k"
         secret_key_file = "{d}/s"
@@ -92,7 +108,10 @@ fn config(endpoint: &str, bucket: &str, upstream: &str, dir: &std::path::Path) -
         max_requests_per_second = 1000.0
         concurrency = 64
         "#,
-        d = dir.display()
+        d = dir.display(),
+        endpoint = t.endpoint,
+        bucket = t.bucket,
+        versioned = t.versioned,
     ))
     .expect("reconcile section");
     let mut cfg = Config {
@@ -126,13 +145,18 @@ fn seconds(report: &dedup_gateway::reconcile::PassReport) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let endpoint = arg("--endpoint").expect("--endpoint URL");
+    let target = Target {
+        endpoint: arg("--endpoint").expect("--endpoint URL"),
+        bucket: arg("--bucket").unwrap_or_else(|| "bench".into()),
+        versioned: !std::env::args().any(|a| a == "--unversioned"),
+        access_key: arg("--access-key").unwrap_or_else(|| "bench".into()),
+        secret_key: arg("--secret-key").unwrap_or_else(|| "bench-secret".into()),
+    };
     let n: usize = arg("--versions")
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let bucket = arg("--bucket").unwrap_or_else(|| "bench".into());
     if !std::env::args().any(|a| a == "--skip-upload") {
-        let t = upload(&endpoint, &bucket, n).await;
+        let t = upload(&target, n).await;
         eprintln!("uploaded {n} versions in {:.1} s", t.as_secs_f64());
     }
     if std::env::args().any(|a| a == "--upload-only") {
@@ -145,7 +169,7 @@ async fn main() {
         "second pass (all already seen)",
     ] {
         let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let cfg = config(&endpoint, &bucket, &upstream, dir.path());
+        let cfg = config(&target, &upstream, dir.path());
         let report = oneshot::run(cfg, "bench", false, &mut std::io::sink())
             .await
             .expect("pass");

@@ -14,10 +14,20 @@
 //!   [`super::held`]; spool mode hands the record to [`crate::spool::Spool::admit`], which writes
 //!   and claims in the order the store needs.
 //! - **store errors**: fail-closed answers 503; fail-open forwards unchecked.
+//! - **alias** (services that reconcile, sequencer-keyed records only): the alias identity of
+//!   [`crate::pipeline::key::KeyDeriver::alias`] is looked up before the claim and committed once
+//!   the record is forwarded or durably accepted, so an unversioned write that reconciliation
+//!   triggered is a `duplicate` as an event, and the other way round (the rule is in
+//!   `pipeline/key/alias.rs`). Every other record costs one comparison.
 
 use std::time::SystemTime;
 
-use super::{Gateway, parse::Record};
+use super::{
+    Gateway,
+    key::RequestScope,
+    parse::{Record, VersionSource},
+    policy::Class,
+};
 use crate::{
     config::{Mode, OnStoreError},
     deliver::{Delivery, Outcome, settle::Lost},
@@ -30,6 +40,14 @@ use crate::{
 /// How often a copy waiting for its original's delivery (see `Gateway::waits_for`) asks the
 /// store again.
 const ORIGINAL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Who settles a claim: the owner token, whether the copy is held, and its alias identity (if
+/// any) to commit once it is delivered or spooled.
+pub(super) struct Claimant {
+    pub owner: Owner,
+    pub hold: bool,
+    pub alias: Option<DedupKey>,
+}
 
 /// What the claim in the request's own task found.
 pub(super) enum InPlace {
@@ -69,15 +87,18 @@ impl Gateway {
         seen: SystemTime,
         delivery: Delivery,
         rec: &Record<'_>,
-        owner: Owner,
-        hold: bool,
+        claimant: Claimant,
         claim: Option<Result<Claim, StoreError>>,
     ) -> RecordResult {
+        let Claimant { owner, hold, alias } = claimant;
         let key = delivery.key;
         let rec = rec.clone().into_owned();
         let gateway = self.clone();
         let task = tokio::spawn(async move {
             let result = gateway.settle_claim(&delivery, owner, hold, claim).await;
+            if let Some(alias) = alias {
+                gateway.commit_alias(&alias, &result).await;
+            }
             gateway.finish(seen, &delivery.service, &rec, &result);
             result
         });
@@ -89,6 +110,56 @@ impl Gateway {
                 self.inner.metrics.verdict(Verdict::Failed);
                 RecordResult::keyed(Verdict::Failed, "internal-error", key)
             }
+        }
+    }
+
+    /// The alias identity of `rec` when its service reconciles (see the module doc), else `None`.
+    pub(super) fn alias_of(
+        &self,
+        service: &str,
+        scope: &RequestScope,
+        rec: &Record<'_>,
+        class: Class<'_>,
+    ) -> Option<DedupKey> {
+        // The version source first: a versioned record pays one comparison, not a lookup.
+        if rec.version_source != VersionSource::Sequencer {
+            return None;
+        }
+        self.inner.cfg.service(service).reconcile.as_ref()?;
+        self.inner.keys.alias(scope, rec, class)
+    }
+
+    /// The `duplicate` answer when the write behind `alias` was already triggered under its other
+    /// identity. A store error here decides nothing: the claim that follows has its own handling.
+    pub(super) async fn alias_duplicate(
+        &self,
+        alias: &DedupKey,
+        key: DedupKey,
+    ) -> Option<RecordResult> {
+        match self.inner.store.peek(alias).await {
+            Ok(Some(_)) => Some(RecordResult::keyed(
+                Verdict::Duplicate,
+                "delivered-unversioned-alias",
+                key,
+            )),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(dedup_key = %key, error = %e, "alias lookup failed; the claim decides");
+                None
+            }
+        }
+    }
+
+    /// Commits `alias` for the TTL once its record was forwarded or durably accepted.
+    async fn commit_alias(&self, alias: &DedupKey, result: &RecordResult) {
+        if !matches!(result.verdict, Verdict::Forwarded | Verdict::Accepted) {
+            return;
+        }
+        let ttl = self.inner.cfg.dedup.ttl;
+        if let Err(e) = self.inner.store.insert_committed(alias, ttl).await {
+            // The write ran; a reconcile pass may trigger it once more (the pre-alias behaviour).
+            self.inner.metrics.store_error();
+            tracing::warn!(dedup_key = ?result.key, error = %e, "delivered but its unversioned alias could not be committed");
         }
     }
 

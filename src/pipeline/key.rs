@@ -10,12 +10,19 @@
 //!
 //! Fields are length-prefixed so that no two different tuples feed the same byte stream. 128 bits
 //! keep the chance of any collision among 10^12 identities below 10^-14.
+//!
+//! A sequencer-keyed record (unversioned bucket) also has an alias identity that
+//! reconciliation can derive from a listing: see [`alias`].
+
+mod alias;
 
 use std::{cell::RefCell, fmt, io::Write, path::Path};
 
 use subtle::ConstantTimeEq;
 
 use super::{parse::Record, policy::Class};
+pub use alias::{sequencer_millis, sequencer_of_listing};
+
 pub use crate::identity::DedupKey;
 use crate::pipeline::parse::VersionSource;
 

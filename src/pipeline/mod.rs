@@ -318,6 +318,13 @@ impl Gateway {
             Ruling::Hold(c) => (c, true),
         };
         let key = self.inner.keys.key(scope, rec, class);
+        let alias = self.alias_of(&req.service, scope, rec, class);
+        if let Some(a) = &alias
+            && let Some(result) = self.alias_duplicate(a, key).await
+        {
+            self.finish(seen, &req.service, rec, &result);
+            return result;
+        }
         let owner = new_owner();
         let claim = match self.claim_in_place(&key, owner, hold).await {
             dedup::InPlace::Duplicate(result) => {
@@ -337,7 +344,8 @@ impl Gateway {
             body,
             key,
         };
-        self.settle_in_task(seen, delivery, rec, owner, hold, claim)
+        let claimant = dedup::Claimant { owner, hold, alias };
+        self.settle_in_task(seen, delivery, rec, claimant, claim)
             .await
     }
 }

@@ -145,6 +145,7 @@ mod tests {
             version: "v".into(),
             version_source: VersionSource::VersionId,
             version_id: None,
+            etag: None,
             marking,
         }
     }

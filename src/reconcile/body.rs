@@ -1,18 +1,22 @@
 //! The MinIO-shaped single-record body a listed version becomes.
 //!
 //! It goes through [`crate::pipeline::Gateway::handle`] like a webhook POST, so the identity
-//! (contract §6) must come out exactly as a real event's: bucket, the key as MinIO encodes it
-//! (Go's `url.QueryEscape`, decoded by the pipeline with form rules), `versionId`, and for an
-//! unversioned listing the `eTag` (no `versionId`, no `sequencer`: the listing cannot know the
-//! sequencer, which is the version's modification time in nanoseconds). The event name only picks
-//! the class, so `s3:ObjectCreated:Put` and the replication event of the same version are one
-//! identity; with `available_on = "replicated"` the body is a completed-replication event, which
-//! that setting lets through. The reconciliation marker sits where the identity never looks:
+//! (contract §6) must come out as a real event's: bucket, the key as MinIO encodes it (Go's
+//! `url.QueryEscape`, decoded by the pipeline with form rules), `versionId`, `eTag`. A listing
+//! cannot know an unversioned object's real sequencer (its modification time in nanoseconds), so
+//! an unversioned (or `"null"`-version) entry gets a `sequencer` made of its `LastModified`
+//! milliseconds and its ETag: its own identity then differs from the event's, but both share the alias
+//! identity of `pipeline/key/alias.rs`, which is what makes an object announced and reconciled
+//! run once. The event name only picks the class, so `s3:ObjectCreated:Put` and the replication
+//! event of the same version are one identity; with `available_on = "replicated"` the body is a
+//! completed-replication event, which that setting lets through. The reconciliation marker sits
+//! where the identity never looks:
 //! `source.userAgent`, `userIdentity.principalId` and a `responseElements` entry.
 
 use serde_json::{Value, json};
 
 use super::xml::Listed;
+use crate::pipeline::key::sequencer_of_listing;
 
 /// The `userAgent` (and principal) that marks a body as synthesised by reconciliation.
 pub const MARKER: &str = "dedup-gateway-reconcile";
@@ -41,6 +45,20 @@ pub fn query_escape(s: &str) -> String {
     out
 }
 
+/// The sequencer of an unversioned (or `"null"`-version) object that has an ETag: its
+/// `LastModified` as MinIO's hex nanoseconds, at the listing's millisecond precision (the rest
+/// from the ETag, see [`sequencer_of_listing`]). With the
+/// ETag it gives the alias identity the object's real event also has (`pipeline/key/alias.rs`),
+/// so an object both announced and reconciled runs once.
+fn listed_sequencer(entry: &Listed) -> Option<String> {
+    let unversioned = entry.version_id.as_deref().is_none_or(|v| v == "null");
+    if !unversioned || entry.delete_marker || entry.etag.is_empty() {
+        return None;
+    }
+    let ms = u64::try_from(entry.last_modified.as_millisecond()).ok()?;
+    Some(sequencer_of_listing(ms, &entry.etag))
+}
+
 /// `eventTime` in MinIO's format (millisecond UTC).
 fn event_time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
@@ -58,6 +76,9 @@ pub fn body(bucket: &str, entry: &Listed, event_name: &str, now: jiff::Timestamp
     }
     if let Some(v) = &entry.version_id {
         object.insert("versionId".into(), Value::String(v.clone()));
+    }
+    if let Some(seq) = listed_sequencer(entry) {
+        object.insert("sequencer".into(), Value::String(seq));
     }
     let record = json!({
         "eventVersion": "2.0",
@@ -132,11 +153,21 @@ mod tests {
         assert_eq!(rec.key, "a b+c");
         assert_eq!(rec.version, "v-1");
         assert_eq!(rec.version_source, VersionSource::VersionId);
-        let b = body("bkt", &listed("k", None), PUT, jiff::Timestamp::now());
+        // Unversioned: a sequencer of LastModified's milliseconds, and the eTag for the alias.
+        let mut entry = listed("k", None);
+        entry.last_modified = jiff::Timestamp::from_millisecond(1_764_646_000_123).unwrap();
+        let b = body("bkt", &entry, PUT, jiff::Timestamp::now());
         let Records::Single(Ok(rec)) = records(&b).expect("envelope") else {
             panic!("one good record")
         };
-        assert_eq!(rec.version_source, VersionSource::ETag);
-        assert_eq!(rec.version, "9b2cf535f27731c974343645a3985328");
+        assert_eq!(rec.version_source, VersionSource::Sequencer);
+        assert_eq!(
+            crate::pipeline::key::sequencer_millis(&rec.version),
+            Some(1_764_646_000_123)
+        );
+        assert_eq!(
+            rec.etag.as_deref(),
+            Some("9b2cf535f27731c974343645a3985328")
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The hand-off of one listed version: its body through [`crate::pipeline::Gateway::handle`]
-//! (or, for a dry run, the same identity looked up with a read-only `peek`).
+//! (or, for a dry run, the same identity, and for an unversioned object its alias, looked up
+//! with a read-only `peek`).
 //!
 //! It runs in a task of its own per version (at most `concurrency` at once), holding only cheap
 //! clones, so a pass's page loop never waits on one slow delivery more than it must.
@@ -99,10 +100,16 @@ impl Parts {
             .keys
             .scope(&self.service, Some(self.authorization.as_bytes()));
         let key = self.keys.key(&scope, &rec, class);
-        match self.gateway.store().peek(&key).await {
-            Ok(None) => Ok((Verdict::Forwarded, key.to_string())),
-            Ok(Some(_)) => Ok((Verdict::Duplicate, key.to_string())),
-            Err(e) => Err(e.to_string()),
+        // An unversioned object's event commits only its alias under this body's identity.
+        let alias = self.keys.alias(&scope, &rec, class);
+        let store = self.gateway.store();
+        for k in std::iter::once(key).chain(alias) {
+            match store.peek(&k).await {
+                Ok(None) => {}
+                Ok(Some(_)) => return Ok((Verdict::Duplicate, key.to_string())),
+                Err(e) => return Err(e.to_string()),
+            }
         }
+        Ok((Verdict::Forwarded, key.to_string()))
     }
 }

@@ -112,6 +112,7 @@ fn synthetic_key(keys: &KeyDeriver, service: &str, what: &str) -> DedupKey {
         version: "\0".into(),
         version_source: VersionSource::VersionId,
         version_id: None,
+        etag: None,
         marking: Marking::Clean,
     };
     keys.key(&scope, &rec, Class::Other("reconcile-lease"))

@@ -14,6 +14,7 @@ fn rec(key: &str, version: &str) -> Record<'static> {
         version: Cow::Owned(version.into()),
         version_source: VersionSource::VersionId,
         version_id: None,
+        etag: None,
         marking: Marking::Clean,
     }
 }

@@ -224,6 +224,9 @@ pub struct Record<'a> {
     pub version_source: VersionSource,
     /// `versionId` as sent (absent, `"null"` or a UUID), for logs and lookups.
     pub version_id: Option<Cow<'a, str>>,
+    /// `eTag`, kept only for a sequencer-keyed record: with its sequencer it gives the alias
+    /// identity reconciliation shares (`pipeline/key.rs`, [`crate::pipeline::key::KeyDeriver::alias`]).
+    pub etag: Option<Cow<'a, str>>,
     pub marking: Marking,
 }
 
@@ -237,6 +240,7 @@ impl Record<'_> {
             version: Cow::Owned(self.version.into_owned()),
             version_source: self.version_source,
             version_id: self.version_id.map(|v| Cow::Owned(v.into_owned())),
+            etag: self.etag.map(|e| Cow::Owned(e.into_owned())),
             marking: self.marking,
         }
     }
@@ -271,14 +275,16 @@ fn validate(r: RawRecord<'_>) -> Result<Record<'_>, RecordError> {
         .ok_or(RecordError::NoKey)?;
     let key = decode_form_component(&raw_key)?;
     let version_id = object.version_id.map(|v| v.0);
-    let (version, version_source) = match (
+    let (version, version_source, etag) = match (
         &version_id,
         object.sequencer.map(|s| s.0),
         object.etag.map(|e| e.0),
     ) {
-        (Some(v), _, _) if !v.is_empty() && v != "null" => (v.clone(), VersionSource::VersionId),
-        (_, Some(s), _) if !s.is_empty() => (s, VersionSource::Sequencer),
-        (_, _, Some(e)) if !e.is_empty() => (e, VersionSource::ETag),
+        (Some(v), _, _) if !v.is_empty() && v != "null" => {
+            (v.clone(), VersionSource::VersionId, None)
+        }
+        (_, Some(s), e) if !s.is_empty() => (s, VersionSource::Sequencer, e),
+        (_, _, Some(e)) if !e.is_empty() => (e, VersionSource::ETag, None),
         _ => return Err(RecordError::NoVersion),
     };
     let marking = object.user_metadata.map_or(Marking::Clean, |m| m.marking());
@@ -289,6 +295,7 @@ fn validate(r: RawRecord<'_>) -> Result<Record<'_>, RecordError> {
         version,
         version_source,
         version_id,
+        etag,
         marking,
     })
 }

@@ -20,6 +20,7 @@ pub fn put_record() -> Record<'static> {
         version: Cow::Borrowed("v1"),
         version_source: VersionSource::VersionId,
         version_id: None,
+        etag: None,
         marking: Marking::Clean,
     }
 }

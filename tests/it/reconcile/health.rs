@@ -1,7 +1,11 @@
 //! Replication health: the source bucket is listed next to the replica; what never arrived is
 //! reported (metrics, `GET /admin/reconcile`), not triggered.
 
-use super::{moto::Moto, *};
+use super::{
+    moto::Moto,
+    proxy::{Fault, FaultProxy},
+    *,
+};
 use crate::helpers::*;
 
 /// moto does not replicate, so the "replica" is filled by hand with part of the source: the
@@ -73,5 +77,59 @@ async fn versions_missing_on_the_replica_are_reported_not_triggered() {
         .unwrap();
     let last: Value = last.json().await.unwrap();
     assert_eq!(last["services"][SVC]["replication"]["missing"], 2);
+    gw.stop().await;
+}
+
+/// A FAILED replication status: moto cannot produce one (it stores a replication configuration
+/// but never replicates, and `x-amz-replication-status` is not a header a PUT can set there), so
+/// the source is read through the fault proxy, which adds the header MinIO sends on a HEAD of a
+/// version whose replication failed. Listings and objects are moto's. The versions are counted
+/// as failed, not missing, and still not triggered.
+#[tokio::test]
+async fn a_failed_replication_status_is_counted_as_failed() {
+    let (s3, oscar, dir) = (
+        Moto::start().await,
+        FakeOscar::start().await,
+        tempfile::tempdir().unwrap(),
+    );
+    let (src, dst) = (s3.client("source"), s3.client("replica"));
+    src.create_bucket(false).await.unwrap();
+    dst.create_bucket(false).await.unwrap();
+    for i in 0..4 {
+        src.put_object(&format!("f{i}"), vec![b'0' + i])
+            .await
+            .unwrap();
+        if i < 2 {
+            dst.put_object(&format!("f{i}"), vec![b'0' + i])
+                .await
+                .unwrap();
+        }
+    }
+    let proxy = FaultProxy::start(s3.port).await;
+    proxy.set(Fault::ReplicationFailed, 0);
+    let mut rc = reconcile_cfg(&s3.url(), "replica", dir.path());
+    rc.versioned = false;
+    let mut source = rc.s3();
+    source.bucket = "source".into();
+    source.endpoint = proxy.url();
+    rc.source = Some(source);
+    let gw = TestGateway::start(gateway_cfg(&oscar, rc)).await;
+    let (_, report) = run_now(&gw).await;
+    let health = &report["replication"];
+    assert_eq!(
+        (
+            count(health, "checked"),
+            count(health, "missing"),
+            count(health, "failed")
+        ),
+        (4, 0, 2),
+        "{report}"
+    );
+    assert_eq!(count(&report, "triggered"), 2, "{report}");
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"dedup_gateway_reconcile_replication_failed{service="plants"} 2"#),
+        "{m}"
+    );
     gw.stop().await;
 }

@@ -9,6 +9,7 @@ mod moto;
 mod proxy;
 mod scenarios;
 mod surfaces;
+mod unversioned;
 
 use std::{collections::HashMap, path::Path, time::Duration};
 

@@ -1,6 +1,7 @@
 //! A fault injector between the gateway and the real S3 server: one request per connection,
-//! passed through, refused, delayed, answered 403, cut off half way or garbled. It is not an S3
-//! implementation: every listing the gateway parses comes from moto, only damaged in transit.
+//! passed through, refused, delayed, answered 403, cut off half way, garbled, or a HEAD marked as
+//! FAILED replication. It is not an S3 implementation: every listing the gateway parses comes from
+//! moto, only damaged in transit.
 
 use std::{
     net::SocketAddr,
@@ -31,6 +32,9 @@ pub enum Fault {
     Garble = 4,
     /// Wait 5 s before answering.
     Slow = 5,
+    /// Forward; a HEAD's answer also gets `x-amz-replication-status: FAILED`, the header MinIO
+    /// sends for a version whose replication failed (moto has no replication to fail).
+    ReplicationFailed = 6,
 }
 
 pub struct FaultProxy {
@@ -155,6 +159,7 @@ async fn serve(mut sock: TcpStream, upstream: u16, fault: u8) {
     let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
     };
+    let is_head = req.starts_with(b"HEAD ");
     // One request per connection: ask the server to close after answering.
     let req = String::from_utf8_lossy(&req).replacen("\r\n", "\r\nconnection: close\r\n", 1);
     if up.write_all(req.as_bytes()).await.is_err() {
@@ -181,6 +186,13 @@ async fn serve(mut sock: TcpStream, upstream: u16, fault: u8) {
                 *b = b'<';
             }
             let _ = sock.write_all(&resp).await;
+        }
+        f if f == Fault::ReplicationFailed as u8 && is_head => {
+            let line_end = resp.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
+            let mut marked = resp[..line_end].to_vec();
+            marked.extend_from_slice(b"x-amz-replication-status: FAILED\r\n");
+            marked.extend_from_slice(&resp[line_end..]);
+            let _ = sock.write_all(&marked).await;
         }
         _ => {
             let _ = sock.write_all(&resp).await;
