@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use axum::{
-    Json,
     extract::{Path, Request, State},
     http::{
         HeaderMap, HeaderValue, StatusCode,
@@ -113,7 +112,7 @@ where
         state.gateway.handle(inbound).await?
     };
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (status, Json(&answer)).into_response();
+    let mut resp = super::answer::response(status, &answer);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("3"));
