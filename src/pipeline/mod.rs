@@ -227,7 +227,8 @@ impl Gateway {
     /// (`http::receive`).
     pub async fn handle(&self, req: Inbound) -> Result<Answer, EnvelopeError> {
         if self.inner.cfg.mode == Mode::Shadow {
-            return Ok(self.shadow(req).await);
+            // Boxed: shadow mode's forward would otherwise sit inline in every request's future.
+            return Ok(Box::pin(self.shadow(req)).await);
         }
         let records = parse::records(&req.body)?;
         // Bounds the work, the log lines and the answer a single small body can cause.
