@@ -14,6 +14,7 @@
 //! the per-connection limits (header timeout, connection cap) live in [`crate::server`], where
 //! they act before a request exists.
 
+pub mod answer;
 pub mod auth;
 pub mod dlq;
 pub mod ops;

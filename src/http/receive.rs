@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use axum::{
-    Json,
     extract::{Path, Request, State},
     http::{
         HeaderMap, HeaderValue, StatusCode,
@@ -101,9 +100,9 @@ where
         authorization,
         body,
     };
-    // Sync and spool mode run here: the pipeline spawns the part a client hang-up must not cancel
-    // (from a claim to its commit, release or spool write; see `pipeline`), so a dropped record
-    // costs no task. Shadow mode claims and forwards in one pass and keeps a task of its own.
+    // Sync and spool mode run here: the pipeline detaches the part a client hang-up must not
+    // cancel (from a claim to its commit, release or spool write; see `pipeline`), so a record
+    // costs no task unless its client hangs up mid-delivery. Shadow mode claims and forwards in one pass and keeps a task of its own.
     let answer = if cfg.mode == Mode::Shadow {
         let gateway = state.gateway.clone();
         tokio::spawn(async move { gateway.handle(inbound).await })
@@ -113,7 +112,7 @@ where
         state.gateway.handle(inbound).await?
     };
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (status, Json(&answer)).into_response();
+    let mut resp = super::answer::response(status, &answer);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("3"));

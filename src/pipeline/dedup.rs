@@ -9,7 +9,7 @@
 //! - **wait**: in sync mode a copy that meets a held copy's delivery (or, with a shared store,
 //!   any delivery in flight) waits for its outcome instead of being a `duplicate` (see
 //!   [`super`]'s delivery semantics).
-//! - **settle**: in a spawned task the request awaits (a hang-up cannot cut it short): sync mode
+//! - **settle**: in a detachable future (`detach.rs`; a hang-up cannot cut it short): sync mode
 //!   sends and commits or releases ([`crate::deliver::settle`]), or hands a held copy to
 //!   [`super::held`]; spool mode hands the record to [`crate::spool::Spool::admit`], which writes
 //!   and claims in the order the store needs.
@@ -33,7 +33,7 @@ use crate::{
     deliver::{Delivery, Outcome, settle::Lost},
     identity::{DedupKey, Owner, new_owner},
     spool::{Admission, Undeliverable, record::Attempt, unix_ms},
-    store::{Claim, DedupStore, Existing, StoreError},
+    store::{Claim, DedupStore, Existing, Store, StoreError},
     verdict::{RecordResult, Verdict},
 };
 
@@ -64,7 +64,19 @@ impl Gateway {
         if self.inner.store.is_shared() {
             return InPlace::Settle(None);
         }
-        match self.claim(key, owner, hold).await {
+        // The memory store is asked without a future; anything else is boxed. Either way the
+        // store's and the spool's futures (Redis, JetStream: kilobytes) stay out of the request's
+        // own future, which is copied whole into its box on every request (BENCHMARKS.md).
+        let claimed = match (self.spool(), &self.inner.store) {
+            (None, Store::Memory(m)) if hold => {
+                m.hold_at(key, owner, self.inner.held.hold_lease(), m.now())
+            }
+            (None, Store::Memory(m)) => {
+                m.reserve_at(key, owner, self.inner.cfg.dedup.lease, m.now())
+            }
+            _ => Box::pin(self.claim(key, owner, hold)).await,
+        };
+        match claimed {
             Ok(Claim::Duplicate(existing))
                 if !self.waits_for(existing)
                     && !self.spool().is_some_and(|s| s.must_wait(key, existing)) =>
@@ -79,9 +91,10 @@ impl Gateway {
         }
     }
 
-    /// Runs [`Self::settle_claim`] in its own task and waits for it. The task owns what it logs,
-    /// so the decision line, the history entry and the verdict count are written even when the
-    /// request is cancelled while it runs.
+    /// Runs [`Self::settle_claim`] to the end even if the request is cancelled: inline in the
+    /// request's task, moved to a task of its own only if the request is dropped first
+    /// ([`super::detach`]). The future owns what it logs, so the decision line, the history entry
+    /// and the verdict count are written either way.
     pub(super) async fn settle_in_task(
         &self,
         seen: SystemTime,
@@ -94,7 +107,7 @@ impl Gateway {
         let key = delivery.key;
         let rec = rec.clone().into_owned();
         let gateway = self.clone();
-        let task = tokio::spawn(async move {
+        let settle = super::detach::Detached::new(async move {
             let result = gateway.settle_claim(&delivery, owner, hold, claim).await;
             if let Some(alias) = alias {
                 gateway.commit_alias(&alias, &result).await;
@@ -102,10 +115,10 @@ impl Gateway {
             gateway.finish(seen, &delivery.service, &rec, &result);
             result
         });
-        match task.await {
+        match settle.await {
             Ok(result) => result,
             Err(e) => {
-                // A panic (or runtime shutdown) mid-delivery: the request is retried.
+                // A panic mid-delivery: the request is retried.
                 tracing::error!(dedup_key = %key, error = %e, "delivery task failed; answering 503");
                 self.inner.metrics.verdict(Verdict::Failed);
                 RecordResult::keyed(Verdict::Failed, "internal-error", key)

@@ -44,9 +44,10 @@
 //! A client that disconnects mid-request cannot cancel a delivery between its reservation and its
 //! commit or release: judging a record (parse, policy, key, and a memory-store claim, none of
 //! which wait) runs in the request's own task, and everything from a successful claim to its
-//! commit, release or spool write runs in a spawned task the request awaits. With Redis the claim
-//! itself is in that task too, since a networked call can take effect and then be cut off. A
-//! record that is dropped (ignored, invalid, duplicate) therefore costs no task.
+//! commit, release or spool write runs as a detachable future ([`detach`]): polled in the
+//! request's task too, and moved to a task of its own only if the request is dropped before it
+//! finishes. With Redis the claim itself is in that future, since a networked call can take
+//! effect and then be cut off. A record costs a task only when its client hangs up mid-delivery.
 //!
 //! # Spool mode (default)
 //! `forward` and `hold` hand the record to [`crate::spool`] instead of sending it: the identity is
@@ -58,6 +59,7 @@
 
 pub mod check;
 mod dedup;
+mod detach;
 pub mod held;
 pub mod key;
 pub mod parse;
@@ -219,12 +221,14 @@ impl Gateway {
     /// Runs in the caller's task, which a client hang-up can cancel at any await. Parse, policy,
     /// key and a memory-store claim never wait, so a record that ends there (ignored, invalid,
     /// duplicate) costs no task of its own; everything from a successful claim to its commit,
-    /// release, hand-off to the held queue or spool write runs in a spawned task that the request
-    /// awaits (`Gateway::settle_claim`), so a hang-up cannot cut it short. Shadow mode keeps its
-    /// whole-request task (`http::receive`).
+    /// release, hand-off to the held queue or spool write runs as a detachable future
+    /// (`Gateway::settle_in_task`, [`detach`]) that moves to a task of its own if the request is
+    /// dropped, so a hang-up cannot cut it short. Shadow mode keeps its whole-request task
+    /// (`http::receive`).
     pub async fn handle(&self, req: Inbound) -> Result<Answer, EnvelopeError> {
         if self.inner.cfg.mode == Mode::Shadow {
-            return Ok(self.shadow(req).await);
+            // Boxed: shadow mode's forward would otherwise sit inline in every request's future.
+            return Ok(Box::pin(self.shadow(req)).await);
         }
         let records = parse::records(&req.body)?;
         // Bounds the work, the log lines and the answer a single small body can cause.

@@ -17,9 +17,11 @@
 //! The sweeper is a background task that removes expired entries every `sweep_interval`; it ends
 //! when the cancellation token given to [`MemoryStore::spawn_sweeper`] is cancelled.
 //!
-//! Layout: the claim operations here; the packing in `slot`, the sweep and the bound in `sweep`,
-//! the unit tests in `tests` and the model-based property test in `model_tests`.
+//! Layout: the claim operations here; the packing in `slot`, the map's hasher in `hasher`, the
+//! sweep and the bound in `sweep`, the unit tests in `tests` and the model-based property test in
+//! `model_tests`.
 
+mod hasher;
 #[cfg(test)]
 mod model_tests;
 mod slot;
@@ -49,7 +51,8 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct Inner {
-    map: DashMap<[u8; 16], u64>,
+    /// Keyed digests hash as themselves ([`hasher`] says why that is safe).
+    map: DashMap<[u8; 16], u64, hasher::DigestState>,
     /// Approximate entry count, kept so the bound check costs one atomic load, not a shard scan.
     len: AtomicUsize,
     max_entries: usize,
@@ -66,7 +69,7 @@ impl MemoryStore {
     pub fn new(max_entries: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
-                map: DashMap::new(),
+                map: DashMap::with_hasher(hasher::DigestState::default()),
                 len: AtomicUsize::new(0),
                 max_entries: max_entries.max(1),
                 started: Instant::now(),
