@@ -102,7 +102,8 @@ where
     };
     // Sync and spool mode run here: the pipeline detaches the part a client hang-up must not
     // cancel (from a claim to its commit, release or spool write; see `pipeline`), so a record
-    // costs no task unless its client hangs up mid-delivery. Shadow mode claims and forwards in one pass and keeps a task of its own.
+    // costs no task unless its client hangs up mid-delivery. Shadow mode claims and forwards in
+    // one pass and keeps a task of its own.
     let answer = if cfg.mode == Mode::Shadow {
         let gateway = state.gateway.clone();
         tokio::spawn(async move { gateway.handle(inbound).await })

@@ -31,7 +31,7 @@
 //!   would lose the event; waiting turns a crashed owner into a delay (503 until the lease ends,
 //!   then the copy is forwarded). Likewise a marked copy that meets another marked copy's hold
 //!   is not a `duplicate` there: that hold lives in one replica's memory only, so the copy is
-//!   `held` as a backup and delivers if the other hold lapses undelivered (`dedup.rs`
+//!   `held` as a backup and delivers if the other hold lapses undelivered (`dedup/`
 //!   `backs_up`).
 //! - A PENDING-marked record is `held` (2xx) and forwarded by [`crate::pipeline::held`] after the
 //!   grace, unless a clean copy of the same identity arrives first; that copy is forwarded at once

@@ -3,7 +3,7 @@
 //!
 //! Every path that decides a record ends here, once: a final policy verdict and a duplicate
 //! found in the request's task ([`super::Gateway::judge`]), a settled claim in its task
-//! (`dedup.rs`), shadow mode's would-be verdicts (`shadow.rs`). The log line carries the dedup key,
+//! (`dedup/`), shadow mode's would-be verdicts (`shadow.rs`). The log line carries the dedup key,
 //! never a token.
 
 use std::time::SystemTime;

@@ -15,7 +15,7 @@
 //! message's identity is being owned makes the delivery wait (NAK, fail-closed), or go ahead
 //! unchecked (`dedup.on_store_error = "fail-open"`, counted): sent under a fresh token that owns
 //! nothing, marked delivered on 2xx (`Lost::MarkDelivered`) once the store takes the commit —
-//! what the request path does with a record it cannot claim (`pipeline/dedup.rs`).
+//! what the request path does with a record it cannot claim (`pipeline/dedup/`).
 
 use std::{sync::Arc, time::Duration};
 

@@ -18,16 +18,14 @@
 //!   [`crate::pipeline::key::KeyDeriver::alias`] is looked up before the claim and committed once
 //!   the record is forwarded or durably accepted, so an unversioned write that reconciliation
 //!   triggered is a `duplicate` as an event, and the other way round (the rule is in
-//!   `pipeline/key/alias.rs`). Every other record costs one comparison.
+//!   `pipeline/key/alias.rs`; the steps in `dedup/alias.rs`). Every other record costs one
+//!   comparison.
 
 use std::time::SystemTime;
 
-use super::{
-    Gateway,
-    key::RequestScope,
-    parse::{Record, VersionSource},
-    policy::Class,
-};
+mod alias;
+
+use super::{Gateway, parse::Record};
 use crate::{
     config::{Mode, OnStoreError},
     deliver::{Delivery, Outcome, settle::Lost},
@@ -68,12 +66,8 @@ impl Gateway {
         // store's and the spool's futures (Redis, JetStream: kilobytes) stay out of the request's
         // own future, which is copied whole into its box on every request (BENCHMARKS.md).
         let claimed = match (self.spool(), &self.inner.store) {
-            (None, Store::Memory(m)) if hold => {
-                m.hold_at(key, owner, self.inner.held.hold_lease(), m.now())
-            }
-            (None, Store::Memory(m)) => {
-                m.reserve_at(key, owner, self.inner.cfg.dedup.lease, m.now())
-            }
+            (None, Store::Memory(m)) if hold => m.hold_at(key, owner, self.lease(true), m.now()),
+            (None, Store::Memory(m)) => m.reserve_at(key, owner, self.lease(false), m.now()),
             _ => Box::pin(self.claim(key, owner, hold)).await,
         };
         match claimed {
@@ -126,66 +120,26 @@ impl Gateway {
         }
     }
 
-    /// The alias identity of `rec` when its service reconciles (see the module doc), else `None`.
-    pub(super) fn alias_of(
-        &self,
-        service: &str,
-        scope: &RequestScope,
-        rec: &Record<'_>,
-        class: Class<'_>,
-    ) -> Option<DedupKey> {
-        // The version source first: a versioned record pays one comparison, not a lookup.
-        if rec.version_source != VersionSource::Sequencer {
-            return None;
-        }
-        self.inner.cfg.service(service).reconcile.as_ref()?;
-        self.inner.keys.alias(scope, rec, class)
-    }
-
-    /// The `duplicate` answer when the write behind `alias` was already triggered under its other
-    /// identity. A store error here decides nothing: the claim that follows has its own handling.
-    pub(super) async fn alias_duplicate(
-        &self,
-        alias: &DedupKey,
-        key: DedupKey,
-    ) -> Option<RecordResult> {
-        match self.inner.store.peek(alias).await {
-            Ok(Some(_)) => Some(RecordResult::keyed(
-                Verdict::Duplicate,
-                "delivered-unversioned-alias",
-                key,
-            )),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::debug!(dedup_key = %key, error = %e, "alias lookup failed; the claim decides");
-                None
-            }
-        }
-    }
-
-    /// Commits `alias` for the TTL once its record was forwarded or durably accepted.
-    async fn commit_alias(&self, alias: &DedupKey, result: &RecordResult) {
-        if !matches!(result.verdict, Verdict::Forwarded | Verdict::Accepted) {
-            return;
-        }
-        let ttl = self.inner.cfg.dedup.ttl;
-        if let Err(e) = self.inner.store.insert_committed(alias, ttl).await {
-            // The write ran; a reconcile pass may trigger it once more (the pre-alias behaviour).
-            self.inner.metrics.store_error();
-            tracing::warn!(dedup_key = ?result.key, error = %e, "delivered but its unversioned alias could not be committed");
-        }
-    }
-
     /// Reserves (or holds) `key` for `owner` with the lease of the mode.
     async fn claim(&self, key: &DedupKey, owner: Owner, hold: bool) -> Result<Claim, StoreError> {
         if let Some(spool) = self.spool() {
             return spool.claim(key, owner, hold).await;
         }
         let s = &self.inner.store;
+        let lease = self.lease(hold);
         if hold {
-            s.hold(key, owner, self.inner.held.hold_lease()).await
+            s.hold(key, owner, lease).await
         } else {
-            s.reserve(key, owner, self.inner.cfg.dedup.lease).await
+            s.reserve(key, owner, lease).await
+        }
+    }
+
+    /// The lease a claim takes outside spool mode: a held copy's, or the configured one.
+    fn lease(&self, hold: bool) -> std::time::Duration {
+        if hold {
+            self.inner.held.hold_lease()
+        } else {
+            self.inner.cfg.dedup.lease
         }
     }
 
