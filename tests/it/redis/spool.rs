@@ -153,10 +153,28 @@ async fn a_claim_lost_to_a_redis_stall_keeps_the_written_record() {
     let (status, _, answer) = gw.post(put_event("stall-claim")).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(verdicts(&answer), ["failed"], "{answer}");
-    assert!(
-        eventually(Duration::from_secs(15), || oscar.accepted().len() == 2).await,
-        "the kept record is delivered without a retry from MinIO"
-    );
+    if !eventually(Duration::from_secs(15), || oscar.accepted().len() == 2).await {
+        // This has failed twice in about 20 full runs and never alone: say what was left where.
+        let keys = redis.cli(&["--scan", "--pattern", "it:*"]);
+        let entries: Vec<String> = keys
+            .lines()
+            .map(|k| {
+                let (v, ttl) = (redis.cli(&["GET", k]), redis.cli(&["PTTL", k]));
+                format!("{k} = {v:?} (pttl {ttl})")
+            })
+            .collect();
+        let m = gw.metrics().await;
+        let m: Vec<&str> = m
+            .lines()
+            .filter(|l| l.contains("spool") || l.contains("store") || l.contains("upstream"))
+            .filter(|l| !l.starts_with('#') && !l.contains("_bucket"))
+            .collect();
+        panic!(
+            "the kept record is not delivered without a retry from MinIO: {} delivered\n\
+             redis entries: {entries:#?}\nmetrics: {m:#?}",
+            oscar.accepted().len()
+        );
+    }
     let (status, _, answer) = gw.post(put_event("stall-claim")).await;
     assert_eq!(
         (status, verdicts(&answer)),
