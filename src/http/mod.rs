@@ -129,7 +129,34 @@ pub fn router(state: AppState) -> Router {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::plain_webhook_service as svc;
+
+    /// The request's future is boxed and moved whole, several times, on every request: a store
+    /// or client future held inline in it (rather than boxed where it is awaited) made it
+    /// 7,056 bytes in a release build where 1,680 do (BENCHMARKS.md, session 6).
+    #[tokio::test]
+    async fn the_request_future_stays_small() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = crate::config::Config::default();
+        cfg.mode = crate::config::Mode::Sync;
+        cfg.data_dir = dir.path().into();
+        let p = crate::Pipeline::build(Arc::new(cfg), &crate::Hooks::default())
+            .await
+            .expect("pipeline");
+        let state = super::AppState::new(p.gateway);
+        let req = axum::http::Request::post("/job/s")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let fut = super::receive::handle(state, "s".into(), req);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("request future: {size} bytes");
+        assert!(size <= BOUND, "the request future is {size} bytes");
+    }
+
+    /// 1,664 bytes in a debug build, 1,680 in release; 7,040 / 7,056 before the fix.
+    const BOUND: usize = 3 * 1024;
 
     #[test]
     fn fast_path_takes_only_what_the_route_would_extract_unchanged() {

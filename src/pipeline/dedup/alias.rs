@@ -38,7 +38,9 @@ impl Gateway {
         alias: &DedupKey,
         key: DedupKey,
     ) -> Option<RecordResult> {
-        match self.inner.store.peek(alias).await {
+        // Boxed: the store's peek future (a Redis command's) would otherwise sit inline in every
+        // request's future, aliased or not, and be copied with it (BENCHMARKS.md, session 6).
+        match Box::pin(self.inner.store.peek(alias)).await {
             Ok(Some(_)) => Some(RecordResult::keyed(
                 Verdict::Duplicate,
                 "delivered-unversioned-alias",
