@@ -24,6 +24,7 @@ use std::{
 
 use tracing_subscriber::fmt::MakeWriter;
 
+mod plain;
 pub mod text;
 
 /// How long a line may wait in memory before it is written.

@@ -128,10 +128,7 @@ impl tracing::field::Visit for Fields<'_, '_> {
 
 /// `value` as `Debug` writes a `&str`, without going through `Debug` when nothing needs escaping.
 fn write_debug_str(w: &mut Writer<'_>, value: &str) -> fmt::Result {
-    let plain = value
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
-    if plain {
+    if super::plain::is_plain(value) {
         w.write_char('"')?;
         w.write_str(value)?;
         w.write_char('"')
