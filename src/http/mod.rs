@@ -139,9 +139,11 @@ mod tests {
     #[tokio::test]
     async fn the_request_future_stays_small() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = crate::config::Config::default();
-        cfg.mode = crate::config::Mode::Sync;
-        cfg.data_dir = dir.path().into();
+        let cfg = crate::config::Config {
+            mode: crate::config::Mode::Sync,
+            data_dir: dir.path().into(),
+            ..Default::default()
+        };
         let p = crate::Pipeline::build(Arc::new(cfg), &crate::Hooks::default())
             .await
             .expect("pipeline");
