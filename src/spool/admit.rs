@@ -162,7 +162,8 @@ impl Spool {
             owner,
         };
         match self.write(delivery, owner, hold).await {
-            Ok(id) => {
+            Ok((id, entry)) => {
+                self.keep_for_delivery(id, entry, hold);
                 self.enqueue(id, owner, hold);
                 Admission::Spooled { preempted }
             }
@@ -183,8 +184,8 @@ impl Spool {
         if let Some(answer) = after_peek(self.inner.store.peek(&key).await, hold) {
             return answer;
         }
-        let id = match self.write(delivery, owner, hold).await {
-            Ok(id) => id,
+        let (id, entry) = match self.write(delivery, owner, hold).await {
+            Ok(written) => written,
             Err(e) => {
                 tracing::warn!(dedup_key = %key, error = %e, "event not stored; answering 503");
                 return Admission::Refused(e);
@@ -192,6 +193,7 @@ impl Spool {
         };
         match self.claim(&key, owner, hold).await {
             Ok(claim @ (Claim::Acquired | Claim::Preempted)) => {
+                self.keep_for_delivery(id, entry, hold);
                 self.enqueue(id, owner, hold);
                 Admission::Spooled {
                     preempted: claim == Claim::Preempted,
@@ -215,21 +217,34 @@ impl Spool {
     }
 
     /// Stores `delivery` durably (fsync'd, group-committed) without queueing it; returns its spool
-    /// id for [`Self::enqueue`] or [`Self::discard`]. A record left behind by a crash before either
-    /// is claimed and queued (or dropped as a duplicate) by the restore.
+    /// id for [`Self::enqueue`] or [`Self::discard`], and the record as written. A record left
+    /// behind by a crash before either is claimed and queued (or dropped as a duplicate) by the
+    /// restore.
     async fn write(
         &self,
         delivery: &Delivery,
         owner: Owner,
         held: bool,
-    ) -> Result<u64, SpoolError> {
+    ) -> Result<(u64, Entry), SpoolError> {
         let i = &self.inner;
         let entry = new_entry(delivery, owner, held, i.settings.grace);
-        i.submit(Op::Append(entry.encode())).await.inspect_err(|e| {
-            if matches!(e, SpoolError::Full) {
-                i.spool_metrics.rejected_full.inc();
-            }
-        })
+        let id = i
+            .submit(Op::Append(entry.encode()))
+            .await
+            .inspect_err(|e| {
+                if matches!(e, SpoolError::Full) {
+                    i.spool_metrics.rejected_full.inc();
+                }
+            })?;
+        Ok((id, entry))
+    }
+
+    /// Hands the record just written to its first delivery in memory ([`super::handoff`]); a
+    /// held one is due only after its grace and is read from disk then.
+    fn keep_for_delivery(&self, id: u64, entry: Entry, held: bool) {
+        if !held {
+            self.inner.handoff.put(id, entry);
+        }
     }
 
     /// Queues a written record for delivery (after its grace when `held`); the caller owns its

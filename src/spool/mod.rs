@@ -75,6 +75,7 @@ mod backend;
 mod dlq;
 mod dlq_direct;
 mod durable;
+mod handoff;
 pub mod io;
 pub mod jetstream;
 mod keep;
@@ -176,6 +177,8 @@ pub(crate) struct Inner {
     tasks: TaskTracker,
     /// Spool writes in progress of claimed identities (memory store), see [`durable`].
     writes: durable::Writes,
+    /// Records just admitted, for their first delivery without a read back ([`handoff`]).
+    handoff: handoff::Handoff,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Where deliveries are recorded for `/admin/verdicts` (set once at start, see `set_history`).
     history: std::sync::OnceLock<crate::history::History>,
@@ -233,6 +236,7 @@ impl Spool {
             abandon: CancellationToken::new(),
             tasks: TaskTracker::new(),
             writes: durable::Writes::default(),
+            handoff: handoff::Handoff::default(),
             writer: Mutex::new(Some(handle)),
             history: std::sync::OnceLock::new(),
         });

@@ -2,8 +2,9 @@
 //!
 //! The queue holds only `(due, id, owner)`: the event itself stays on disk and is read when its
 //! turn comes, so a long backlog (OSCAR down for hours) costs a few dozen bytes of memory per event,
-//! not its body. A `Notify` wakes the dispatcher ([`super::worker`]) when something earlier is
-//! pushed.
+//! not its body. (A record just admitted is also kept in memory for its first delivery, within a
+//! fixed bound: [`super::handoff`].) A `Notify` wakes the dispatcher ([`super::worker`]) when
+//! something earlier is pushed.
 
 use std::{cmp::Reverse, collections::BinaryHeap, sync::Mutex};
 

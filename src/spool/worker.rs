@@ -146,8 +146,12 @@ impl Inner {
         }
     }
 
-    /// The due record, or `None`: gone meanwhile, or unreadable (queued again).
+    /// The due record, or `None`: gone meanwhile, or unreadable (queued again). The first run of
+    /// a record just admitted takes it from the hand-off, as written ([`super::handoff`]).
     async fn load_due(&self, due: Due) -> Option<Entry> {
+        if let Some(entry) = self.handoff.take(due.id) {
+            return Some(entry);
+        }
         match self.load(due.id).await {
             Ok(e) => Some(e),
             Err(SpoolError::NotFound) => None,
