@@ -7,14 +7,18 @@
 //! records. One broken record never spoils the others: each record is parsed on its own, and an
 //! error becomes that record's `invalid` verdict, while an envelope error rejects the body (400).
 //!
-//! Layout: this file is the API (the errors, [`Record`], the two parse paths and the checks both
-//! share); `wire` holds the serde shapes of the MinIO body, `form` the key's form decoding, and
-//! `guard` the depth limit every body passes before any parser sees it.
+//! Layout: this file is the API (the errors, [`Record`], the parse paths and the checks they
+//! share); `scan` the hand-written single-pass reader that takes the plain bodies MinIO sends
+//! before serde sees them, `wire` the serde shapes of the MinIO body, `form` the key's form
+//! decoding, and `guard` the depth limit every body passes before serde sees it.
 
 mod form;
 mod guard;
+mod scan;
 mod wire;
 
+#[cfg(test)]
+mod scan_tests;
 #[cfg(test)]
 mod tests;
 
@@ -127,7 +131,35 @@ impl Records<'_> {
 }
 
 /// Parses a body: the same answer as [`envelope`] followed by [`record`] on each raw record,
-/// usually in one serde pass.
+/// usually in one pass.
+///
+/// A plain MinIO body (no escapes, the expected shapes: `scan`'s module doc) is read by the
+/// hand-written scanner, which gives exactly what serde gives and costs a fraction of it; any
+/// other body goes to serde ([`records_serde`]), so every error reads as before.
+/// `check::check_body` asserts that this agrees with the two-pass path.
+pub fn records(body: &[u8]) -> Result<Records<'_>, EnvelopeError> {
+    match scanned(body) {
+        Some(records) => Ok(records),
+        None => records_serde(body),
+    }
+}
+
+/// The body read by the scanner (a plain MinIO notification), or `None` for serde to decide.
+/// A multi-record body's raw slices become [`RawValue`]s through serde, which checks each again.
+fn scanned(body: &[u8]) -> Option<Records<'_>> {
+    let scan::Scanned { first, rest } = scan::scan(body)?;
+    if rest.is_empty() {
+        return Some(Records::Single(validate(first.1)));
+    }
+    let mut many = Vec::with_capacity(1 + rest.len());
+    for (raw, r) in std::iter::once(first).chain(rest) {
+        let raw: &RawValue = serde_json::from_str(raw).ok()?;
+        many.push((raw, validate(r)));
+    }
+    Some(Records::Many(many))
+}
+
+/// [`records`] by serde alone: for the bodies the scanner leaves (escapes, errors, odd shapes).
 ///
 /// Fast path: when the body is UTF-8 and every record has the expected shape, `Records` is
 /// deserialised straight into the typed records (one pass). A single-record body is done then;
@@ -136,8 +168,8 @@ impl Records<'_> {
 /// falls back to the two-pass path, so a broken record still makes only itself `invalid` and every
 /// error reads as before. UTF-8 is checked first because the raw pass validates it inside
 /// `Records` while skipped strings are not validated: without the check a body the two-pass path
-/// refuses could pass the fast one. `check::check_body` asserts that both paths agree.
-pub fn records(body: &[u8]) -> Result<Records<'_>, EnvelopeError> {
+/// refuses could pass the fast one.
+fn records_serde(body: &[u8]) -> Result<Records<'_>, EnvelopeError> {
     if nested_deeper_than(body, MAX_DEPTH) {
         return Err(EnvelopeError::TooDeep(MAX_DEPTH));
     }

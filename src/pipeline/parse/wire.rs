@@ -174,15 +174,14 @@ impl<'de> Deserialize<'de> for StatusFields {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StatusFields, A::Error> {
                 let mut out = StatusFields::default();
                 while let Some(k) = map.next_key::<Str<'de>>()? {
-                    if k.eq_ignore_ascii_case(PUBLIC_STATUS) {
-                        let Str(v) = map.next_value()?;
-                        out.public_pending |= v.trim().eq_ignore_ascii_case("PENDING");
-                    } else if INTERNAL_STATUS.iter().any(|i| k.eq_ignore_ascii_case(i)) {
-                        let Str(v) = map.next_value()?;
-                        out.internal_seen = true;
-                        out.internal_pending |= internal_lists_pending(&v);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
+                    match status_key(k.as_bytes()) {
+                        Some(which) => {
+                            let Str(v) = map.next_value()?;
+                            out.note(which, &v);
+                        }
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
                     }
                 }
                 Ok(out)
@@ -190,6 +189,30 @@ impl<'de> Deserialize<'de> for StatusFields {
         }
         d.deserialize_map(V)
     }
+}
+
+/// Which replication status a `userMetadata` key names (any case), if any. Its value must then
+/// be a string; any other key's value is skipped.
+pub(super) fn status_key(key: &[u8]) -> Option<StatusKey> {
+    if key.eq_ignore_ascii_case(PUBLIC_STATUS.as_bytes()) {
+        Some(StatusKey::Public)
+    } else if INTERNAL_STATUS
+        .iter()
+        .any(|i| key.eq_ignore_ascii_case(i.as_bytes()))
+    {
+        Some(StatusKey::Internal)
+    } else {
+        None
+    }
+}
+
+/// The two kinds of replication status key in `userMetadata`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum StatusKey {
+    /// `X-Amz-Replication-Status`.
+    Public,
+    /// A per-target internal status (MinIO's or RustFS's).
+    Internal,
 }
 
 /// `arn:...:target=STATUS;arn:...=STATUS;` → is any target PENDING?
@@ -202,6 +225,19 @@ fn internal_lists_pending(v: &str) -> bool {
 }
 
 impl StatusFields {
+    /// Takes in the value of one status key; a repeated key adds to what the earlier ones said.
+    pub(super) fn note(&mut self, which: StatusKey, value: &str) {
+        match which {
+            StatusKey::Public => {
+                self.public_pending |= value.trim().eq_ignore_ascii_case("PENDING");
+            }
+            StatusKey::Internal => {
+                self.internal_seen = true;
+                self.internal_pending |= internal_lists_pending(value);
+            }
+        }
+    }
+
     pub(super) fn marking(&self) -> Marking {
         // The internal per-target status wins: the public key can be stale (contract §6a).
         let pending = if self.internal_seen {
