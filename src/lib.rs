@@ -40,6 +40,7 @@ pub mod runtime;
 pub mod server;
 pub mod spool;
 pub mod store;
+mod swar;
 pub mod tls;
 pub mod verdict;
 

@@ -7,23 +7,17 @@
 //! takes `Debug`'s slower, always-correct path); it never answers "plain" for a text that
 //! needs an escape.
 
-const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+use crate::swar::{ONES, stops};
 
 /// A high bit set in every byte of `w` that is zero (and possibly in bytes above one that is).
 fn zero_bytes(w: u64) -> u64 {
-    w.wrapping_sub(ONES) & !w & HIGHS
+    w.wrapping_sub(ONES) & !w & (ONES << 7)
 }
 
-/// Non-zero when some byte of `w` is below 0x20, is 0x7f or above, or is `"` or `\`.
+/// Non-zero when some byte of `w` is below 0x20, is 0x7f or above, or is `"` or `\`: the
+/// string-run stops plus DEL, which `Debug` also escapes.
 fn needs_escape(w: u64) -> u64 {
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-    let high = w & HIGHS;
-    below_space
-        | high
-        | zero_bytes(w ^ (ONES * 0x7f))
-        | zero_bytes(w ^ (ONES * u64::from(b'"')))
-        | zero_bytes(w ^ (ONES * u64::from(b'\\')))
+    stops(w) | zero_bytes(w ^ (ONES * 0x7f))
 }
 
 /// True only if every byte of `s` is printable ASCII other than `"` and `\`.
@@ -33,7 +27,7 @@ pub(super) fn is_plain(s: &str) -> bool {
     for chunk in &mut words {
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
-        if needs_escape(u64::from_ne_bytes(w)) != 0 {
+        if needs_escape(u64::from_le_bytes(w)) != 0 {
             return false;
         }
     }

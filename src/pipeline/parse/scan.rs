@@ -24,11 +24,13 @@
 //!   expected type and appear at most once (serde's derive refuses a repeated field); a
 //!   replication status key in `userMetadata` has a string value.
 //!
-//! Strings are skipped 8 bytes at a time (the same SWAR test serde_json uses). The property
-//! tests in `tests.rs` and the fuzz target (`pipeline::check`, which compares `records` with the
+//! Strings are skipped 8 bytes at a time ([`crate::swar`], the test serde_json uses). The
+//! property tests in `scan_tests.rs` and the fuzz target (`pipeline::check`, which compares `records` with the
 //! two-pass path) hold the scanner to serde.
 
 use std::borrow::Cow;
+
+use crate::swar::stops;
 
 use super::{
     MAX_DEPTH,
@@ -81,20 +83,6 @@ struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
-}
-
-const ONES: u64 = u64::MAX / 255;
-
-/// The bytes that end a plain run inside a string — `"`, `\`, the control bytes, and any
-/// non-ASCII byte (the caller steps over those: the body is UTF-8) — as a mask whose lowest set
-/// bit marks the first of them. Each byte below the first stop is ASCII and at least 0x20, so
-/// none of the three subtractions borrows across it, and the first stop is found exactly
-/// (higher bits may be false positives; the caller reads the byte itself).
-fn stops(w: u64) -> u64 {
-    let ctrl = w.wrapping_sub(ONES * 0x20);
-    let quote = (w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
-    let backslash = (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
-    (w | ctrl | quote | backslash) & (ONES << 7)
 }
 
 impl<'a> Scanner<'a> {
@@ -238,47 +226,42 @@ impl<'a> Scanner<'a> {
         depth: usize,
         mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
     ) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.at += 1;
-        if self.ws()? == b'}' {
-            self.at += 1;
-            return Some(());
-        }
-        loop {
-            if self.ws()? != b'"' {
+        self.container(depth, b'}', |s| {
+            if s.ws()? != b'"' {
                 return None;
             }
-            let key = self.string()?;
-            self.eat(b':')?;
-            field(self, key)?;
-            match self.ws()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            let key = s.string()?;
+            s.eat(b':')?;
+            field(s, key)
+        })
     }
 
     /// At `[`: an array at nesting `depth`; `item` consumes each element.
-    fn array(&mut self, depth: usize, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    fn array(&mut self, depth: usize, item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.container(depth, b']', item)
+    }
+
+    /// At the opening byte of a container at nesting `depth`: `element` consumes each element,
+    /// separated by commas, up to `close` (no trailing comma).
+    fn container(
+        &mut self,
+        depth: usize,
+        close: u8,
+        mut element: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
         self.at += 1;
-        if self.ws()? == b']' {
+        if self.ws()? == close {
             self.at += 1;
             return Some(());
         }
         loop {
-            item(self)?;
+            element(self)?;
             match self.ws()? {
                 b',' => self.at += 1,
-                b']' => {
+                c if c == close => {
                     self.at += 1;
                     return Some(());
                 }
@@ -407,29 +390,5 @@ impl<'a> Scanner<'a> {
             None => s.skip(depth),
         })?;
         Some(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    proptest::proptest! {
-        /// The SWAR mask's lowest bit is the first byte that is `"`, `\`, a control byte or
-        /// non-ASCII, whatever the other bytes are.
-        #[test]
-        fn the_stop_mask_finds_the_first_stop(
-            w in proptest::collection::vec(
-                proptest::prop_oneof![proptest::sample::select(b"\"\\\x00\x1f\x20\x21\x7f\x80\xff".to_vec()), proptest::num::u8::ANY],
-                8,
-            ),
-        ) {
-            let naive = w
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b));
-            let m = stops(u64::from_le_bytes(w[..].try_into().unwrap()));
-            let swar = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
-            proptest::prop_assert_eq!(swar, naive);
-        }
     }
 }
