@@ -98,7 +98,8 @@ pub struct DeliveryConfig {
     /// Extra PEM CA bundle trusted for an `https://` upstream, besides the system and Mozilla roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    /// Idle keep-alive connections kept per upstream host.
+    /// Idle keep-alive connections to OSCAR kept per worker thread (`http.workers`); 0 opens a
+    /// connection per delivery.
     pub pool_max_idle: usize,
     /// Concurrent deliveries per upstream (spool workers, held-event deliveries).
     pub concurrency: usize,

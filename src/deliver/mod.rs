@@ -10,6 +10,8 @@
 //! 3xx permanent.
 
 pub mod backoff;
+mod https;
+mod pool;
 pub mod settle;
 
 use std::{
@@ -21,19 +23,11 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http_body_util::{BodyExt, Full};
 use hyper::{
-    Method, Request, Uri,
+    Method, Request, Response, Uri,
+    body::Incoming,
     header::{
-        ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+        ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
     },
-};
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
-use tokio_rustls::rustls::{
-    self, RootCertStore,
-    pki_types::{CertificateDer, pem::PemObject},
 };
 
 use crate::{
@@ -92,7 +86,12 @@ impl Outcome {
     }
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// How requests reach OSCAR: the lean per-worker pool for `http://`, hyper-util for `https://`.
+#[derive(Debug)]
+enum Transport {
+    Plain(pool::PlainPool),
+    Tls(Arc<[https::TlsClient]>),
+}
 
 /// The HTTP client towards OSCAR; cheap to clone (the pools are shared).
 ///
@@ -101,8 +100,11 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// hand every request across threads.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    clients: Arc<[HttpClient]>,
+    transport: Arc<Transport>,
     base: Arc<str>,
+    /// What goes before `/job/{service}` in a request's URI: the whole base for `https://`
+    /// (hyper-util wants absolute form), only its path for `http://` (origin form on the wire).
+    prefix: Arc<str>,
     uris: Arc<DashMap<String, Uri>>,
     timeout: Duration,
     metrics: Metrics,
@@ -120,36 +122,33 @@ impl Forwarder {
         workers: usize,
         metrics: Metrics,
     ) -> Result<Self, ClientError> {
-        let roots = trust_roots(ca_file)?;
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let clients = (0..workers.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(cfg.pool_max_idle)
-                    .build(https.clone())
-            })
-            .collect();
+        let base = upstream.trim_end_matches('/');
+        let parsed = Uri::try_from(base).map_err(|e| ClientError(format!("upstream: {e}")))?;
+        let (transport, prefix) = match (parsed.scheme_str(), parsed.authority()) {
+            (Some("http"), Some(authority)) => {
+                let pool = pool::PlainPool::new(
+                    authority,
+                    workers,
+                    cfg.pool_max_idle,
+                    cfg.connect_timeout,
+                )?;
+                let path = parsed.path().trim_end_matches('/');
+                (Transport::Plain(pool), path.to_owned())
+            }
+            (Some("https"), Some(_)) => (
+                Transport::Tls(https::clients(cfg, ca_file, workers)?),
+                base.to_owned(),
+            ),
+            _ => {
+                return Err(ClientError(format!(
+                    "upstream {base:?} is not an http:// or https:// URL"
+                )));
+            }
+        };
         Ok(Self {
-            clients,
-            base: upstream.trim_end_matches('/').into(),
+            transport: Arc::new(transport),
+            base: base.into(),
+            prefix: prefix.into(),
             uris: Arc::new(DashMap::new()),
             timeout: cfg.request_timeout,
             metrics,
@@ -170,7 +169,11 @@ impl Forwarder {
         if let Some(u) = self.uris.get(service) {
             return Some(u.clone());
         }
-        let uri = Uri::try_from(self.url(service)).ok()?;
+        let mut target = String::with_capacity(self.prefix.len() + 5 + service.len());
+        target.push_str(&self.prefix);
+        target.push_str("/job/");
+        target.push_str(service);
+        let uri = Uri::try_from(target).ok()?;
         if self.uris.len() < URI_CACHE_MAX {
             self.uris.insert(service.to_owned(), uri.clone());
         }
@@ -218,7 +221,7 @@ impl Forwarder {
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri;
         let h = req.headers_mut();
-        // Six here plus the `Host` the client adds: room for all seven in one allocation.
+        // Six here plus `Host` (added below, or by hyper-util): all seven in one allocation.
         h.reserve(7);
         h.insert(CONTENT_TYPE, APPLICATION_JSON);
         h.insert(
@@ -233,6 +236,9 @@ impl Forwarder {
             h.insert(AUTHORIZATION, auth);
         }
         h.insert(USER_AGENT, UA);
+        if let Transport::Plain(pool) = &*self.transport {
+            h.insert(HOST, pool.host().clone());
+        }
         h.insert(ACCEPT, ANY);
         Some(req)
     }
@@ -244,83 +250,59 @@ impl Forwarder {
         started: Instant,
     ) -> Result<Outcome, UpstreamClass> {
         let deadline = tokio::time::Instant::from_std(started) + self.timeout;
-        let client = &self.clients[crate::runtime::worker_index() % self.clients.len()];
-        let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
-            Err(_) => return Err(UpstreamClass::Timeout),
-            Ok(Err(e)) => return Err(error_class(&e)),
-            Ok(Ok(resp)) => resp,
-        };
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        // Drain a little so the connection can be reused; never more than the cap, never past
-        // the request deadline (a slow body still leaves the status to decide).
-        let mut body = resp.into_body();
-        let mut read = 0usize;
-        while read < RESPONSE_CAP {
-            match tokio::time::timeout_at(deadline, body.frame()).await {
-                Ok(Some(Ok(frame))) => {
-                    if let Some(c) = frame.data_ref() {
-                        read += c.len();
-                    }
+        match &*self.transport {
+            Transport::Plain(pool) => {
+                let (resp, lease) = tokio::time::timeout_at(deadline, pool.send(req))
+                    .await
+                    .map_err(|_| UpstreamClass::Timeout)??;
+                let (outcome, ended) = read_answer(resp, deadline).await;
+                if ended {
+                    pool.put_back(lease);
                 }
-                _ => break,
+                Ok(outcome)
+            }
+            Transport::Tls(clients) => {
+                let client = &clients[crate::runtime::worker_index() % clients.len()];
+                let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
+                    Err(_) => return Err(UpstreamClass::Timeout),
+                    Ok(Err(e)) => return Err(https::error_class(&e)),
+                    Ok(Ok(resp)) => resp,
+                };
+                Ok(read_answer(resp, deadline).await.0)
             }
         }
-        Ok(classify(status.as_u16(), retry_after))
     }
 }
 
-/// Timeout, connect error or anything else, as reqwest told them apart: a connect that timed out
-/// counts as a timeout.
-/// The roots an upstream certificate may chain to: the bundled Mozilla roots, the system's roots
-/// and `delivery.ca_file`.
-fn trust_roots(ca_file: Option<&std::path::Path>) -> Result<RootCertStore, ClientError> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let pem =
-            std::fs::read(path).map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
-        if certs.is_empty() {
-            // An empty trust list would silently fall back to the default roots only.
-            return Err(ClientError(format!(
-                "{}: no PEM certificate found",
-                path.display()
-            )));
+/// Classifies OSCAR's answer and drains a little of its body so the connection can be reused:
+/// never more than [`RESPONSE_CAP`], never past the request deadline (a slow body still leaves
+/// the status to decide). `true` beside the outcome when the body was read to its end, the one
+/// case in which the connection may carry another request.
+async fn read_answer(resp: Response<Incoming>, deadline: tokio::time::Instant) -> (Outcome, bool) {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let mut body = resp.into_body();
+    let mut read = 0usize;
+    let mut ended = false;
+    while read < RESPONSE_CAP {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(c) = frame.data_ref() {
+                    read += c.len();
+                }
+            }
+            Ok(None) => {
+                ended = true;
+                break;
+            }
+            _ => break,
         }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
-        }
     }
-    Ok(roots)
-}
-
-fn error_class(e: &hyper_util::client::legacy::Error) -> UpstreamClass {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return UpstreamClass::Timeout;
-        }
-        source = err.source();
-    }
-    if e.is_connect() {
-        UpstreamClass::Connect
-    } else {
-        UpstreamClass::Other
-    }
+    (classify(status.as_u16(), retry_after), ended)
 }
 
 /// Contract §7's split of OSCAR's answers.

@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod crash;
 mod dedup;
+mod deliver_pool;
 mod deploy;
 mod dlq;
 mod hardening;
