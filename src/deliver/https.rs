@@ -91,11 +91,25 @@ fn trust_roots(ca_file: Option<&std::path::Path>) -> Result<RootCertStore, Clien
 
 /// Timeout, connect error or anything else: a connect that timed out counts as a timeout.
 pub(super) fn error_class(e: &hyper_util::client::legacy::Error) -> UpstreamClass {
-    if super::pool::timed_out(e) {
+    if timed_out(e) {
         UpstreamClass::Timeout
     } else if e.is_connect() {
         UpstreamClass::Connect
     } else {
         UpstreamClass::Other
     }
+}
+
+/// Whether an I/O timeout is anywhere in `e`'s chain of causes.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }

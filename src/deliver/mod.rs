@@ -2,8 +2,8 @@
 //!
 //! The request is what MinIO would have sent OSCAR itself: the body byte-for-byte, the original
 //! `Authorization` header, `Content-Type: application/json`, plus `X-Dedup-Key` so OSCAR-side logs
-//! can be joined with the gateway's. Connections are pooled and kept alive (one client for the
-//! process), redirects are never followed (a redirect would carry the service token to another
+//! can be joined with the gateway's. Connections are pooled per worker and kept alive (`pool.rs`
+//! with `wire.rs` for `http://`, hyper-util in `https.rs` for `https://`), redirects are never followed (a redirect would carry the service token to another
 //! host), and a response body is read only up to [`RESPONSE_CAP`] so a misbehaving upstream cannot
 //! make the gateway buffer without bound. What counts as success, retryable or permanent is
 //! contract §7: 2xx success; 408, 429, 5xx, timeouts and connection errors retryable; other 4xx and
@@ -13,6 +13,7 @@ pub mod backoff;
 mod https;
 mod pool;
 pub mod settle;
+mod wire;
 
 use std::{
     sync::Arc,
@@ -26,7 +27,7 @@ use hyper::{
     Method, Request, Response, Uri,
     body::Incoming,
     header::{
-        ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+        ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
     },
 };
 
@@ -183,9 +184,17 @@ impl Forwarder {
     /// Sends one attempt and classifies the answer.
     pub async fn send(&self, d: &Delivery) -> Outcome {
         let started = Instant::now();
-        let result = match self.request(d) {
-            Some(req) => self.exchange(req, started).await,
-            None => Err(UpstreamClass::Other),
+        let deadline = tokio::time::Instant::from_std(started) + self.timeout;
+        let result = match (&*self.transport, self.uri(&d.service)) {
+            (_, None) => Err(UpstreamClass::Other),
+            (Transport::Plain(pool), Some(target)) => pool
+                .exchange(&target, d, deadline)
+                .await
+                .map(|a| classify(a.status, a.retry_after)),
+            (Transport::Tls(clients), Some(target)) => {
+                self.exchange_tls(clients, request(target, d), deadline)
+                    .await
+            }
         };
         let outcome = match result {
             Ok(outcome) => outcome,
@@ -215,70 +224,50 @@ impl Forwarder {
         outcome
     }
 
-    fn request(&self, d: &Delivery) -> Option<Request<Full<Bytes>>> {
-        let uri = self.uri(&d.service)?;
-        let mut req = Request::new(Full::new(d.body.clone()));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = uri;
-        let h = req.headers_mut();
-        // Six here plus `Host` (added below, or by hyper-util): all seven in one allocation.
-        h.reserve(7);
-        h.insert(CONTENT_TYPE, APPLICATION_JSON);
-        h.insert(
-            X_DEDUP_KEY,
-            HeaderValue::from_bytes(&d.key.hex_bytes()).ok()?,
-        );
-        if let Some(auth) = &d.authorization {
-            // Sensitive whatever path built it (webhook, spool, DLQ replay): client-side debug
-            // output then shows `Sensitive` instead of the service token.
-            let mut auth = auth.clone();
-            auth.set_sensitive(true);
-            h.insert(AUTHORIZATION, auth);
-        }
-        h.insert(USER_AGENT, UA);
-        if let Transport::Plain(pool) = &*self.transport {
-            h.insert(HOST, pool.host().clone());
-        }
-        h.insert(ACCEPT, ANY);
-        Some(req)
-    }
-
-    /// Sends `req` and drains a capped amount of the answer, all within the request timeout.
-    async fn exchange(
+    /// Sends `req` over hyper-util and drains a capped amount of the answer, by `deadline`.
+    async fn exchange_tls(
         &self,
+        clients: &[https::TlsClient],
         req: Request<Full<Bytes>>,
-        started: Instant,
+        deadline: tokio::time::Instant,
     ) -> Result<Outcome, UpstreamClass> {
-        let deadline = tokio::time::Instant::from_std(started) + self.timeout;
-        match &*self.transport {
-            Transport::Plain(pool) => {
-                let (resp, lease) = tokio::time::timeout_at(deadline, pool.send(req))
-                    .await
-                    .map_err(|_| UpstreamClass::Timeout)??;
-                let (outcome, ended) = read_answer(resp, deadline).await;
-                if ended {
-                    pool.put_back(lease);
-                }
-                Ok(outcome)
-            }
-            Transport::Tls(clients) => {
-                let client = &clients[crate::runtime::worker_index() % clients.len()];
-                let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
-                    Err(_) => return Err(UpstreamClass::Timeout),
-                    Ok(Err(e)) => return Err(https::error_class(&e)),
-                    Ok(Ok(resp)) => resp,
-                };
-                Ok(read_answer(resp, deadline).await.0)
-            }
+        let client = &clients[crate::runtime::worker_index() % clients.len()];
+        match tokio::time::timeout_at(deadline, client.request(req)).await {
+            Err(_) => Err(UpstreamClass::Timeout),
+            Ok(Err(e)) => Err(https::error_class(&e)),
+            Ok(Ok(resp)) => Ok(read_answer(resp, deadline).await),
         }
     }
 }
 
-/// Classifies OSCAR's answer and drains a little of its body so the connection can be reused:
-/// never more than [`RESPONSE_CAP`], never past the request deadline (a slow body still leaves
-/// the status to decide). `true` beside the outcome when the body was read to its end, the one
-/// case in which the connection may carry another request.
-async fn read_answer(resp: Response<Incoming>, deadline: tokio::time::Instant) -> (Outcome, bool) {
+/// The request hyper-util sends for `d` (it adds `Host`).
+fn request(uri: Uri, d: &Delivery) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(d.body.clone()));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri;
+    let h = req.headers_mut();
+    // Six here plus the `Host` the client adds: room for all seven in one allocation.
+    h.reserve(7);
+    h.insert(CONTENT_TYPE, APPLICATION_JSON);
+    if let Ok(key) = HeaderValue::from_bytes(&d.key.hex_bytes()) {
+        h.insert(X_DEDUP_KEY, key);
+    }
+    if let Some(auth) = &d.authorization {
+        // Sensitive whatever path built it (webhook, spool, DLQ replay): client-side debug
+        // output then shows `Sensitive` instead of the service token.
+        let mut auth = auth.clone();
+        auth.set_sensitive(true);
+        h.insert(AUTHORIZATION, auth);
+    }
+    h.insert(USER_AGENT, UA);
+    h.insert(ACCEPT, ANY);
+    req
+}
+
+/// Classifies OSCAR's answer (from hyper-util) and drains a little of its body so the
+/// connection can be reused: never more than [`RESPONSE_CAP`], never past the request deadline (a
+/// slow body still leaves the status to decide).
+async fn read_answer(resp: Response<Incoming>, deadline: tokio::time::Instant) -> Outcome {
     let status = resp.status();
     let retry_after = resp
         .headers()
@@ -287,7 +276,6 @@ async fn read_answer(resp: Response<Incoming>, deadline: tokio::time::Instant) -
         .and_then(parse_retry_after);
     let mut body = resp.into_body();
     let mut read = 0usize;
-    let mut ended = false;
     while read < RESPONSE_CAP {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => {
@@ -295,14 +283,10 @@ async fn read_answer(resp: Response<Incoming>, deadline: tokio::time::Instant) -
                     read += c.len();
                 }
             }
-            Ok(None) => {
-                ended = true;
-                break;
-            }
             _ => break,
         }
     }
-    (classify(status.as_u16(), retry_after), ended)
+    classify(status.as_u16(), retry_after)
 }
 
 /// Contract §7's split of OSCAR's answers.

@@ -1,9 +1,7 @@
-//! The one race a pool cannot close, made deterministic: OSCAR closes a pooled connection while
-//! the runtime thread is busy, so the connection's task has not seen the close when the next
-//! request is handed to it. hyper writes the request, then reads the end of stream. Whether OSCAR
-//! read it is unknown (a server may take a POST and die before answering), so the pool must not
-//! resend it: the attempt fails as retryable and the caller's own retry (MinIO's after a 503, the
-//! spool's backoff) delivers it. Resending here could start OSCAR's job twice.
+//! The pool against a scripted OSCAR on a plain thread, so that what the runtime thread sees can
+//! be arranged: a connection closed while the worker was busy (noticed at checkout by the probe
+//! of a connection idle for `PROBE_AFTER`, the request goes on a new connection), and a request OSCAR read but never answered (not resent: OSCAR
+//! may have started the job).
 
 use std::{
     io::{Read, Write},
@@ -13,12 +11,22 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, Uri};
+use hyper::Uri;
 
-use super::PlainPool;
+use super::{Answer, PlainPool};
+use crate::{deliver::Delivery, identity::DedupKey, metrics::UpstreamClass};
 
 const OK: &[u8] = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}";
+
+#[derive(Clone, Copy)]
+enum Step {
+    /// Read a request, answer 201.
+    Answer,
+    /// Wait to be told, then close (the connection sits idle in the pool meanwhile).
+    CloseWhenTold,
+    /// Read a request, close without an answer.
+    ReadThenClose,
+}
 
 /// Reads one request head and its Content-Length body; false on EOF.
 fn read_request(s: &mut std::net::TcpStream) -> bool {
@@ -43,89 +51,114 @@ fn read_request(s: &mut std::net::TcpStream) -> bool {
     }
 }
 
-/// Connection 0 answers once, then closes when told; later ones answer every request. Sends the
-/// count of requests each connection carried when it ends.
-fn oscar(close: mpsc::Receiver<()>, counts: mpsc::Sender<(usize, usize)>) -> std::net::SocketAddr {
+/// Serves connection `i` by `scripts[i]`; when a connection ends, sends `(i, requests read)`.
+fn oscar(
+    scripts: Vec<Vec<Step>>,
+    told: mpsc::Receiver<()>,
+    counts: mpsc::Sender<(usize, usize)>,
+) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
-        let mut close = Some(close);
-        for (i, conn) in listener.incoming().take(3).enumerate() {
-            let Ok(mut s) = conn else { return };
-            let counts = counts.clone();
-            if let Some(close) = close.take() {
-                let served = usize::from(read_request(&mut s) && s.write_all(OK).is_ok());
-                let _ = close.recv_timeout(Duration::from_secs(10));
-                drop(s);
-                let _ = counts.send((i, served));
-                continue;
-            }
-            std::thread::spawn(move || {
-                let mut served = 0;
-                while read_request(&mut s) && s.write_all(OK).is_ok() {
-                    served += 1;
+        for (i, script) in scripts.into_iter().enumerate() {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut read = 0;
+            for step in script {
+                match step {
+                    Step::Answer if read_request(&mut s) && s.write_all(OK).is_ok() => read += 1,
+                    Step::Answer => break,
+                    Step::CloseWhenTold => {
+                        let _ = told.recv_timeout(Duration::from_secs(10));
+                        break;
+                    }
+                    Step::ReadThenClose => {
+                        read += usize::from(read_request(&mut s));
+                        break;
+                    }
                 }
-                let _ = counts.send((i, served));
-            });
+            }
+            drop(s);
+            let _ = counts.send((i, read));
         }
     });
     addr
 }
 
-fn request(addr: std::net::SocketAddr) -> Request<Full<Bytes>> {
-    let mut req = Request::new(Full::new(Bytes::from_static(b"{}")));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = Uri::from_static("/job/svc");
-    let host = hyper::header::HeaderValue::from_str(&addr.to_string()).expect("host");
-    req.headers_mut().insert(hyper::header::HOST, host);
-    req
+fn delivery() -> Delivery {
+    Delivery {
+        service: "svc".into(),
+        authorization: None,
+        body: Bytes::from_static(b"{}"),
+        key: DedupKey([7; 16]),
+    }
 }
 
-#[tokio::test]
-async fn a_request_written_to_a_connection_closed_under_it_is_not_resent() {
-    let (close_tx, close_rx) = mpsc::channel();
-    let (count_tx, count_rx) = mpsc::channel();
-    let addr = oscar(close_rx, count_tx);
+fn pool(addr: std::net::SocketAddr) -> PlainPool {
     let authority = addr.to_string().parse().expect("authority");
-    let pool = PlainPool::new(&authority, 1, 4, Duration::from_secs(5)).expect("pool");
+    let mut pool = PlainPool::new(&authority, 1, 4, Duration::from_secs(5)).expect("pool");
+    // Probe every checkout, as after a second of idleness, without waiting a second.
+    pool.probe_after = Duration::ZERO;
+    pool
+}
 
-    let (resp, lease) = pool.send(request(addr)).await.expect("first send");
-    resp.into_body().collect().await.expect("first body");
-    pool.put_back(lease);
-    // Let the connection settle into idle and want its next request.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-    close_tx.send(()).expect("close");
-    assert_eq!(count_rx.recv_timeout(Duration::from_secs(5)), Ok((0, 1)));
-    // Block this (the only) runtime thread: the connection's task cannot see the close yet.
-    std::thread::sleep(Duration::from_millis(50));
+async fn exchange(pool: &PlainPool) -> Result<Answer, UpstreamClass> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    pool.exchange(&Uri::from_static("/job/svc"), &delivery(), deadline)
+        .await
+}
 
-    let second = pool.send(request(addr)).await;
-    assert_eq!(
-        second.err(),
-        Some(crate::metrics::UpstreamClass::Other),
-        "a possibly written request fails as retryable instead of being resent"
-    );
-    assert_eq!(
-        count_rx.recv_timeout(Duration::from_millis(200)),
-        Err(mpsc::RecvTimeoutError::Timeout),
-        "no second connection was opened for it"
-    );
-
-    // The caller's retry goes on a new connection.
-    let (resp, lease) = pool.send(request(addr)).await.expect("third send");
-    assert_eq!(resp.status(), 201);
-    resp.into_body().collect().await.expect("third body");
-    drop(lease);
-    // The connection's task must run to close it, so wait without blocking the runtime.
-    let mut last = None;
+/// Waits for the next connection's report without blocking the runtime thread.
+async fn next_count(counts: &mpsc::Receiver<(usize, usize)>) -> Option<(usize, usize)> {
     for _ in 0..250 {
-        if let Ok(c) = count_rx.try_recv() {
-            last = Some(c);
-            break;
+        if let Ok(c) = counts.try_recv() {
+            return Some(c);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(last, Some((1, 1)));
+    None
+}
+
+#[tokio::test]
+async fn a_connection_closed_while_the_worker_was_busy_is_noticed_at_checkout() {
+    let (tell, told) = mpsc::channel();
+    let (count_tx, counts) = mpsc::channel();
+    let scripts = vec![vec![Step::Answer, Step::CloseWhenTold], vec![Step::Answer]];
+    let pool = pool(oscar(scripts, told, count_tx));
+
+    assert_eq!(exchange(&pool).await.map(|a| a.status), Ok(201));
+    tell.send(()).expect("tell");
+    assert_eq!(counts.recv_timeout(Duration::from_secs(5)), Ok((0, 1)));
+    // Block this (the only) runtime thread: no epoll round has seen the close.
+    std::thread::sleep(Duration::from_millis(50));
+
+    assert_eq!(exchange(&pool).await.map(|a| a.status), Ok(201));
+    drop(pool);
+    assert_eq!(
+        next_count(&counts).await,
+        Some((1, 1)),
+        "once, on a new connection"
+    );
+}
+
+#[tokio::test]
+async fn a_request_oscar_read_but_never_answered_is_not_resent() {
+    let (_tell, told) = mpsc::channel();
+    let (count_tx, counts) = mpsc::channel();
+    let scripts = vec![vec![Step::Answer, Step::ReadThenClose], vec![Step::Answer]];
+    let pool = pool(oscar(scripts, told, count_tx));
+
+    assert_eq!(exchange(&pool).await.map(|a| a.status), Ok(201));
+    assert_eq!(exchange(&pool).await, Err(UpstreamClass::Other));
+    assert_eq!(next_count(&counts).await, Some((0, 2)));
+    assert_eq!(
+        counts.recv_timeout(Duration::from_millis(200)),
+        Err(mpsc::RecvTimeoutError::Timeout),
+        "no second connection was opened to resend it"
+    );
+    // The caller's retry goes on a new connection.
+    assert_eq!(exchange(&pool).await.map(|a| a.status), Ok(201));
+    drop(pool);
+    assert_eq!(next_count(&counts).await, Some((1, 1)));
 }
