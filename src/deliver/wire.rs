@@ -24,7 +24,8 @@ use crate::identity::DedupKey;
 /// A response head larger than this is refused (hyper's default limit is about the same).
 pub const MAX_HEAD: usize = 64 * 1024;
 
-const MAX_HEADERS: usize = 64;
+/// Response headers read at most (hyper's default limit too); more is a malformed answer.
+const MAX_HEADERS: usize = 100;
 
 /// Appends the request head for `target` to `out`; the body follows it on the wire.
 pub fn request_head(

@@ -8,10 +8,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
+use tokio::{io::AsyncWriteExt, net::TcpListener};
 
 use crate::helpers::*;
 
@@ -44,7 +41,7 @@ async fn raw_oscar(per_conn: usize) -> (std::net::SocketAddr, Seen) {
             n += 1;
             tokio::spawn(async move {
                 for _ in 0..per_conn {
-                    let Some(head) = read_head(&mut s).await else {
+                    let Some(head) = read_request_head(&mut s).await else {
                         return;
                     };
                     seen.0.lock().unwrap().push((conn, head));
@@ -60,34 +57,6 @@ async fn raw_oscar(per_conn: usize) -> (std::net::SocketAddr, Seen) {
         }
     });
     (addr, seen)
-}
-
-/// One request's head (its body, per Content-Length, read and discarded); None on EOF.
-async fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while buf.len() < end + len {
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    Some(head)
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ mod gateway;
 pub mod internals;
 mod oscar;
 mod process;
+mod raw_http;
 mod spool_gw;
 mod wait;
 
@@ -32,5 +33,6 @@ pub use gate::*;
 pub use gateway::*;
 pub use oscar::*;
 pub use process::*;
+pub use raw_http::*;
 pub use spool_gw::*;
 pub use wait::*;
