@@ -3,8 +3,8 @@
 //! The request is what MinIO would have sent OSCAR itself: the body byte-for-byte, the original
 //! `Authorization` header, `Content-Type: application/json`, plus `X-Dedup-Key` so OSCAR-side logs
 //! can be joined with the gateway's. Connections are pooled per worker and kept alive (`pool.rs`
-//! with `wire.rs` for `http://`, hyper-util in `https.rs` for `https://`), redirects are never followed (a redirect would carry the service token to another
-//! host), and a response body is read only up to [`RESPONSE_CAP`] so a misbehaving upstream cannot
+//! with `wire.rs` for `http://`, hyper-util in `https.rs` for `https://`), redirects are never
+//! followed (a redirect would carry the service token to another host), and a response body is read only up to [`RESPONSE_CAP`] so a misbehaving upstream cannot
 //! make the gateway buffer without bound. What counts as success, retryable or permanent is
 //! contract §7: 2xx success; 408, 429, 5xx, timeouts and connection errors retryable; other 4xx and
 //! 3xx permanent.
@@ -102,7 +102,6 @@ enum Transport {
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     transport: Arc<Transport>,
-    base: Arc<str>,
     /// What goes before `/job/{service}` in a request's URI: the whole base for `https://`
     /// (hyper-util wants absolute form), only its path for `http://` (origin form on the wire).
     prefix: Arc<str>,
@@ -148,21 +147,11 @@ impl Forwarder {
         };
         Ok(Self {
             transport: Arc::new(transport),
-            base: base.into(),
             prefix: prefix.into(),
             uris: Arc::new(DashMap::new()),
             timeout: cfg.request_timeout,
             metrics,
         })
-    }
-
-    /// The URL an event for `service` goes to.
-    pub fn url(&self, service: &str) -> String {
-        let mut url = String::with_capacity(self.base.len() + 5 + service.len());
-        url.push_str(&self.base);
-        url.push_str("/job/");
-        url.push_str(service);
-        url
     }
 
     /// The parsed URI for `service`, remembered for the first [`URI_CACHE_MAX`] services.

@@ -54,7 +54,7 @@ use crate::metrics::UpstreamClass;
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle at least this long, a connection is probed with a syscall at checkout.
-pub(super) const PROBE_AFTER: Duration = Duration::from_secs(1);
+const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 /// A connection's read buffer starts at this and is cut back to it when pooled.
 const BUF: usize = 4096;
@@ -133,21 +133,7 @@ impl PlainPool {
         let worker = crate::runtime::worker_index() % self.stacks.len();
         let mut reuse_left = self.max_idle;
         let (mut conn, head) = loop {
-            let pooled = if reuse_left > 0 {
-                self.pop(worker)
-            } else {
-                None
-            };
-            let reused = pooled.is_some();
-            let mut conn = match pooled {
-                Some(c) => {
-                    reuse_left -= 1;
-                    c
-                }
-                None => timeout_at(deadline, self.connect())
-                    .await
-                    .map_err(|_| UpstreamClass::Timeout)??,
-            };
+            let (mut conn, reused) = self.checkout(worker, &mut reuse_left, deadline).await?;
             conn.buf.clear();
             let auth = d.authorization.as_ref();
             wire::request_head(
@@ -182,6 +168,25 @@ impl PlainPool {
             self.put_back(worker, conn);
         }
         Ok(answer)
+    }
+
+    /// A pooled connection while `reuse_left` allows one (`true` beside it), else a new one.
+    async fn checkout(
+        &self,
+        worker: usize,
+        reuse_left: &mut usize,
+        deadline: Deadline,
+    ) -> Result<(Conn, bool), UpstreamClass> {
+        if *reuse_left > 0
+            && let Some(conn) = self.pop(worker)
+        {
+            *reuse_left -= 1;
+            return Ok((conn, true));
+        }
+        let conn = timeout_at(deadline, self.connect())
+            .await
+            .map_err(|_| UpstreamClass::Timeout)??;
+        Ok((conn, false))
     }
 
     /// Keeps a connection whose answer ended cleanly, up to `max_idle` per worker.
