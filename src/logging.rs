@@ -24,6 +24,7 @@ use std::{
 
 use tracing_subscriber::fmt::MakeWriter;
 
+pub mod direct;
 mod plain;
 pub mod text;
 
@@ -51,6 +52,21 @@ impl Shared {
             // Nowhere to report a failing stderr; the line is lost either way.
             let _ = io::stderr().lock().write_all(spare);
             spare.clear();
+        }
+    }
+
+    /// Appends one line; past [`MAX_PENDING`] writes the backlog and the line itself, in order.
+    fn append(&self, line: &[u8]) -> io::Result<()> {
+        let mut pending = self.lock();
+        if pending.len() + line.len() > MAX_PENDING {
+            // The writer thread is behind: write the backlog here, in order, under the lock.
+            let mut err = io::stderr().lock();
+            let _ = err.write_all(&pending);
+            pending.clear();
+            err.write_all(line)
+        } else {
+            pending.extend_from_slice(line);
+            Ok(())
         }
     }
 }
@@ -121,16 +137,7 @@ impl<'a> MakeWriter<'a> for BatchedStderr {
 
 impl Write for LineWriter<'_> {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        let mut pending = self.shared.lock();
-        if pending.len() + line.len() > MAX_PENDING {
-            // The writer thread is behind: write the backlog here, in order, under the lock.
-            let mut err = io::stderr().lock();
-            let _ = err.write_all(&pending);
-            pending.clear();
-            err.write_all(line)?;
-        } else {
-            pending.extend_from_slice(line);
-        }
+        self.shared.append(line)?;
         Ok(line.len())
     }
 
@@ -156,6 +163,10 @@ pub fn init(format: crate::config::LogFormat) -> Option<FlushGuard> {
             Some(guard)
         }
         (Ok((w, guard)), LogFormat::Text) => {
+            let rust_log = std::env::var("RUST_LOG").ok();
+            if !ansi && direct::filter_allows(rust_log.as_deref()) {
+                direct::install(w.shared.clone());
+            }
             builder
                 .with_writer(w)
                 .event_format(text::TextLine::default())

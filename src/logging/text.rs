@@ -137,10 +137,15 @@ fn write_debug_str(w: &mut Writer<'_>, value: &str) -> fmt::Result {
     }
 }
 
-/// Escapes terminal control codes in a message, as `tracing_subscriber` does for its own.
-struct ControlEscaped<'a, 'w>(&'a mut Writer<'w>);
+/// The `message` field as the visitor writes it: bare, terminal control codes escaped.
+pub(super) fn write_message(w: &mut impl Write, message: &str) -> fmt::Result {
+    ControlEscaped(w).write_str(message)
+}
 
-impl Write for ControlEscaped<'_, '_> {
+/// Escapes terminal control codes in a message, as `tracing_subscriber` does for its own.
+struct ControlEscaped<'a, W>(&'a mut W);
+
+impl<W: Write> Write for ControlEscaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let clean = s.chars().all(|c| {
             !matches!(
@@ -172,7 +177,7 @@ thread_local! {
 }
 
 /// RFC 3339 in UTC with microseconds, as `tracing_subscriber`'s `SystemTime` timer writes it.
-fn write_timestamp(w: &mut impl Write, now: SystemTime) -> fmt::Result {
+pub(super) fn write_timestamp(w: &mut impl Write, now: SystemTime) -> fmt::Result {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (cached, mut text) = SECOND.get();

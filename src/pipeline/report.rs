@@ -12,6 +12,7 @@ use super::{Gateway, parse::Record};
 use crate::{
     history,
     identity::DedupKey,
+    logging,
     verdict::{RecordResult, Verdict},
 };
 
@@ -61,6 +62,8 @@ pub(super) fn subject<'a>(service: &'a str, rec: &'a Record<'_>) -> history::Sub
 }
 
 /// The one log line per decision: verdict, reason, where, and the dedup key (never a token).
+/// Written straight into the log buffer where the text format allows it
+/// ([`crate::logging::direct`]), through `tracing` otherwise; the same line either way.
 fn log_decision(
     verdict: Verdict,
     reason: &str,
@@ -68,6 +71,29 @@ fn log_decision(
     rec: &Record<'_>,
     key: Option<&DedupKey>,
 ) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    if logging::direct::enabled() {
+        use logging::direct::Value::{Absent, Display, Str};
+        let hex = key.map(DedupKey::hex_bytes);
+        let hex = hex.as_ref().and_then(|h| std::str::from_utf8(h).ok());
+        logging::direct::info(
+            module_path!(),
+            "decision",
+            &[
+                ("verdict", Str(verdict.as_str())),
+                ("reason", Str(reason)),
+                ("service", Str(service)),
+                ("event", Str(rec.event_name.as_ref())),
+                ("bucket", Str(rec.bucket.as_ref())),
+                ("object", Str(rec.key.as_str())),
+                ("version", Str(rec.version.as_ref())),
+                ("dedup_key", hex.map_or(Absent, Display)),
+            ],
+        );
+        return;
+    }
     tracing::info!(
         verdict = verdict.as_str(),
         reason,
