@@ -176,9 +176,24 @@ async fn serve_binary_forwards_once(mode: Option<&str>, first_verdict: &str) {
     let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");
     let logs = logs.join().unwrap().join("\n");
+    // The decision line as the text format writes it (written past `tracing`'s dispatch here:
+    // stderr is a pipe, so no colours), ending in the dedup key as bare hex.
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&format!("verdict=\"{first_verdict}\"")))
+        .unwrap_or_else(|| panic!("no decision line: {logs}"));
+    let (stamp, rest) = line.split_once(' ').unwrap();
+    assert!(stamp.len() == 27 && stamp.ends_with('Z'), "{line}");
     assert!(
-        logs.contains(&format!("verdict=\"{first_verdict}\"")),
-        "{logs}"
+        rest.starts_with(&format!(
+            " INFO dedup_gateway::pipeline::report: decision verdict=\"{first_verdict}\" reason="
+        )),
+        "{line}"
+    );
+    let key = line.rsplit_once(" dedup_key=").unwrap().1;
+    assert!(
+        key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
     );
     assert!(
         !logs.contains(&GOOD_TOKEN[7..]),
