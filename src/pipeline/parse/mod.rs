@@ -173,7 +173,7 @@ fn records_serde(body: &[u8]) -> Result<Records<'_>, EnvelopeError> {
     if nested_deeper_than(body, MAX_DEPTH) {
         return Err(EnvelopeError::TooDeep(MAX_DEPTH));
     }
-    if let Ok(text) = std::str::from_utf8(body)
+    if let Ok(text) = simdutf8::basic::from_utf8(body)
         && let Ok(env) = serde_json::from_str::<EnvelopeOf<Obj<RawRecord<'_>>>>(text)
     {
         if env.duplicate {

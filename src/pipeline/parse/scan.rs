@@ -46,7 +46,7 @@ pub(super) struct Scanned<'a> {
 
 /// Reads `body` if it is a plain MinIO notification (see the module doc); `None` otherwise.
 pub(super) fn scan(body: &[u8]) -> Option<Scanned<'_>> {
-    let text = std::str::from_utf8(body).ok()?;
+    let text = simdutf8::basic::from_utf8(body).ok()?;
     let mut s = Scanner {
         text,
         bytes: body,
