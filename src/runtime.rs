@@ -14,7 +14,7 @@
 //! background tasks (sweeper, spool workers, held copies' timers). Without [`Workers`] (the tests,
 //! embedders) connections are served on the caller's runtime, whatever its flavour.
 
-use std::{cell::Cell, io, num::NonZeroUsize, thread::JoinHandle};
+use std::{cell::Cell, io, num::NonZeroUsize, thread::JoinHandle, time::Duration};
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,30 @@ pub fn current_thread() -> io::Result<Runtime> {
     Builder::new_current_thread().enable_all().build()
 }
 
+/// How far ahead each worker always has a timer due (see [`timer_anchor`]).
+const ANCHOR_EVERY: Duration = Duration::from_secs(1);
+
+/// A timer that fires every [`ANCHOR_EVERY`] on its worker and does nothing else.
+///
+/// Why: tokio's timer wheel wakes its driver (a `write(2)` to the runtime's eventfd, then an
+/// extra `epoll_wait` round) whenever a timer is registered that is due before every timer the
+/// driver parked with, and always when it parked with none. The thread registering is the
+/// runtime's own, so that wake-up is wasted, and it happened for ≈ 0.6 of forwarded requests:
+/// hyper arms a header-read timer each time a keep-alive connection waits for its next request,
+/// often just after the last timer of that worker was dropped. With a timer always due within a
+/// second, the 10–30 s timers a request arms are never the earliest, and registering one costs
+/// no syscall (BENCHMARKS.md, session 8). The price is one wake-up a second per idle worker.
+async fn timer_anchor(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ANCHOR_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+    }
+}
+
 /// Workers 1..n, each a thread blocked in its own runtime until [`Workers::stop`].
 #[derive(Debug)]
 pub struct Workers {
@@ -58,8 +82,10 @@ impl Workers {
             threads: Vec::with_capacity(count.saturating_sub(1)),
             stop: stop.clone(),
         };
+        workers.handles[0].spawn(timer_anchor(stop.clone()));
         for index in 1..count.max(1) {
             let rt = current_thread()?;
+            rt.spawn(timer_anchor(stop.clone()));
             workers.handles.push(rt.handle().clone());
             let stop = stop.clone();
             let thread = std::thread::Builder::new()
