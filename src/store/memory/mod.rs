@@ -43,6 +43,12 @@ use super::{Claim, DedupStore, Existing, Owner, StoreError};
 use crate::identity::DedupKey;
 use slot::{Slot, State};
 
+/// Shards of the map. More than dashmap's default (4 × cores): each shard is locked on its own
+/// by the sweep and by a table resize, so at 10 M identities a shard holds ≈ 40 k entries and
+/// no lock is held for more than a fraction of a millisecond (`sweep.rs`). One shard costs a
+/// lock and an empty table, ≈ 64 bytes.
+const SHARDS: usize = 256;
+
 /// Cheap to clone: all clones share one map.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
@@ -69,7 +75,7 @@ impl MemoryStore {
     pub fn new(max_entries: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
-                map: DashMap::with_hasher(hasher::DigestState::default()),
+                map: DashMap::with_hasher_and_shard_amount(hasher::DigestState::default(), SHARDS),
                 len: AtomicUsize::new(0),
                 max_entries: max_entries.max(1),
                 started: Instant::now(),

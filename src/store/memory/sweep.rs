@@ -4,13 +4,25 @@
 //! (never under one shard's lock), and it may remove only what no one can lose (expired entries
 //! and the oldest committed ones), never a held or reserved identity.
 //!
+//! The periodic sweep runs on a thread of its own at idle priority (Linux `SCHED_IDLE`: it gets
+//! the CPU only when no request wants it), not on a worker, and takes one shard's write lock at a
+//! time ([`super::SHARDS`] of them). Before, with 10 M entries, the sweep ran on worker 0 and
+//! stalled every connection of that worker for its whole length, and each of dashmap's default 8
+//! shards was locked for ≈ 1/8 of it against the other worker; on the blocking pool it still took
+//! a full share of a busy core (BENCHMARKS.md, session 8: p99 during a sweep of 5 M expired
+//! identities 7.8 × and 5.0 × the p99 without one). A sweeper starved by a saturated core only
+//! delays expiry: the bound (`make_room`) still sweeps on the insert that reaches it.
+//!
 //! Evicting a delivered identity inside its TTL is a documented choice (docs/operations.md,
 //! "Sizing"): the bound keeps the process alive, and the cost is that a repeat of the evicted
 //! identity is forwarded again. It is never silent: each eviction is counted
 //! ([`MemoryStore::evicted_live`], exported as `dedup_gateway_store_evicted_live_total`) and
 //! logged as a warning that the bound is too small.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    sync::{atomic::Ordering, mpsc::RecvTimeoutError},
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 
@@ -20,27 +32,34 @@ use super::{
 };
 
 impl MemoryStore {
-    /// Runs the expiry sweep every `interval` until `stop` is cancelled.
+    /// Runs the expiry sweep every `interval` until `stop` is cancelled, on a thread of its own
+    /// at idle priority (see the module doc); the returned task ends the thread when `stop` is
+    /// cancelled.
     pub fn spawn_sweeper(
         &self,
         interval: Duration,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        let removed = store.sweep_at(store.now());
-                        if removed > 0 {
-                            tracing::debug!(removed, "dedup sweep");
-                        }
+        // Dropping the sender (when `stop` is cancelled) wakes the thread and ends it.
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("dedup-sweeper".into())
+            .spawn(move || {
+                idle_priority();
+                while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
+                    let removed = store.sweep_at(store.now());
+                    if removed > 0 {
+                        tracing::debug!(removed, "dedup sweep");
                     }
                 }
-            }
+            });
+        if let Err(e) = &thread {
+            tracing::error!(error = %e, "cannot start the dedup sweeper; expired identities are removed only at the bound");
+        }
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            drop(stop_tx);
         })
     }
 
@@ -98,5 +117,23 @@ impl MemoryStore {
             "dedup store full: evicted delivered identities inside their TTL, whose repeats will be forwarded again; raise dedup.max_entries or lower dedup.ttl"
         );
         Ok(())
+    }
+}
+
+/// Lowers the calling thread to idle scheduling, best effort: where the system refuses, the
+/// sweep runs at normal priority as before.
+fn idle_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(e) =
+            set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+        {
+            tracing::debug!(error = ?e, "dedup sweeper keeps normal priority");
+        }
     }
 }
