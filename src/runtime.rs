@@ -46,14 +46,14 @@ const ANCHOR_EVERY: Duration = Duration::from_secs(1);
 
 /// A timer that fires every [`ANCHOR_EVERY`] on its worker and does nothing else.
 ///
-/// Why: tokio's timer wheel wakes its driver (a `write(2)` to the runtime's eventfd, then an
-/// extra `epoll_wait` round) whenever a timer is registered that is due before every timer the
-/// driver parked with, and always when it parked with none. The thread registering is the
-/// runtime's own, so that wake-up is wasted, and it happened for ≈ 0.6 of forwarded requests:
-/// hyper arms a header-read timer each time a keep-alive connection waits for its next request,
-/// often just after the last timer of that worker was dropped. With a timer always due within a
-/// second, the 10–30 s timers a request arms are never the earliest, and registering one costs
-/// no syscall (BENCHMARKS.md, session 8). The price is one wake-up a second per idle worker.
+/// Why: tokio's timer wheel wakes its driver (a `write(2)` to the runtime's eventfd) whenever a
+/// timer is registered that is due before every timer the driver parked with, and always when it
+/// parked with none. The thread registering is the runtime's own, so that wake-up is wasted, and it
+/// happened for ≈ 0.47 of forwarded requests: hyper arms a header-read timer each time a keep-alive
+/// connection waits for its next request, often just after the last timer of that worker was
+/// dropped. With a timer always due within a second, the 10–30 s timers a request arms are never
+/// the earliest, and registering one costs no syscall (`scripts/syscalls-per-request`;
+/// BENCHMARKS.md, session 8). The price is one wake-up a second per idle worker.
 async fn timer_anchor(stop: CancellationToken) {
     let mut tick = tokio::time::interval(ANCHOR_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

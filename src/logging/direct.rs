@@ -121,36 +121,12 @@ pub(super) fn format_line(
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io,
-        sync::Mutex,
-        time::{Duration, UNIX_EPOCH},
-    };
+    use std::time::{Duration, UNIX_EPOCH};
 
     use tracing::Level;
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Buf {
-        type Writer = Buf;
-        fn make_writer(&'a self) -> Buf {
-            self.clone()
-        }
-    }
+    use crate::logging::text::tests::Buf;
 
     /// The line `tracing` writes for the decision event with these values, without its timestamp.
     fn through_tracing(object: &str, version: Option<&str>, key: Option<&str>) -> String {

@@ -226,7 +226,7 @@ fn civil(secs: u64) -> [u8; 19] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::{
         io,
         sync::{Arc, Mutex},
@@ -237,8 +237,9 @@ mod tests {
 
     use super::*;
 
+    /// A `MakeWriter` into memory, for comparing formatted lines.
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    pub(in crate::logging) struct Buf(pub(in crate::logging) Arc<Mutex<Vec<u8>>>);
 
     impl io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
