@@ -11,18 +11,22 @@
 //! attempts it recorded are.
 //!
 //! Why it is bounded: the queue promises that a long backlog (OSCAR down for hours) costs a few
-//! dozen bytes per event, not its body. Beyond [`MAX_ENTRIES`] records or [`MAX_BYTES`] bytes of
-//! bodies, a new record is simply not kept here, and its worker loads it from disk as before.
+//! dozen bytes per event, not its body; this copy adds at most [`MAX_BYTES`] (64 MiB) to that.
+//! Beyond [`MAX_ENTRIES`] records or [`MAX_BYTES`] bytes of bodies, a new record is simply not
+//! kept here, and its worker loads it from disk as before.
 //! Held records (due only after their grace) are never kept.
 
 use std::{collections::HashMap, sync::Mutex};
 
 use super::record::Entry;
 
-/// Records kept at most; a few times `delivery.concurrency` covers a burst.
-pub(crate) const MAX_ENTRIES: usize = 4096;
-/// Body bytes kept at most.
-pub(crate) const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Records kept at most: a burst of this many events is delivered without reading one back.
+/// (4,096 before session 8: a 10 s burst of 64 connections outran delivery by ≈ 80 k events, so
+/// most deliveries read the disk on the blocking pool, on the core the intake needed; with
+/// 65,536 the spool's intake rose ≈ 20 %, BENCHMARKS.md "Session 8 levers".)
+pub(crate) const MAX_ENTRIES: usize = 65_536;
+/// Body bytes kept at most: the memory a backlog may cost beyond its queue entries.
+pub(crate) const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Admitted records not yet taken by their first delivery, by spool id. The std mutex is held only
 /// to insert or remove one entry, never across an await.
