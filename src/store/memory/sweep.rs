@@ -4,9 +4,9 @@
 //! (never under one shard's lock), and it may remove only what no one can lose (expired entries
 //! and the oldest committed ones), never a held or reserved identity.
 //!
-//! The periodic sweep runs on a thread of its own at idle priority (Linux `SCHED_IDLE`: it gets
-//! the CPU only when no request wants it), not on a worker, and takes one shard's write lock at a
-//! time ([`super::SHARDS`] of them). Before, with 10 M entries, the sweep ran on worker 0 and
+//! The periodic sweep runs on a thread of its own at lowered priority (nice 9: it yields the CPU to
+//! requests, see `lower_priority`), not on a worker, and takes one shard's write lock at a time
+//! ([`super::SHARDS`] of them). Before, with 10 M entries, the sweep ran on worker 0 and
 //! stalled every connection of that worker for its whole length, and each of dashmap's default 8
 //! shards was locked for ≈ 1/8 of it against the other worker; on the blocking pool it still took
 //! a full share of a busy core (BENCHMARKS.md, session 8: p99 during a sweep of 5 M expired
@@ -33,7 +33,7 @@ use super::{
 
 impl MemoryStore {
     /// Runs the expiry sweep every `interval` until `stop` is cancelled, on a thread of its own
-    /// at idle priority (see the module doc); the returned task ends the thread when `stop` is
+    /// at lowered priority (see the module doc); the returned task ends the thread when `stop` is
     /// cancelled.
     pub fn spawn_sweeper(
         &self,
@@ -46,7 +46,7 @@ impl MemoryStore {
         let thread = std::thread::Builder::new()
             .name("dedup-sweeper".into())
             .spawn(move || {
-                idle_priority();
+                lower_priority();
                 while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
                     let removed = store.sweep_at(store.now());
                     if removed > 0 {
@@ -120,20 +120,32 @@ impl MemoryStore {
     }
 }
 
-/// Lowers the calling thread to idle scheduling, best effort: where the system refuses, the
-/// sweep runs at normal priority as before.
-fn idle_priority() {
+/// Lowers the calling thread's priority (nice 9), best effort: where the system refuses, the
+/// sweep runs at normal priority as before. Lowered, not idle (`SCHED_IDLE`, measured first): the
+/// sweeper holds one shard's write lock at a time, and an idle-class holder preempted on a
+/// saturated core gets ≈ 0.3 % of it, so a worker waiting on that shard would wait hundreds of
+/// milliseconds; at nice 9 it gets ≈ 12 %, and a shard's ≈ 1 ms of work ends within ≈ 10 ms.
+fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         use thread_priority::{
-            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
             set_thread_priority_and_policy, thread_native_id,
         };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        if let Err(e) =
-            set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
-        {
-            tracing::debug!(error = ?e, "dedup sweeper keeps normal priority");
+        let other = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
+        // The crate's 0–99 scale, mapped to niceness 19..-20: 25 is nice 9.
+        let r = ThreadPriorityValue::try_from(25u8)
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|p| {
+                set_thread_priority_and_policy(
+                    thread_native_id(),
+                    ThreadPriority::Crossplatform(p),
+                    other,
+                )
+                .map_err(|e| format!("{e:?}"))
+            });
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "dedup sweeper keeps normal priority");
         }
     }
 }

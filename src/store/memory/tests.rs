@@ -151,8 +151,8 @@ fn a_live_identity_at_the_bound_is_answered_not_evicted() {
     ));
 }
 
-/// The sweeper thread removes what expired, at idle priority where Linux allows it, and stops
-/// sweeping once its token is cancelled (bounded waits: at most 5 s each).
+/// The sweeper thread removes what expired and stops sweeping once its token is cancelled
+/// (bounded waits: at most 5 s each).
 #[tokio::test]
 async fn the_sweeper_thread_sweeps_until_cancelled() {
     let s = MemoryStore::new(100);
