@@ -290,7 +290,8 @@ pub async fn run_with_hooks(
         workers: hooks.workers.clone(),
     };
     tracing::info!(listen = %listener.local_addr()?, tls = opts.tls.is_some(), workers = opts.workers.len().max(1), upstream = %cfg.upstream, mode = ?cfg.mode, "gateway serving");
-    server::serve(listener, app, opts, metrics, shutdown).await;
+    let fast = Some(app.clone());
+    server::serve_fast(listener, app, fast, opts, metrics, shutdown).await;
     reconcile_loops.join().await;
     held.flush_and_wait(cfg.http.shutdown_grace).await;
     if let Some(s) = &spool {

@@ -14,6 +14,14 @@
 //! With TLS configured ([`crate::tls`]) the handshake runs in the connection's own task, never in
 //! the accept loop, and under the same `header_timeout`: a client that connects and stalls in
 //! the handshake holds one permit for at most that long, like one that stalls in its headers.
+//!
+//! A plain-HTTP connection is offered to a [`FastPath`] first when one is given ([`serve_fast`];
+//! the gateway's is [`crate::http::h1`]); hyper serves what it hands back, from the bytes it
+//! already read ([`rewind`]). The fast path holds its connection's graceful-shutdown watcher
+//! too, so shutdown waits for it like for a hyper connection, and it sees shutdown begin through
+//! a drain token.
+
+pub mod rewind;
 
 use std::{sync::Arc, time::Duration};
 
@@ -61,6 +69,37 @@ impl std::fmt::Debug for ServeOptions {
     }
 }
 
+/// A server for plain-HTTP connections tried before hyper: it serves the requests it takes and
+/// hands the connection back at the first one it declines, with every byte it read and did not
+/// consume.
+pub trait FastPath: Clone + Send + Sync + 'static {
+    /// Serves `io`; `drain` is cancelled when shutdown begins (close when idle).
+    fn serve(
+        &self,
+        io: TcpStream,
+        drain: CancellationToken,
+    ) -> impl std::future::Future<Output = Handoff> + Send;
+}
+
+/// How a [`FastPath`] left a connection.
+#[derive(Debug)]
+pub enum Handoff {
+    /// Closed, or to be closed.
+    Done,
+    /// For hyper, with the bytes read ahead (the declined request's head first).
+    Hyper(TcpStream, bytes::BytesMut),
+}
+
+/// No fast path: every connection goes to hyper as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct HyperOnly;
+
+impl FastPath for HyperOnly {
+    async fn serve(&self, io: TcpStream, _drain: CancellationToken) -> Handoff {
+        Handoff::Hyper(io, bytes::BytesMut::new())
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
 pub async fn serve<S, B>(
     listener: TcpListener,
@@ -76,7 +115,28 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    serve_fast(listener, app, None::<HyperOnly>, opts, metrics, shutdown).await;
+}
+
+/// [`serve`], offering each plain-HTTP connection to `fast` first.
+pub async fn serve_fast<S, B, F>(
+    listener: TcpListener,
+    app: S,
+    fast: Option<F>,
+    opts: ServeOptions,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) where
+    F: FastPath,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let graceful = GracefulShutdown::new();
+    let drain = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(opts.max_connections));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -95,6 +155,8 @@ pub async fn serve<S, B>(
             builder: builder.clone(),
             watcher: graceful.watcher(),
             app: app.clone(),
+            fast: fast.clone(),
+            drain: drain.clone(),
             tls: opts.tls.clone(),
             handshake_timeout: opts.header_timeout,
             permit,
@@ -109,6 +171,7 @@ pub async fn serve<S, B>(
         }
     }
     drop(listener);
+    drain.cancel();
     if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
@@ -137,17 +200,20 @@ async fn accept(listener: &TcpListener, shutdown: &CancellationToken) -> Option<
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One accepted connection and what serving it needs; runs on whichever worker it was given to.
-struct Connection<S> {
+struct Connection<S, F> {
     builder: hyper::server::conn::http1::Builder,
     watcher: Watcher,
     app: S,
+    fast: Option<F>,
+    drain: CancellationToken,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     permit: OwnedSemaphorePermit,
 }
 
-impl<S, B> Connection<S>
+impl<S, B, F> Connection<S, F>
 where
+    F: FastPath,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -175,24 +241,34 @@ where
             builder,
             watcher,
             app,
+            fast,
+            drain,
             tls,
             handshake_timeout,
             permit,
         } = self;
-        match tls {
-            None => {
+        match (tls, fast) {
+            (None, Some(fast)) => {
+                if let Handoff::Hyper(stream, read) = fast.serve(stream, drain).await {
+                    let io = TokioIo::new(rewind::Rewind::new(read, stream));
+                    let _ = watcher.watch(builder.serve_connection(io, app)).await;
+                }
+            }
+            (None, None) => {
                 let conn = builder.serve_connection(TokioIo::new(stream), app);
                 let _ = watcher.watch(conn).await;
             }
-            Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), app);
-                    let _ = watcher.watch(conn).await;
+            (Some(tls), _) => {
+                match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), app);
+                        let _ = watcher.watch(conn).await;
+                    }
+                    // Scanners and stalled clients: not worth more than a debug line.
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
-                // Scanners and stalled clients: not worth more than a debug line.
-                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
-            },
+            }
         }
         drop(permit);
     }

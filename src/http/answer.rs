@@ -18,9 +18,10 @@ use crate::pipeline::Answer;
 
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-/// The whole answer with `status` and `Content-Type: application/json`, as `(status, Json)` gave.
-pub fn response(status: StatusCode, answer: &Answer) -> Response {
-    let mut resp = Response::new(Body::from(encode(answer)));
+/// The whole answer (its [`encode`]d bytes) with `status` and `Content-Type: application/json`,
+/// as `(status, Json)` gave.
+pub fn response(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, APPLICATION_JSON);
     resp
@@ -135,7 +136,7 @@ mod tests {
             "upstream-503",
             DedupKey([1; 16]),
         )]);
-        let resp = response(StatusCode::SERVICE_UNAVAILABLE, &a);
+        let resp = response(StatusCode::SERVICE_UNAVAILABLE, encode(&a));
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
     }

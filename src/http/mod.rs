@@ -17,6 +17,7 @@
 pub mod answer;
 pub mod auth;
 pub mod dlq;
+pub mod h1;
 pub mod ops;
 pub mod overload;
 pub mod receive;

@@ -37,7 +37,8 @@ pub async fn webhook(
     handle(state, service, request).await
 }
 
-/// A webhook POST for `service`, either way in: in-flight permit, checks, body, pipeline, answer.
+/// A webhook POST for `service` through hyper: in-flight permit, checks, body, pipeline, answer.
+/// The gateway's own HTTP/1.1 reader (`super::h1`) runs the same steps on its own bytes.
 pub async fn handle<B>(
     state: AppState,
     service: String,
@@ -53,7 +54,7 @@ where
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let resp = match accept(&state, service, &parts.headers, body).await {
-        Ok(resp) => resp,
+        Ok(reply) => reply.into_response(),
         Err(e) => e.into_response(),
     };
     state
@@ -68,43 +69,106 @@ async fn accept<B>(
     service: String,
     headers: &HeaderMap,
     body: B,
-) -> Result<Response, AppError>
+) -> Result<Reply, AppError>
 where
     B: hyper::body::Body<Data = Bytes>,
 {
+    let head = Head::of(headers);
+    let authorization = precheck(state, &service, &head, headers.get(AUTHORIZATION).cloned())?;
     let cfg = state.gateway.config();
-    if !valid_service_name(&service) {
+    let limit = cfg.http.body_limit;
+    let body = tokio::time::timeout(
+        cfg.http.body_timeout,
+        read_body(body, limit, head.content_length),
+    )
+    .await
+    .map_err(|_| AppError::BodyTimeout)??;
+    judge(
+        state,
+        Inbound {
+            service,
+            authorization,
+            body,
+        },
+    )
+    .await
+}
+
+/// What the checks before the body read of a webhook request's head, whichever reader parsed it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Head<'a> {
+    pub content_type: Option<&'a [u8]>,
+    pub content_encoding: Option<&'a [u8]>,
+    pub content_length: Option<u64>,
+}
+
+impl<'a> Head<'a> {
+    pub fn of(headers: &'a HeaderMap) -> Self {
+        Self {
+            content_type: headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
+            content_encoding: headers.get(CONTENT_ENCODING).map(HeaderValue::as_bytes),
+            content_length: declared_length(headers),
+        }
+    }
+}
+
+/// The checks that need only the head: service name, content headers, token, declared length.
+/// Returns the `Authorization` to forward, marked sensitive: its Debug output (in any derived
+/// Debug of Inbound, Delivery or a DLQ entry, and in hyper logs) prints `Sensitive`, never the
+/// token.
+pub fn precheck(
+    state: &AppState,
+    service: &str,
+    head: &Head<'_>,
+    authorization: Option<HeaderValue>,
+) -> Result<Option<HeaderValue>, AppError> {
+    let cfg = state.gateway.config();
+    if !valid_service_name(service) {
         return Err(AppError::BadService);
     }
-    check_content_headers(headers)?;
-    // Sensitive: its Debug output (in any derived Debug of Inbound, Delivery or a DLQ entry, and
-    // in hyper/reqwest logs) prints `Sensitive`, never the token.
-    let authorization = headers.get(AUTHORIZATION).cloned().map(|mut v| {
+    check_content_headers(head.content_type, head.content_encoding)?;
+    let authorization = authorization.map(|mut v| {
         v.set_sensitive(true);
         v
     });
-    check_inbound_token(
-        &cfg.service(&service).inbound_tokens,
-        authorization.as_ref(),
-    )?;
+    check_inbound_token(&cfg.service(service).inbound_tokens, authorization.as_ref())?;
     let limit = cfg.http.body_limit;
-    let declared = declared_length(headers);
-    if declared.is_some_and(|n| n > limit as u64) {
+    if head.content_length.is_some_and(|n| n > limit as u64) {
         return Err(AppError::TooLarge(limit));
     }
-    let body = tokio::time::timeout(cfg.http.body_timeout, read_body(body, limit, declared))
-        .await
-        .map_err(|_| AppError::BodyTimeout)??;
-    let inbound = Inbound {
-        service,
-        authorization,
-        body,
-    };
+    Ok(authorization)
+}
+
+/// A webhook's answer: its status and JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// `Retry-After` of a 503 answer (MinIO retries it from its queue).
+    pub const RETRY_AFTER_SECS: &str = "3";
+
+    pub fn into_response(self) -> Response {
+        let mut resp = super::answer::response(self.status, self.body);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from_static(Self::RETRY_AFTER_SECS),
+            );
+        }
+        resp
+    }
+}
+
+/// The pipeline on a whole body, and the answer to it.
+pub async fn judge(state: &AppState, inbound: Inbound) -> Result<Reply, AppError> {
     // Sync and spool mode run here: the pipeline detaches the part a client hang-up must not
     // cancel (from a claim to its commit, release or spool write; see `pipeline`), so a record
     // costs no task unless its client hangs up mid-delivery. Shadow mode claims and forwards in
     // one pass and keeps a task of its own.
-    let answer = if cfg.mode == Mode::Shadow {
+    let answer = if state.gateway.config().mode == Mode::Shadow {
         let gateway = state.gateway.clone();
         tokio::spawn(async move { gateway.handle(inbound).await })
             .await
@@ -112,13 +176,10 @@ where
     } else {
         state.gateway.handle(inbound).await?
     };
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = super::answer::response(status, &answer);
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("3"));
-    }
-    Ok(resp)
+    Ok(Reply {
+        status: StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body: super::answer::encode(&answer),
+    })
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -132,9 +193,12 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// 415 for a Content-Type that is present and not JSON, or a Content-Encoding other than identity.
-fn check_content_headers(headers: &HeaderMap) -> Result<(), AppError> {
-    if let Some(ct) = headers.get(CONTENT_TYPE) {
-        let text = ct.to_str().unwrap_or("");
+fn check_content_headers(
+    content_type: Option<&[u8]>,
+    content_encoding: Option<&[u8]>,
+) -> Result<(), AppError> {
+    if let Some(ct) = content_type {
+        let text = visible(ct).unwrap_or("");
         let mime = text.split(';').next().unwrap_or("").trim();
         let json = mime.eq_ignore_ascii_case("application/json")
             || mime.eq_ignore_ascii_case("text/json")
@@ -149,8 +213,8 @@ fn check_content_headers(headers: &HeaderMap) -> Result<(), AppError> {
             return Err(AppError::UnsupportedType(shown));
         }
     }
-    if let Some(ce) = headers.get(CONTENT_ENCODING) {
-        let text = ce.to_str().unwrap_or("?");
+    if let Some(ce) = content_encoding {
+        let text = visible(ce).unwrap_or("?");
         if !text.trim().eq_ignore_ascii_case("identity") {
             let mut shown = text.to_owned();
             shown.truncate(32);
@@ -158,6 +222,14 @@ fn check_content_headers(headers: &HeaderMap) -> Result<(), AppError> {
         }
     }
     Ok(())
+}
+
+/// A header value as text when it is visible ASCII (and tabs), as `HeaderValue::to_str` gives it.
+fn visible(v: &[u8]) -> Option<&str> {
+    v.iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(v).ok())
+        .flatten()
 }
 
 /// When a service lists inbound tokens, the request's `Authorization` must be one of them.
@@ -223,14 +295,19 @@ mod tests {
         let h = |ct: &str| {
             let mut m = HeaderMap::new();
             m.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
-            check_content_headers(&m)
+            let head = Head::of(&m);
+            check_content_headers(head.content_type, head.content_encoding)
         };
         assert!(h("application/json").is_ok());
         assert!(h("application/json; charset=utf-8").is_ok());
         assert!(h("Application/JSON").is_ok());
         assert!(h("application/cloudevents+json").is_ok());
         assert!(matches!(h("text/plain"), Err(AppError::UnsupportedType(_))));
-        assert!(check_content_headers(&HeaderMap::new()).is_ok());
+        assert!(check_content_headers(None, None).is_ok());
+        assert!(matches!(
+            check_content_headers(None, Some(b"gzip")),
+            Err(AppError::UnsupportedEncoding(_))
+        ));
     }
 
     #[test]

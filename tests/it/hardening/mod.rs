@@ -9,6 +9,7 @@
 mod bad_input;
 mod clients;
 mod fuzz_corpus;
+mod keepalive;
 mod secrets;
 mod tls;
 mod upstream;
