@@ -21,7 +21,10 @@
 //! closed after `http.header_timeout`, one sending its body after `http.body_timeout`. The
 //! header timer is one per connection, armed once and moved only when it fires early, so a
 //! request costs no timer work. On shutdown an idle connection closes at once and a busy one
-//! after its answer, which then says `connection: close`.
+//! after its answer, which then says `connection: close`. A request answered before its body
+//! was read (401, 415, shed) closes the connection after a lingering read of what is still on
+//! its way ([`After::Linger`]): closing with unread input would reset the connection and could
+//! destroy the answer before the client reads it (a test shows it).
 
 pub mod head;
 mod write;
@@ -34,7 +37,7 @@ use axum::{
 };
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     time::{Instant, Sleep},
 };
@@ -72,11 +75,52 @@ pub async fn serve(state: &AppState, mut io: TcpStream, drain: CancellationToken
             Next::Decline => return Handoff::Hyper(io, conn.buf),
             Next::Closed => return Handoff::Done,
         };
-        let keep = conn.serve_one(state, &mut io, req, &drain).await;
-        if !keep || drain.is_cancelled() {
-            return Handoff::Done;
+        match conn.serve_one(state, &mut io, req, &drain).await {
+            After::Keep if !drain.is_cancelled() => {}
+            After::Keep | After::Close => {
+                let _ = io.shutdown().await;
+                return Handoff::Done;
+            }
+            After::Linger => {
+                linger(&mut io).await;
+                return Handoff::Done;
+            }
+            After::Gone => return Handoff::Done,
         }
     }
+}
+
+/// What a connection does after an answer.
+enum After {
+    Keep,
+    /// The answer said `connection: close`.
+    Close,
+    /// As `Close`, with part of the request unread: closing a socket with unread input resets
+    /// it, which can destroy the answer before the client reads it, so the rest is read and
+    /// dropped first (at most [`LINGER_BYTES`] within [`LINGER_FOR`]).
+    Linger,
+    /// The answer could not be written.
+    Gone,
+}
+
+const LINGER_BYTES: usize = 1 << 20;
+const LINGER_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn linger(io: &mut TcpStream) {
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER_FOR, async {
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 struct Conn {
@@ -156,15 +200,14 @@ impl Conn {
         .await
     }
 
-    /// One taken request, answered: the hyper path's steps (`receive::handle`). `false` when the
-    /// connection must close after it.
+    /// One taken request, answered: the hyper path's steps (`receive::handle`).
     async fn serve_one(
         &mut self,
         state: &AppState,
         io: &mut TcpStream,
         req: head::Request,
         drain: &CancellationToken,
-    ) -> bool {
+    ) -> After {
         let whole = self.buf.len() >= req.head_len + req.body_len;
         let (answer, keep) = match state.inflight.try_enter() {
             None => {
@@ -196,7 +239,12 @@ impl Conn {
             }
             Answer::Other(resp) => write::response(&mut self.out, resp, close),
         }
-        io.write_all(&self.out).await.is_ok() && !close
+        match io.write_all(&self.out).await {
+            Err(_) => After::Gone,
+            Ok(()) if !keep => After::Linger,
+            Ok(()) if close => After::Close,
+            Ok(()) => After::Keep,
+        }
     }
 
     async fn run(

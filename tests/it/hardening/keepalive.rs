@@ -158,3 +158,46 @@ async fn shutdown_does_not_wait_for_idle_keep_alive_connections() {
     );
     gw.stop().await;
 }
+
+/// A request refused before its body was read (a wrong token, the body still on its way) is
+/// answered, and the connection then closes cleanly: the client reads the whole answer, then
+/// end of stream, even while it goes on sending the body.
+#[tokio::test]
+async fn a_refused_request_with_its_body_in_flight_still_gets_its_answer() {
+    let (oscar, gw) = oscar_and_gateway(|cfg| {
+        let guarded = dedup_gateway::config::ServiceConfig {
+            inbound_tokens: vec![GOOD_TOKEN.into()],
+            ..Default::default()
+        };
+        cfg.services.insert("svc".into(), guarded);
+    })
+    .await;
+    let body = "x".repeat(256 * 1024);
+    let head = format!(
+        "POST /job/svc HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nAuthorization: Bearer not-the-token\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(&body.as_bytes()[..1024]).await.expect("write");
+    let (mut rd, mut wr) = s.into_split();
+    let rest = body.as_bytes()[1024..].to_vec();
+    let sender = tokio::spawn(async move {
+        for piece in rest.chunks(16 * 1024) {
+            if wr.write_all(piece).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(matches!(read, Ok(Ok(_))), "{read:?} after {text}");
+    assert!(text.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(text.ends_with('}'), "{text}");
+    let _ = sender.await;
+    assert!(oscar.received().is_empty());
+    gw.stop().await;
+}
