@@ -201,3 +201,98 @@ async fn a_refused_request_with_its_body_in_flight_still_gets_its_answer() {
     assert!(oscar.received().is_empty());
     gw.stop().await;
 }
+
+/// The same requests answered by the gateway's own reader and by hyper (a chunked body is
+/// declined to hyper) get the same status, headers and body: forwarded, duplicate, a wrong
+/// token, a type that is not JSON, a body that is not JSON.
+#[tokio::test]
+async fn both_ways_in_answer_alike() {
+    let (_oscar, gw) = oscar_and_gateway(|cfg| {
+        let guarded = dedup_gateway::config::ServiceConfig {
+            inbound_tokens: vec![GOOD_TOKEN.into()],
+            ..Default::default()
+        };
+        cfg.services.insert("svc".into(), guarded);
+    })
+    .await;
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("forwarded", one_record("alike.txt", "v1"), ""),
+        ("duplicate", one_record("alike.txt", "v1"), ""),
+        ("token", one_record("t.txt", "v1"), "wrong"),
+        ("type", one_record("c.txt", "v1"), "text/plain"),
+        ("json", "{not json".to_owned(), ""),
+    ];
+    for (name, body, tweak) in cases {
+        let mut by = Vec::new();
+        for way in ["fast", "hyper"] {
+            // The first forward must be of an object the other way has not seen.
+            let body = if name == "forwarded" && way == "hyper" {
+                body.replace("alike.txt", "alike-2.txt")
+            } else {
+                body.clone()
+            };
+            let token = if tweak == "wrong" {
+                "Bearer nope"
+            } else {
+                GOOD_TOKEN
+            };
+            let ctype = if tweak.contains('/') {
+                tweak
+            } else {
+                "application/json"
+            };
+            let head = format!(
+                "POST /job/svc HTTP/1.1\r\nHost: gw\r\nContent-Type: {ctype}\r\nAuthorization: {token}\r\n"
+            );
+            let wire = match way {
+                "fast" => format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()),
+                _ => format!(
+                    "{head}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                    body.len()
+                ),
+            };
+            let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+            s.write_all(wire.as_bytes()).await.expect("write");
+            by.push(normalise(&one_answer(&mut s).await));
+        }
+        assert_eq!(by[0], by[1], "{name}");
+        assert!(!by[0].0.is_empty(), "{name}: no answer");
+    }
+    gw.stop().await;
+}
+
+/// The first whole answer on `s` as it came, or what came within 10 s.
+async fn one_answer(s: &mut TcpStream) -> String {
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while split_answer(&raw).is_none() {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => raw.extend_from_slice(&buf[..k]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// Status line, headers but `date` (sorted), body with any dedup key masked.
+fn normalise(raw: &str) -> (String, Vec<String>, String) {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or_default().to_owned();
+    let mut headers: Vec<String> = lines
+        .filter(|l| !l.starts_with("date:") && !l.starts_with("connection:"))
+        .map(|l| l.to_ascii_lowercase())
+        .filter(|l| !l.starts_with("content-length:"))
+        .collect();
+    headers.sort();
+    let mut body = body.to_owned();
+    while let Some(at) = body.find("\"key\":\"") {
+        let start = at + 7;
+        let end = body[start..].find('"').map_or(body.len(), |e| start + e);
+        body.replace_range(at..end + 1, "\"key\":K");
+    }
+    (status, headers, body)
+}
