@@ -157,14 +157,23 @@ impl Conn {
     async fn next_head(&mut self, io: &mut TcpStream, state: &AppState) -> Next {
         let http = &state.gateway.config().http;
         let mut since = None;
+        // Bytes already parsed as a partial head: a head ends with a line feed, so bytes that
+        // bring none cannot complete it, and a client trickling its head a byte at a time does
+        // not make every byte re-parse all before it (the first bytes are always parsed, so a
+        // stream that is not HTTP at all goes to hyper's 400 at once).
+        let mut seen = 0;
         loop {
-            if !self.buf.is_empty() {
+            let fresh = self.buf.get(seen..).unwrap_or_default();
+            if !self.buf.is_empty() && (seen == 0 || memchr::memchr(b'\n', fresh).is_some()) {
+                seen = self.buf.len();
                 match head::parse(&self.buf, http.body_limit) {
                     head::Parsed::Take(req) => return Next::Take(req),
                     head::Parsed::Decline => return Next::Decline,
                     head::Parsed::Partial if self.buf.len() > MAX_HEAD => return Next::Decline,
                     head::Parsed::Partial => {}
                 }
+            } else if self.buf.len() > MAX_HEAD {
+                return Next::Decline;
             }
             let since = *since.get_or_insert_with(Instant::now);
             if !self.read(io, since + http.header_timeout, true).await {

@@ -296,3 +296,30 @@ fn normalise(raw: &str) -> (String, Vec<String>, String) {
     }
     (status, headers, body)
 }
+
+/// A head trickled in a byte at a time is read whole and answered (the reader parses again only
+/// when a line ends).
+#[tokio::test]
+async fn a_head_trickled_byte_by_byte_is_taken() {
+    let (oscar, gw) = oscar_and_gateway(|_| {}).await;
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let wire = post(&one_record("trickle.txt", "v1"), "");
+    let head_len = wire
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head")
+        + 4;
+    for (i, b) in wire[..head_len].iter().enumerate() {
+        s.write_all(&[*b]).await.expect("write");
+        if i % 16 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    s.write_all(&wire[head_len..]).await.expect("write");
+    let got = answers(&mut s, 1).await;
+    assert_eq!(got.len(), 1, "no answer");
+    assert!(got[0].1.contains("\"forwarded\""), "{got:?}");
+    assert_eq!(oscar.received().len(), 1);
+    gw.stop().await;
+}
