@@ -122,6 +122,13 @@ async fn jetstream_fail_open_forwards_unchecked_while_redis_is_down() {
     .await;
 
     redis.stop();
+    // OSCAR accepts only once the gateway knows Redis is down, so the queued event's successful
+    // attempt cannot be one that claimed it just before the stop (it would be delivered checked,
+    // and not counted below).
+    assert!(
+        gw.metric_until("dedup_gateway_store_healthy", |v| v == 0.0)
+            .await
+    );
     oscar.set_status(201);
     // The queued event is delivered unchecked, without waiting for Redis.
     wait(
