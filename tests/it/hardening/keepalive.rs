@@ -164,14 +164,7 @@ async fn shutdown_does_not_wait_for_idle_keep_alive_connections() {
 /// end of stream, even while it goes on sending the body.
 #[tokio::test]
 async fn a_refused_request_with_its_body_in_flight_still_gets_its_answer() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        let guarded = dedup_gateway::config::ServiceConfig {
-            inbound_tokens: vec![GOOD_TOKEN.into()],
-            ..Default::default()
-        };
-        cfg.services.insert("svc".into(), guarded);
-    })
-    .await;
+    let (oscar, gw) = oscar_and_gateway(guard_svc).await;
     let body = "x".repeat(256 * 1024);
     let head = format!(
         "POST /job/svc HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nAuthorization: Bearer not-the-token\r\nContent-Length: {}\r\n\r\n",
@@ -207,14 +200,7 @@ async fn a_refused_request_with_its_body_in_flight_still_gets_its_answer() {
 /// token, a type that is not JSON, a body that is not JSON.
 #[tokio::test]
 async fn both_ways_in_answer_alike() {
-    let (_oscar, gw) = oscar_and_gateway(|cfg| {
-        let guarded = dedup_gateway::config::ServiceConfig {
-            inbound_tokens: vec![GOOD_TOKEN.into()],
-            ..Default::default()
-        };
-        cfg.services.insert("svc".into(), guarded);
-    })
-    .await;
+    let (_oscar, gw) = oscar_and_gateway(guard_svc).await;
     let cases: Vec<(&str, String, &str)> = vec![
         ("forwarded", one_record("alike.txt", "v1"), ""),
         ("duplicate", one_record("alike.txt", "v1"), ""),

@@ -21,14 +21,7 @@ const HASH_SECRET: &str = "hash-secret-0a1b2c3d4e5f60718293a4b5";
 /// anything is stored: the later request with the right token is forwarded, not a duplicate.
 #[tokio::test]
 async fn the_inbound_allowlist_refuses_before_anything_is_stored() {
-    let (oscar, gw) = oscar_and_gateway(|cfg| {
-        let guarded = dedup_gateway::config::ServiceConfig {
-            inbound_tokens: vec![GOOD_TOKEN.into()],
-            ..Default::default()
-        };
-        cfg.services.insert("svc".into(), guarded);
-    })
-    .await;
+    let (oscar, gw) = oscar_and_gateway(guard_svc).await;
     let event = one_record("guarded.txt", "v1");
     let prefix = &GOOD_TOKEN[..GOOD_TOKEN.len() - 1];
     let longer = format!("{GOOD_TOKEN}0");

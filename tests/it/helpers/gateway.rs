@@ -86,6 +86,15 @@ pub fn test_config(upstream: &str) -> Config {
     cfg
 }
 
+/// Makes service `svc` accept only [`GOOD_TOKEN`] (`inbound_tokens`).
+pub fn guard_svc(cfg: &mut Config) {
+    let guarded = dedup_gateway::config::ServiceConfig {
+        inbound_tokens: vec![GOOD_TOKEN.into()],
+        ..Default::default()
+    };
+    cfg.services.insert("svc".into(), guarded);
+}
+
 /// [`test_config`] with `admin.token` set to `token`.
 pub fn admin_config(upstream: &str, token: &str) -> Config {
     let mut cfg = test_config(upstream);
