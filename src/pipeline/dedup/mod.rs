@@ -99,14 +99,14 @@ impl Gateway {
     ) -> RecordResult {
         let Claimant { owner, hold, alias } = claimant;
         let key = delivery.key;
-        let rec = rec.clone().into_owned();
+        let told = super::report::OwnedTold::new(rec.into());
         let gateway = self.clone();
         let settle = super::detach::Detached::new(async move {
             let result = gateway.settle_claim(&delivery, owner, hold, claim).await;
             if let Some(alias) = alias {
                 gateway.commit_alias(&alias, &result).await;
             }
-            gateway.finish(seen, &delivery.service, &rec, &result);
+            gateway.finish(seen, &delivery.service, told.told(), &result);
             result
         });
         match settle.await {
