@@ -39,31 +39,18 @@ pub struct Subject<'a> {
     pub version_id: Option<&'a str>,
 }
 
-/// One recorded decision.
+/// A [`Subject`] owned, its strings packed into one boxed `str`: one allocation for what a
+/// decision keeps, and for what a settle future that may outlive the request body keeps of its
+/// record for the report (`pipeline/report.rs`).
 #[derive(Debug, Clone)]
-pub struct Decision {
-    pub key: Option<DedupKey>,
-    pub verdict: Verdict,
-    pub reason: Cow<'static, str>,
-    /// When the gateway received the record.
-    pub seen: SystemTime,
-    /// When OSCAR accepted it, for a delivered record.
-    pub delivered: Option<SystemTime>,
-    /// Delivery attempts this decision made (0 when nothing was sent).
-    pub attempts: u32,
-    /// service, event, bucket, object, version, version_id, packed; `ends` marks field ends.
+pub struct OwnedSubject {
+    /// service, event, bucket, object, version, version_id; `ends` marks field ends.
     text: Box<str>,
     ends: [u32; 6],
 }
 
-impl Decision {
-    /// A decision about `subject`.
-    pub fn new(
-        subject: Subject<'_>,
-        key: Option<DedupKey>,
-        verdict: Verdict,
-        reason: Cow<'static, str>,
-    ) -> Self {
+impl OwnedSubject {
+    pub fn new(subject: Subject<'_>) -> Self {
         let fields = [
             subject.service,
             subject.event,
@@ -79,14 +66,60 @@ impl Decision {
             ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
         }
         Self {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
+    fn field(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize).unwrap_or("")
+    }
+
+    /// The subject back; an empty `version_id` reads as absent (a decision stores both alike).
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            service: self.field(0),
+            event: self.field(1),
+            bucket: self.field(2),
+            object: self.field(3),
+            version: self.field(4),
+            version_id: Some(self.field(5)).filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+/// One recorded decision.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub key: Option<DedupKey>,
+    pub verdict: Verdict,
+    pub reason: Cow<'static, str>,
+    /// When the gateway received the record.
+    pub seen: SystemTime,
+    /// When OSCAR accepted it, for a delivered record.
+    pub delivered: Option<SystemTime>,
+    /// Delivery attempts this decision made (0 when nothing was sent).
+    pub attempts: u32,
+    subject: OwnedSubject,
+}
+
+impl Decision {
+    /// A decision about `subject`.
+    pub fn new(
+        subject: Subject<'_>,
+        key: Option<DedupKey>,
+        verdict: Verdict,
+        reason: Cow<'static, str>,
+    ) -> Self {
+        Self {
             key,
             verdict,
             reason,
             seen: SystemTime::now(),
             delivered: None,
             attempts: 0,
-            text: text.into_boxed_str(),
-            ends,
+            subject: OwnedSubject::new(subject),
         }
     }
 
@@ -115,8 +148,7 @@ impl Decision {
     }
 
     fn field(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.text.get(start..self.ends[i] as usize).unwrap_or("")
+        self.subject.field(i)
     }
 
     pub fn service(&self) -> &str {

@@ -35,6 +35,36 @@ fn fields_round_trip_through_the_packed_text() {
 }
 
 #[test]
+fn an_owned_subject_gives_back_what_it_packed() {
+    for version_id in [Some("v1"), None] {
+        let s = Subject {
+            version_id,
+            ..subject("dir/ä x", "seq-7")
+        };
+        let owned = OwnedSubject::new(s);
+        let back = owned.subject();
+        assert_eq!(
+            (
+                back.service,
+                back.event,
+                back.bucket,
+                back.object,
+                back.version,
+                back.version_id
+            ),
+            (
+                s.service,
+                s.event,
+                s.bucket,
+                s.object,
+                s.version,
+                s.version_id
+            )
+        );
+    }
+}
+
+#[test]
 fn ring_keeps_the_newest_in_order() {
     let h = History::new(3);
     for i in 0..5u8 {

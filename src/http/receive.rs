@@ -147,16 +147,17 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// `Retry-After` of a 503 answer (MinIO retries it from its queue).
-    pub const RETRY_AFTER_SECS: &str = "3";
+    /// The `Retry-After` seconds of the answer: a 503 has one (MinIO retries it from its queue).
+    pub fn retry_after(&self) -> Option<&'static str> {
+        (self.status == StatusCode::SERVICE_UNAVAILABLE).then_some("3")
+    }
 
     pub fn into_response(self) -> Response {
+        let retry = self.retry_after();
         let mut resp = super::answer::response(self.status, self.body);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(
-                RETRY_AFTER,
-                HeaderValue::from_static(Self::RETRY_AFTER_SECS),
-            );
+        if let Some(secs) = retry {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static(secs));
         }
         resp
     }

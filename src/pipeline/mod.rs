@@ -315,7 +315,7 @@ impl Gateway {
                     reason: Cow::Borrowed(reason),
                     key: None,
                 };
-                self.finish(seen, &req.service, rec.into(), &result);
+                self.finish(seen, report::subject(&req.service, rec), &result);
                 return result;
             }
             Ruling::Forward(c) => (c, false),
@@ -326,13 +326,13 @@ impl Gateway {
         if let Some(a) = &alias
             && let Some(result) = self.alias_duplicate(a, key).await
         {
-            self.finish(seen, &req.service, rec.into(), &result);
+            self.finish(seen, report::subject(&req.service, rec), &result);
             return result;
         }
         let owner = new_owner();
         let claim = match self.claim_in_place(&key, owner, hold).await {
             dedup::InPlace::Duplicate(result) => {
-                self.finish(seen, &req.service, rec.into(), &result);
+                self.finish(seen, report::subject(&req.service, rec), &result);
                 return result;
             }
             dedup::InPlace::Settle(claim) => claim,

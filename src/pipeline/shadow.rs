@@ -168,7 +168,7 @@ impl Gateway {
         {
             let delivered = delivered_at.filter(|_| r.verdict == Verdict::Forwarded);
             let d = history::Decision::new(
-                super::report::subject(&req.service, rec.into()),
+                super::report::subject(&req.service, rec),
                 r.key,
                 r.verdict,
                 r.reason.clone(),

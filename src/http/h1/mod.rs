@@ -242,9 +242,7 @@ impl Conn {
         self.out.clear();
         match answer {
             Answer::Reply(r) => {
-                let retry = (r.status == StatusCode::SERVICE_UNAVAILABLE)
-                    .then_some(Reply::RETRY_AFTER_SECS);
-                write::json(&mut self.out, r.status, &r.body, retry, close);
+                write::json(&mut self.out, r.status, &r.body, r.retry_after(), close)
             }
             Answer::Other(resp) => write::response(&mut self.out, resp, close),
         }

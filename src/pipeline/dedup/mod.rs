@@ -99,14 +99,15 @@ impl Gateway {
     ) -> RecordResult {
         let Claimant { owner, hold, alias } = claimant;
         let key = delivery.key;
-        let told = super::report::OwnedTold::new(rec.into());
+        let told =
+            crate::history::OwnedSubject::new(super::report::subject(&delivery.service, rec));
         let gateway = self.clone();
         let settle = super::detach::Detached::new(async move {
             let result = gateway.settle_claim(&delivery, owner, hold, claim).await;
             if let Some(alias) = alias {
                 gateway.commit_alias(&alias, &result).await;
             }
-            gateway.finish(seen, &delivery.service, told.told(), &result);
+            gateway.finish(seen, told.subject(), &result);
             result
         });
         match settle.await {
