@@ -15,10 +15,15 @@
 //!   in the store stands for a record on some gateway's disk, so a copy that meets one is safely
 //!   a `duplicate` — which a read-only peek finds without writing anything, so repeats (the
 //!   common case) cost no disk write. After the write: claimed → queued; a duplicate after all →
-//!   removed; a store error → kept and claimed later by the workers (fail-closed: the failed claim
-//!   may have taken effect unseen, and removing the record would leave that entry standing for
-//!   nothing), or removed (fail-open forwards now, unchecked; a queued copy would be a second
-//!   delivery).
+//!   removed; a store error → kept and claimed later by the workers, whatever
+//!   `dedup.on_store_error` says. The failed claim may have taken effect unseen: removing the
+//!   record would leave that entry standing for nothing, and MinIO's retry (of a 503, or of a
+//!   failed unchecked forward) would be answered `duplicate` for an event nobody has. Fail-closed
+//!   answers 503 all the same (the store is down); fail-open answers `accepted`
+//!   ([`Admission::Unclaimed`]) and the worker delivers the record unchecked if the store is still
+//!   down when its turn comes. (Until session 10 fail-open removed the record and forwarded from
+//!   the request, which lost the event when that forward failed and the unseen claim outlived
+//!   the repair's release.)
 
 use std::time::Duration;
 
@@ -43,9 +48,14 @@ pub enum Admission {
     Spooled { preempted: bool },
     /// Another copy carries the identity; nothing of this one stays on disk.
     Duplicate(Existing),
-    /// The dedup store failed; the caller applies `dedup.on_store_error`. A record already
-    /// written stays queued unclaimed (fail-closed) or was removed (fail-open).
+    /// The dedup store failed before anything was stored; the caller applies
+    /// `dedup.on_store_error`. (A record already written stays queued unclaimed: fail-closed
+    /// answers 503 for it through this variant too.)
     StoreFailed(StoreError),
+    /// Stored, but the claim after the write failed (shared store, fail-open): the record is
+    /// queued unclaimed and the worker claims it, or delivers it unchecked while the store is
+    /// down. Answered `accepted`: it is durable.
+    Unclaimed(StoreError),
     /// Not stored (full, disk error, shutting down), and no claim left behind.
     Refused(SpoolError),
 }
@@ -203,15 +213,15 @@ impl Spool {
                 self.discard(id).await;
                 Admission::Duplicate(existing)
             }
-            Err(e) if !self.inner.settings.fail_open => {
-                // The record stays: the workers claim it once the store answers again (never
-                // removing it on this error), and MinIO's retry of the 503 meets that claim.
-                self.enqueue_unclaimed(id, owner, hold);
-                Admission::StoreFailed(e)
-            }
             Err(e) => {
-                self.discard(id).await;
-                Admission::StoreFailed(e)
+                // The record stays: the workers claim it once the store answers again (never
+                // removing it on this error), and MinIO's retry of a 503 meets that claim.
+                self.enqueue_unclaimed(id, owner, hold);
+                if self.inner.settings.fail_open && matches!(e, StoreError::Unavailable(_)) {
+                    Admission::Unclaimed(e)
+                } else {
+                    Admission::StoreFailed(e)
+                }
             }
         }
     }

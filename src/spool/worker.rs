@@ -52,7 +52,7 @@ use super::{
 use crate::{
     deliver::{Delivery, Outcome, settle::Lost},
     identity::{Owner, new_owner},
-    store::{Claim, DedupStore, Existing},
+    store::{Claim, DedupStore, Existing, StoreError},
 };
 
 /// Runs until the spool's stop token is cancelled.
@@ -182,6 +182,14 @@ impl Inner {
             && let Err(e) = self.store.release(&entry.key, owner).await
         {
             self.metrics.store_error();
+            if self.settings.fail_open && matches!(e, StoreError::Unavailable(_)) {
+                // Fail-open: a store that is down does not hold the event back. Sent under the
+                // record's own token, so that a failed claim that took effect unseen is the
+                // entry the commit turns into "delivered".
+                self.metrics.fail_open();
+                tracing::warn!(dedup_key = %entry.key, error = %e, "cannot clear a failed claim; delivering unchecked (fail-open)");
+                return Some(owner);
+            }
             tracing::warn!(dedup_key = %entry.key, error = %e, "cannot clear a failed claim; will retry");
             self.later(due, self.settings.backoff.delay(1, None));
             return None;

@@ -342,6 +342,11 @@ impl Gateway {
                 RecordResult::keyed(Verdict::Duplicate, existing.reason(), key)
             }
             Admission::StoreFailed(e) => self.on_store_error(e, delivery, owner).await,
+            Admission::Unclaimed(e) => {
+                self.inner.metrics.store_error();
+                tracing::warn!(dedup_key = %key, error = %e, "dedup store failed after the event was stored; accepted, the worker claims or delivers it (fail-open)");
+                RecordResult::keyed(Verdict::Accepted, "spooled-unclaimed", key)
+            }
             Admission::Refused(e) => RecordResult::keyed(Verdict::Failed, e.reason(), key),
         }
     }

@@ -2,9 +2,15 @@
 //! nothing left behind — the orders of the local spool's [`crate::spool::Admission`], with a
 //! publish in place of the disk write:
 //! - **memory store: claim, publish.** A publish that fails releases the claim.
-//! - **shared store: peek, publish, claim.** A claim that finds a duplicate deletes the message
-//!   just stored; a claim that fails on a store error keeps it (fail-closed: the worker claims it
-//!   once the store answers) or deletes it (fail-open forwards unchecked).
+//! - **shared store: peek, publish, claim.** A claim that finds a copy delivered or held deletes
+//!   the message just stored. One that finds a reservation in flight keeps it: the consumer may
+//!   have handed this very message to a worker before the claim ran (the worker's fresh
+//!   reservation is what the claim met), and deleting it would lose the event if that delivery
+//!   fails — seen in CI under load. A message that is another copy's leftover meets that copy's
+//!   owner at delivery and is acked once it is delivered. A claim that fails on a store error
+//!   keeps the message too, whatever `on_store_error` says: the failed claim may have taken effect
+//!   unseen. Fail-closed answers 503; fail-open answers `accepted` and the worker delivers it
+//!   unchecked while the store is down.
 //!
 //! A PubAck flagged *duplicate* means a message with this identity (same `Nats-Msg-Id`) was
 //! published within the duplicate window. With the memory store (per replica) that is the guard
@@ -94,15 +100,16 @@ impl JetSpool {
             Ok(c @ (Claim::Acquired | Claim::Preempted)) => Admission::Spooled {
                 preempted: c == Claim::Preempted,
             },
+            // Perhaps this message's own delivery (see the module doc): kept.
+            Ok(Claim::Duplicate(Existing::InFlight)) => Admission::Duplicate(Existing::InFlight),
             Ok(Claim::Duplicate(existing)) => {
                 self.discard(ack.sequence).await;
                 Admission::Duplicate(existing)
             }
-            Err(e) if !self.inner.settings.fail_open => Admission::StoreFailed(e),
-            Err(e) => {
-                self.discard(ack.sequence).await;
-                Admission::StoreFailed(e)
+            Err(e) if self.inner.settings.fail_open && matches!(e, StoreError::Unavailable(_)) => {
+                Admission::Unclaimed(e)
             }
+            Err(e) => Admission::StoreFailed(e),
         }
     }
 

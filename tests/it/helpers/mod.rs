@@ -12,6 +12,7 @@
 //!   for the `/metrics` text.
 //! - `events`: the MinIO fixtures and builders for events with an identity of their own.
 //! - `process`: the real binary as a child process, raw TCP exchanges, the `/healthz` poll.
+//! - `hold_proxy`: a relay to Redis that holds at a chosen command, to force a race's order.
 //! - `wait`: bounded polls (every wait in a test is bounded in count and time).
 //! - `internals`: the few crate internals tests use, imported in this one place (by name, not
 //!   through the glob), so a type moving inside `src/` is one edit here.
@@ -20,6 +21,7 @@ mod answer;
 mod events;
 mod gate;
 mod gateway;
+mod hold_proxy;
 pub mod internals;
 mod oscar;
 mod process;
@@ -31,6 +33,7 @@ pub use answer::*;
 pub use events::*;
 pub use gate::*;
 pub use gateway::*;
+pub use hold_proxy::*;
 pub use oscar::*;
 pub use process::*;
 pub use raw_http::*;

@@ -4,6 +4,7 @@
 
 mod deploy;
 mod parity;
+mod races;
 mod replicas;
 mod server;
 

@@ -115,7 +115,14 @@ async fn jetstream_fail_open_forwards_unchecked_while_redis_is_down() {
     // Accepted while Redis is up; OSCAR refuses it until Redis has stopped.
     oscar.set_status(503);
     let answer = post_until_2xx(&gw, put_event("queued")).await;
-    assert_eq!(verdict(&answer), "accepted", "{answer}");
+    // `duplicate` (in flight) when the worker got the message from the consumer before the
+    // request's claim reached Redis: the message stays and is delivered all the same (the order
+    // `races.rs` forces; a loaded CI machine produced it here).
+    let v = (verdict(&answer), answer["results"][0]["reason"].clone());
+    assert!(
+        v.0 == "accepted" || (v.0 == "duplicate" && v.1 == "in-flight"),
+        "{answer}"
+    );
     wait("a failed attempt", Duration::from_secs(10), || {
         !oscar.received().is_empty()
     })

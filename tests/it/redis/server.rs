@@ -41,6 +41,10 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Kills the server (as a crash would: SIGKILL, nothing saved).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
