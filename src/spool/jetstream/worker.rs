@@ -37,6 +37,10 @@ use crate::{
 
 /// How long one pull request waits for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// How long a message that reached a worker before its accept's claim (shared store) waits for
+/// that claim: it normally lands within milliseconds of the PubAck, and the default
+/// `dedup.redis.command_timeout` (500 ms) bounds it, after which the accept has given up.
+const CLAIM_WAIT: Duration = Duration::from_millis(500);
 
 /// Pulls until the stop token is cancelled.
 pub(super) async fn pull(inner: Arc<Inner>) {
@@ -110,6 +114,8 @@ enum Own {
     Done,
     /// Another delivery holds the identity, or the store failed: NAK, try later.
     Later,
+    /// The accept's claim has not reached the store yet: NAK for [`CLAIM_WAIT`].
+    Unclaimed,
 }
 
 impl Inner {
@@ -152,7 +158,7 @@ impl Inner {
             self.dead_letter(&msg, seq, entry, owner, why).await;
             return;
         }
-        let owner = match self.own(&entry).await {
+        let owner = match self.own(&entry, delivered == 1).await {
             Own::Send(owner) => owner,
             Own::Done => {
                 if entry.held {
@@ -167,6 +173,11 @@ impl Inner {
             }
             Own::Later => {
                 self.nak(&msg, budget.delay(prior.max(1), None)).await;
+                return;
+            }
+            Own::Unclaimed => {
+                tracing::debug!(dedup_key = %entry.key, stream_seq = seq, "message reached a worker before its accept's claim; looking again shortly");
+                self.nak(&msg, CLAIM_WAIT).await;
                 return;
             }
         };
@@ -253,11 +264,18 @@ impl Inner {
     /// this one still runs) then meets this reservation and waits, instead of sending twice.
     /// A held copy does the same once its grace is over: its hold is released and reserved
     /// afresh, unless a clean copy preempted it — then it waits until that one is delivered.
-    async fn own(&self, entry: &Entry) -> Own {
+    ///
+    /// On a shared store the accept publishes before it claims, and the consumer may hand the
+    /// message to a worker before that claim has run. Taking the identity then would make the
+    /// claim meet this delivery and answer `duplicate` for the event it just stored (never lost:
+    /// the accept keeps such a message, `admit.rs`). So a clean message whose first delivery
+    /// finds nothing of its own to release waits [`CLAIM_WAIT`] once (`first`).
+    async fn own(&self, entry: &Entry, first: bool) -> Own {
         let fresh = new_owner();
-        match self.swap(entry, fresh).await {
-            Ok(true) => Own::Send(fresh),
-            Ok(false) => match self.store.peek(&entry.key).await {
+        match self.swap(entry, fresh, first).await {
+            Ok(Some(true)) => Own::Send(fresh),
+            Ok(None) => Own::Unclaimed,
+            Ok(Some(false)) => match self.store.peek(&entry.key).await {
                 Ok(Some(Existing::Delivered)) => Own::Done,
                 Ok(_) => Own::Later,
                 // Another copy owns it (the swap said so): never sent unchecked beside it.
@@ -271,15 +289,25 @@ impl Inner {
     }
 
     /// Releases `entry.owner`'s claim and reserves for `fresh` (short lease); true if acquired.
-    async fn swap(&self, entry: &Entry, fresh: Owner) -> Result<bool, StoreError> {
+    /// `None`: nothing to release on a `first` delivery of a clean message (shared store), so
+    /// nothing reserved — the accept's claim may still be on its way (see [`Self::own`]).
+    async fn swap(
+        &self,
+        entry: &Entry,
+        fresh: Owner,
+        first: bool,
+    ) -> Result<Option<bool>, StoreError> {
         let store = &self.store;
-        store.release(&entry.key, entry.owner).await?;
+        let released = store.release(&entry.key, entry.owner).await?;
+        if !released && first && !entry.held && store.is_shared() {
+            return Ok(None);
+        }
         match store
             .reserve(&entry.key, fresh, self.settings.lease_margin)
             .await?
         {
-            Claim::Acquired | Claim::Preempted => Ok(true),
-            Claim::Duplicate(_) => Ok(false),
+            Claim::Acquired | Claim::Preempted => Ok(Some(true)),
+            Claim::Duplicate(_) => Ok(Some(false)),
         }
     }
 
