@@ -132,6 +132,10 @@ impl Spool {
         hold: bool,
         mut claim: Result<Claim, StoreError>,
     ) -> Option<Result<Claim, StoreError>> {
+        if !matches!(claim, Ok(Claim::Duplicate(e)) if self.must_wait(key, e)) {
+            // The common case: no timer, and no copy of the wait's future.
+            return Some(claim);
+        }
         let bound = DURABLE_WAIT + self.inner.settings.group_commit_delay;
         let settle = async {
             while let Ok(Claim::Duplicate(existing)) = claim

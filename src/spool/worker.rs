@@ -71,10 +71,12 @@ pub(crate) async fn dispatch(inner: Arc<Inner>) {
             d = inner.queue.next_due() => d,
         };
         let item = inner.clone();
-        inner.tasks.spawn(async move {
+        // Boxed: the spawn then moves a pointer, not the whole delivery future (several copies
+        // of it per item without, measured with callgrind).
+        inner.tasks.spawn(Box::pin(async move {
             item.run_item(due).await;
             drop(permit);
-        });
+        }));
     }
     tracing::debug!("spool dispatcher stopped");
 }
