@@ -79,6 +79,7 @@ mod handoff;
 pub mod io;
 pub mod jetstream;
 mod keep;
+mod own;
 mod queue;
 pub mod record;
 mod restore;

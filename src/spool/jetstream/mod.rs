@@ -52,6 +52,7 @@ mod admit;
 mod attempts;
 mod config;
 mod dlq;
+mod own;
 mod worker;
 
 use std::{

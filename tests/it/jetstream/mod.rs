@@ -39,6 +39,18 @@ async fn start(cfg: Config) -> (SpoolGw, tempfile::TempDir) {
     (gw, dir)
 }
 
+/// Posts until a 2xx (the store connects lazily); at most 100 tries.
+pub(super) async fn post_until_2xx(gw: &SpoolGw, body: Vec<u8>) -> Value {
+    for _ in 0..100 {
+        let (status, _, answer) = gw.post(body.clone()).await;
+        if (200..300).contains(&status) {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never acknowledged");
+}
+
 fn verdict(answer: &Value) -> String {
     answer["results"][0]["verdict"]
         .as_str()

@@ -14,7 +14,7 @@ use dedup_gateway::{
 };
 use serde_json::Value;
 
-use super::{NatsServer, js_config, start, verdict, wait};
+use super::{NatsServer, js_config, post_until_2xx, start, verdict, wait};
 use crate::{
     helpers::*,
     redis::server::RedisServer,
@@ -92,18 +92,6 @@ fn fail_open_config(oscar: &FakeOscar, nats: &NatsServer, redis: &RedisServer) -
     cfg.dedup.redis.connect_timeout = Duration::from_millis(300);
     cfg.dedup.on_store_error = OnStoreError::FailOpen;
     cfg
-}
-
-/// Posts until a 2xx (the store connects lazily); at most 100 tries.
-async fn post_until_2xx(gw: &SpoolGw, body: Vec<u8>) -> Value {
-    for _ in 0..100 {
-        let (status, _, answer) = gw.post(body.clone()).await;
-        if (200..300).contains(&status) {
-            return answer;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never acknowledged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

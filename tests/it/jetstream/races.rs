@@ -14,13 +14,12 @@ use dedup_gateway::{
     config::{Config, OnStoreError, StoreBackend},
     spool::jetstream::SpoolBackendKind,
 };
-use serde_json::Value;
 
-use super::{NatsServer, js_config, start, verdict, wait};
+use super::{NatsServer, js_config, post_until_2xx, start, verdict, wait};
 use crate::{
     helpers::*,
     redis::server::RedisServer,
-    spool::{SpoolGw, deliveries, put_event},
+    spool::{deliveries, put_event},
 };
 
 /// JetStream spool on Redis at `redis_url`; OSCAR calls may wait long at a gate.
@@ -33,18 +32,6 @@ fn race_config(upstream: &str, nats: &NatsServer, redis_url: String) -> Config {
     cfg.delivery.request_timeout = Duration::from_secs(30);
     cfg.dedup.lease = Duration::from_secs(40);
     cfg
-}
-
-/// Posts until a 2xx (the store connects lazily); at most 100 tries.
-async fn post_until_2xx(gw: &SpoolGw, body: Vec<u8>) -> Value {
-    for _ in 0..100 {
-        let (status, _, answer) = gw.post(body.clone()).await;
-        if (200..300).contains(&status) {
-            return answer;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never acknowledged");
 }
 
 fn delivered(oscar: &GateOscar) -> usize {
