@@ -21,9 +21,9 @@
 //!   failed unchecked forward) would be answered `duplicate` for an event nobody has. Fail-closed
 //!   answers 503 all the same (the store is down); fail-open answers `accepted`
 //!   ([`Admission::Unclaimed`]) and the worker delivers the record unchecked if the store is still
-//!   down when its turn comes. (Until session 10 fail-open removed the record and forwarded from
-//!   the request, which lost the event when that forward failed and the unseen claim outlived
-//!   the repair's release.)
+//!   down when its turn comes. (Removing the record and forwarding from the request instead, as
+//!   fail-open once did, lost the event when that forward failed and the unseen claim outlived
+//!   the store's repair release: `tests/it/jetstream/races.rs`.)
 
 use std::time::Duration;
 
