@@ -36,7 +36,7 @@ impl FaultSwitch {
         self.0.store(on, Ordering::SeqCst);
     }
 
-    fn failing(&self) -> bool {
+    pub(crate) fn failing(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }

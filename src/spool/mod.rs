@@ -86,6 +86,7 @@ mod restore;
 mod settings;
 mod worker;
 mod writer;
+pub use writer::stored_events;
 
 use std::{
     sync::{Arc, Mutex, atomic::Ordering},

@@ -1,18 +1,31 @@
-//! The spool database: its table layout, opening it at start, and the reads that go around the
-//! writer thread.
+//! The spool database: its table layout, opening it (with the journal) at start, and the reads
+//! that go around the writer thread.
 //!
 //! Kept apart from the thread so the layout (what a row means, how an identity's expiry is
 //! ordered) reads in one place, and the start-up scan that feeds restore can be followed without
 //! the batching around it. Reads take the shared handle and a read transaction of their own: redb
-//! lets them run beside the writer's transaction, so no read waits for a commit.
+//! lets them run beside the writer's transaction, so no read waits for a commit. Undelivered
+//! events are in the journal ([`super::journal`]); redb keeps the dead-letter queue, the delivered
+//! identities and the id counter.
+//!
+//! # What the start reconciles
+//! - Identities of `Delivered` frames are copied into `committed` (the checkpoint the running
+//!   writer makes when it closes a segment), so every segment found can be deleted once dead.
+//! - Rows of the `events` table (the layout before the journal) are moved into the journal: the
+//!   journal write is fsync'd before the rows are removed, so a crash in between moves them again.
+//! - An id live in the journal *and* in the dead-letter queue is a dead-lettering cut off between
+//!   its two writes (the DLQ row first, then the journal's tombstone) or a replay cut off between
+//!   its two (the journal first, then the DLQ row's removal). Either way the journal wins and the
+//!   DLQ row goes: the event is delivered (again), never lost, and never in both.
 
 use std::sync::{
-    Arc, RwLock,
+    Arc, Mutex, RwLock,
     atomic::{AtomicBool, AtomicU64},
 };
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::journal::{Journal, Reader, Staged, scan};
 use crate::{
     identity::DedupKey,
     spool::{
@@ -23,7 +36,7 @@ use crate::{
     },
 };
 
-/// Undelivered events (and held ones), by id; ids grow with acceptance order and are never reused.
+/// Before the journal: undelivered events by id. Read once at start and moved into the journal.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Dead-lettered events, by their spool id.
 pub(crate) const DLQ: TableDefinition<u64, &[u8]> = TableDefinition::new("dlq");
@@ -48,6 +61,10 @@ pub(crate) struct Shared {
     pub oldest_ms: AtomicU64,
     /// False after a failed commit, true again after a successful one.
     pub healthy: AtomicBool,
+    /// The journal's index, for reads of undelivered events.
+    pub events: Arc<Reader>,
+    /// The journal's writing side: only the writer thread locks it (uncontended).
+    pub journal: Mutex<Journal>,
 }
 
 impl Shared {
@@ -119,55 +136,119 @@ pub(crate) fn open_db(
     Ok(db)
 }
 
-/// The undelivered events found at start, with their total bytes and the oldest acceptance time.
-struct Scanned {
-    events: Vec<Restored>,
-    bytes: u64,
-    oldest_ms: u64,
+/// The journal's directory beside the database file: `spool.redb` → `spool.journal/`.
+pub(crate) fn journal_dir(path: &std::path::Path) -> std::path::PathBuf {
+    path.with_extension("journal")
 }
 
-/// Opens the spool at start: removes expired identities and reads what must be restored.
+/// Opens the spool at start: reads the journal, reconciles it with the database (see the module
+/// doc), removes expired identities and reads what must be restored.
 pub(crate) fn open(path: &std::path::Path, faults: &FaultSwitch) -> Result<Opened, SpoolError> {
     let db = open_db(path, faults)?;
-    // Drop expired identities first, so restore reads only live ones.
+    let mut s = scan::scan(&journal_dir(path), faults).map_err(write_err)?;
+    s.journal.start_segment().map_err(write_err)?;
+    let legacy = move_legacy(&db, &mut s)?;
     let txn = db.begin_write().map_err(write_err)?;
     {
         let mut committed = txn.open_table(COMMITTED).map_err(write_err)?;
-        sweep(&mut committed, unix_ms(), usize::MAX)?;
+        let now = unix_ms();
+        for (key, expires) in s.delivered.iter().filter(|(_, e)| *e > now) {
+            committed
+                .insert(&committed_key(*expires, key)[..], ())
+                .map_err(write_err)?;
+        }
+        sweep(&mut committed, now, usize::MAX)?;
+        let mut events = txn.open_table(EVENTS).map_err(write_err)?;
+        for id in &legacy {
+            events.remove(*id).map_err(write_err)?;
+        }
+        let mut dlq = txn.open_table(DLQ).map_err(write_err)?;
+        for id in s.restored.keys() {
+            if dlq.remove(*id).map_err(write_err)?.is_some() {
+                tracing::warn!(spool_id = id, "event both spooled and dead-lettered: kept in the spool");
+            }
+        }
     }
     txn.commit().map_err(write_err)?;
+    let all: Vec<u64> = s.journal.segs.keys().copied().collect();
+    s.journal.checkpointed(&all);
+    s.journal.delete_dead().map_err(write_err)?;
 
     let txn = db.begin_read().map_err(read_err)?;
     let committed = read_committed(&txn.open_table(COMMITTED).map_err(read_err)?)?;
-    let events_t = txn.open_table(EVENTS).map_err(read_err)?;
-    let scanned = scan_events(&events_t)?;
     let dlq_t = txn.open_table(DLQ).map_err(read_err)?;
     let dlq = dlq_t.len().map_err(read_err)?;
-    let last_event = events_t.last().map_err(read_err)?.map(|(k, _)| k.value());
-    let last_dead = dlq_t.last().map_err(read_err)?.map(|(k, _)| k.value());
+    let last_dead = dlq_t.last().map_err(read_err)?.map_or(0, |(k, _)| k.value());
     let stored_next = txn
         .open_table(META)
         .map_err(read_err)?
         .get("next_id")
         .map_err(read_err)?
         .map_or(1, |v| v.value());
-    let next_id = (last_event.max(last_dead).unwrap_or(0) + 1).max(stored_next);
-    let depth = events_t.len().map_err(read_err)?;
-    drop((events_t, dlq_t, txn));
+    let next_id = (s.max_id.max(last_dead) + 1).max(stored_next);
+    drop((dlq_t, txn));
+    let depth = s.journal.reader.0.lock().map_or(0, |ix| ix.live.len() as u64);
     let shared = Arc::new(Shared {
         db: RwLock::new(Some(Arc::new(db))),
         depth: AtomicU64::new(depth),
-        bytes: AtomicU64::new(scanned.bytes),
+        bytes: AtomicU64::new(s.bytes),
         dlq: AtomicU64::new(dlq),
-        oldest_ms: AtomicU64::new(scanned.oldest_ms),
+        oldest_ms: AtomicU64::new(s.oldest_ms),
         healthy: AtomicBool::new(true),
+        events: s.journal.reader.clone(),
+        journal: Mutex::new(s.journal),
     });
     Ok(Opened {
         shared,
         next_id,
         committed,
-        events: scanned.events,
+        events: s.restored.into_values().collect(),
     })
+}
+
+/// Writes the rows of the old `events` table into the journal (fsync'd) and adds them to what the
+/// scan found; answers their ids, which the caller removes from the table.
+fn move_legacy(db: &Database, s: &mut scan::Scanned) -> Result<Vec<u64>, SpoolError> {
+    let txn = db.begin_read().map_err(read_err)?;
+    let t = match txn.open_table(EVENTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut staged = Staged::default();
+    let mut ids = Vec::new();
+    for row in t.iter().map_err(read_err)? {
+        let (id, v) = row.map_err(read_err)?;
+        let (id, entry) = (id.value(), v.value());
+        let accepted = Entry::accepted_ms_of(entry).unwrap_or(0);
+        staged.put(id, entry, accepted);
+        ids.push(id);
+        s.max_id = s.max_id.max(id);
+        match Entry::decode(entry) {
+            Ok(e) => {
+                s.restored.insert(
+                    id,
+                    Restored {
+                        id,
+                        key: e.key,
+                        held: e.held,
+                        not_before_ms: e.not_before_ms,
+                        owner: e.owner,
+                    },
+                );
+            }
+            Err(e) => {
+                s.restored.remove(&id);
+                tracing::error!(spool_id = id, error = %e, "undecodable spool record left in place");
+            }
+        }
+    }
+    if !ids.is_empty() {
+        s.journal.write(staged).map_err(write_err)?;
+        (s.bytes, s.oldest_ms) = s.journal.totals();
+        tracing::info!(events = ids.len(), "spooled events moved from the database into the journal");
+    }
+    Ok(ids)
 }
 
 /// Every delivered identity on disk, as (key, expiry in Unix ms).
@@ -182,40 +263,6 @@ fn read_committed(
         }
     }
     Ok(committed)
-}
-
-/// Every undelivered event on disk, in id order.
-fn scan_events(t: &redb::ReadOnlyTable<u64, &'static [u8]>) -> Result<Scanned, SpoolError> {
-    let mut out = Scanned {
-        events: Vec::new(),
-        bytes: 0,
-        oldest_ms: 0,
-    };
-    for row in t.iter().map_err(read_err)? {
-        let (id, v) = row.map_err(read_err)?;
-        out.bytes += v.value().len() as u64;
-        match Entry::decode(v.value()) {
-            Ok(e) => {
-                out.oldest_ms = if out.oldest_ms == 0 {
-                    e.accepted_ms
-                } else {
-                    out.oldest_ms.min(e.accepted_ms)
-                };
-                out.events.push(Restored {
-                    id: id.value(),
-                    key: e.key,
-                    held: e.held,
-                    not_before_ms: e.not_before_ms,
-                    owner: e.owner,
-                });
-            }
-            // A record this version cannot read is left on disk for an operator, not dropped.
-            Err(e) => {
-                tracing::error!(spool_id = id.value(), error = %e, "undecodable spool record left in place")
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The row key of a delivered identity: its expiry first, so expired rows form one range.
@@ -258,10 +305,14 @@ pub(super) fn sweep(
 
 /// Reads one event (or DLQ entry) by id.
 pub(crate) fn load(shared: &Shared, dlq: bool, id: u64) -> Result<Entry, SpoolError> {
+    if !dlq {
+        let bytes = shared.events.read(id).map_err(read_err)?;
+        return Ok(Entry::decode(&bytes.ok_or(SpoolError::NotFound)?)?);
+    }
     let db = shared.db()?;
     let txn = db.begin_read().map_err(read_err)?;
     let t = txn
-        .open_table(if dlq { DLQ } else { EVENTS })
+        .open_table(DLQ)
         .map_err(read_err)?;
     let v = t.get(id).map_err(read_err)?.ok_or(SpoolError::NotFound)?;
     Ok(Entry::decode(v.value())?)
@@ -300,4 +351,17 @@ pub(crate) fn dlq_page(
     }
     let next = if scanned == limit { last } else { None };
     Ok((out, total, next))
+}
+
+/// The undelivered events of a stopped spool, read without changing anything (inspection and
+/// tests; the live spool reads through the writer's index instead).
+pub fn stored_events(path: &std::path::Path) -> Result<Vec<(u64, Entry)>, SpoolError> {
+    let s = scan::scan(&journal_dir(path), &FaultSwitch::new()).map_err(read_err)?;
+    let mut out = Vec::new();
+    for id in s.restored.keys() {
+        if let Some(bytes) = s.journal.reader.read(*id).map_err(read_err)? {
+            out.push((*id, Entry::decode(&bytes)?));
+        }
+    }
+    Ok(out)
 }

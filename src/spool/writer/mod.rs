@@ -22,6 +22,9 @@
 //! transaction; the table layout and the reads already live in `db`.
 
 mod db;
+pub(crate) mod journal;
+mod maintain;
+mod phases;
 
 use std::{
     path::PathBuf,
@@ -32,15 +35,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redb::{Database, ReadableTable};
+use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{SpoolError, io::FaultSwitch, record::Entry, unix_ms};
+use super::{SpoolError, io::FaultSwitch};
 use crate::{identity::DedupKey, metrics::SpoolMetrics};
 #[cfg(test)]
 pub(crate) use db::Opened;
-use db::{COMMITTED, DLQ, EVENTS, META, committed_key, open_db, sweep, write_err};
+use db::{COMMITTED, DLQ, META, committed_key, open_db, sweep, write_err};
 pub(crate) use db::{Restored, Shared, dlq_page, load, open};
+pub use db::stored_events;
 
 /// Most ops one commit makes durable.
 pub const MAX_BATCH: usize = 1024;
@@ -166,31 +170,29 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Job>) {
         let started = Instant::now();
         let mut delta = Delta::default();
-        let outcome = self.db().and_then(|db| self.apply(&db, &batch, &mut delta));
-        match outcome {
-            Ok(results) => {
+        let results = self.apply(&batch, &mut delta);
+        match results.iter().find_map(|r| match r {
+            Err(e @ (SpoolError::Write(_) | SpoolError::Read(_))) => Some(e.clone()),
+            _ => None,
+        }) {
+            None => {
                 self.metrics.fsync_batch_size.observe(batch.len() as f64);
                 self.metrics
                     .fsync_seconds
                     .observe(started.elapsed().as_secs_f64());
-                add(&self.shared.depth, delta.depth);
-                add(&self.shared.bytes, delta.bytes);
-                add(&self.shared.dlq, delta.dlq);
                 self.shared.healthy.store(true, Ordering::SeqCst);
-                for (job, r) in batch.into_iter().zip(results) {
-                    let _ = job.reply.send(r);
-                }
             }
-            Err(e) => {
+            Some(e) => {
                 self.metrics.write_errors.inc();
                 self.shared.healthy.store(false, Ordering::SeqCst);
-                // redb wants a reopen after an I/O error; drop the handle, reopen on the next job.
-                self.shared.set_db(None);
                 tracing::error!(error = %e, ops = batch.len(), "spool commit failed; its events are refused with 503");
-                for job in batch {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
             }
+        }
+        add(&self.shared.depth, delta.depth);
+        add(&self.shared.bytes, delta.bytes);
+        add(&self.shared.dlq, delta.dlq);
+        for (job, r) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(r);
         }
         self.metrics
             .depth
@@ -212,200 +214,23 @@ impl Writer {
             && bytes.saturating_add(cap(len as u64)) <= cap(self.limits.max_bytes)
     }
 
-    /// Applies every op in one transaction and commits; per-op results on success.
-    fn apply(
-        &mut self,
-        db: &Database,
-        batch: &[Job],
-        delta: &mut Delta,
-    ) -> Result<Vec<Result<u64, SpoolError>>, SpoolError> {
-        let txn = db.begin_write().map_err(write_err)?;
-        let first_id = self.next_id;
-        let (results, oldest) = {
-            let mut t = Tables {
-                events: txn.open_table(EVENTS).map_err(write_err)?,
-                dlq: txn.open_table(DLQ).map_err(write_err)?,
-                committed: txn.open_table(COMMITTED).map_err(write_err)?,
-            };
-            let results = batch
-                .iter()
-                .map(|job| self.apply_op(&mut t, &job.op, delta))
-                .collect::<Result<Vec<_>, _>>()?;
-            self.sweep_if_due(&mut t.committed)?;
-            if self.next_id != first_id {
-                let mut meta = txn.open_table(META).map_err(write_err)?;
-                meta.insert("next_id", self.next_id).map_err(write_err)?;
-            }
-            let oldest = match t.events.first().map_err(write_err)? {
-                Some((_, v)) => Entry::accepted_ms_of(v.value()).unwrap_or(0),
-                None => 0,
-            };
-            (results, oldest)
+    /// Applies the batch: the database's part first, then the journal's (see `phases`); the
+    /// journal's failure fails only the ops it carries.
+    fn apply(&mut self, batch: &[Job], delta: &mut Delta) -> Vec<Result<u64, SpoolError>> {
+        let mut out: Vec<Option<Result<u64, SpoolError>>> = batch.iter().map(|_| None).collect();
+        let failed = match self.db_phase(batch, &mut out, delta) {
+            Err(e) => Some(e),
+            Ok(()) => self.journal_phase(batch, &mut out, delta).err(),
         };
-        txn.commit().map_err(write_err)?;
-        self.shared.oldest_ms.store(oldest, Ordering::Relaxed);
-        Ok(results)
-    }
-
-    /// One op inside the batch's transaction. The outer error fails the whole batch (nothing is
-    /// committed); the inner one is this op's own answer.
-    fn apply_op(
-        &mut self,
-        t: &mut Tables<'_>,
-        op: &Op,
-        delta: &mut Delta,
-    ) -> Result<Result<u64, SpoolError>, SpoolError> {
-        match op {
-            Op::Append(entry) => self.append(t, entry, delta),
-            Op::Delivered {
-                id,
-                key,
-                expires_ms,
-            } => {
-                t.remove_event(*id, delta)?;
-                t.committed
-                    .insert(&committed_key(*expires_ms, key)[..], ())
-                    .map_err(write_err)?;
-                Ok(Ok(0))
-            }
-            Op::Update { id, entry } => t.update(*id, entry, delta),
-            Op::Dead { id, entry } => {
-                t.remove_event(*id, delta)?;
-                if t.dlq
-                    .insert(*id, entry.as_slice())
-                    .map_err(write_err)?
-                    .is_none()
-                {
-                    delta.dlq += 1;
-                }
-                Ok(Ok(0))
-            }
-            Op::DeadNew(entry) => {
-                let id = self.next_id;
-                self.next_id += 1;
-                t.dlq.insert(id, entry.as_slice()).map_err(write_err)?;
-                delta.dlq += 1;
-                Ok(Ok(id))
-            }
-            Op::Remove { id } => Ok(match t.remove_event(*id, delta)? {
-                Some(_) => Ok(0),
-                None => Err(SpoolError::NotFound),
-            }),
-            Op::DlqDelete { id } => Ok(match t.dlq.remove(*id).map_err(write_err)? {
-                Some(_) => {
-                    delta.dlq -= 1;
-                    Ok(0)
-                }
-                None => Err(SpoolError::NotFound),
-            }),
-            Op::DlqUpdate { id, entry } => {
-                if t.dlq.get(*id).map_err(write_err)?.is_none() {
-                    return Ok(Err(SpoolError::NotFound));
-                }
-                t.dlq.insert(*id, entry.as_slice()).map_err(write_err)?;
-                Ok(Ok(0))
-            }
-            Op::Revive { id, entry } => self.revive(t, *id, entry, delta),
-            Op::Probe | Op::Stop => Ok(Ok(0)),
+        if failed.is_none() {
+            self.maintain();
         }
-    }
-
-    fn append(
-        &mut self,
-        t: &mut Tables<'_>,
-        entry: &[u8],
-        delta: &mut Delta,
-    ) -> Result<Result<u64, SpoolError>, SpoolError> {
-        if !self.fits(delta, entry.len()) {
-            return Ok(Err(SpoolError::Full));
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        t.events.insert(id, entry).map_err(write_err)?;
-        delta.depth += 1;
-        delta.bytes += entry.len() as i64;
-        Ok(Ok(id))
-    }
-
-    fn revive(
-        &mut self,
-        t: &mut Tables<'_>,
-        id: u64,
-        entry: &[u8],
-        delta: &mut Delta,
-    ) -> Result<Result<u64, SpoolError>, SpoolError> {
-        if !self.fits(delta, entry.len()) {
-            return Ok(Err(SpoolError::Full));
-        }
-        if t.dlq.remove(id).map_err(write_err)?.is_none() {
-            return Ok(Err(SpoolError::NotFound));
-        }
-        t.events.insert(id, entry).map_err(write_err)?;
-        delta.dlq -= 1;
-        delta.depth += 1;
-        delta.bytes += entry.len() as i64;
-        Ok(Ok(id))
-    }
-
-    /// Removes expired delivered identities, at most every [`SWEEP_EVERY`], inside the batch.
-    fn sweep_if_due(
-        &mut self,
-        committed: &mut redb::Table<'_, &'static [u8], ()>,
-    ) -> Result<(), SpoolError> {
-        if self.last_sweep.elapsed() >= SWEEP_EVERY {
-            self.last_sweep = Instant::now();
-            let removed = sweep(committed, unix_ms(), SWEEP_MAX)?;
-            if removed > 0 {
-                tracing::debug!(removed, "spool: expired delivered identities removed");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The tables one batch writes, open in its transaction.
-struct Tables<'txn> {
-    events: redb::Table<'txn, u64, &'static [u8]>,
-    dlq: redb::Table<'txn, u64, &'static [u8]>,
-    committed: redb::Table<'txn, &'static [u8], ()>,
-}
-
-impl Tables<'_> {
-    /// Removes event `id` if present, counting it out of the batch's delta; its length if it was.
-    fn remove_event(&mut self, id: u64, delta: &mut Delta) -> Result<Option<usize>, SpoolError> {
-        let removed = self
-            .events
-            .remove(id)
-            .map_err(write_err)?
-            .map(|v| v.value().len());
-        if let Some(len) = removed {
-            delta.depth -= 1;
-            delta.bytes -= len as i64;
-        }
-        Ok(removed)
-    }
-
-    /// Replaces event `id`; one that is gone stays gone (a record update never resurrects it).
-    fn update(
-        &mut self,
-        id: u64,
-        entry: &[u8],
-        delta: &mut Delta,
-    ) -> Result<Result<u64, SpoolError>, SpoolError> {
-        let old = self
-            .events
-            .insert(id, entry)
-            .map_err(write_err)?
-            .map(|v| v.value().len());
-        match old {
-            Some(len) => {
-                delta.bytes += entry.len() as i64 - len as i64;
-                Ok(Ok(0))
-            }
-            None => {
-                self.events.remove(id).map_err(write_err)?;
-                Ok(Err(SpoolError::NotFound))
-            }
-        }
+        out.into_iter()
+            .map(|r| match (r, &failed) {
+                (Some(r), _) => r,
+                (None, Some(e)) => Err(e.clone()),
+                (None, None) => Ok(0),
+            })
+            .collect()
     }
 }

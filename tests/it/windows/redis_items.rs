@@ -171,24 +171,14 @@ async fn item5_old_format_record_survives_two_restarts() {
     );
 }
 
-/// Sets owner 0 and `not_before` = now + `in_ms` on every spooled record.
+/// Sets owner 0 and `not_before` = now + `in_ms` on every spooled record, and writes them back
+/// the way a version before the journal kept them: as rows of the database's `events` table
+/// (which the start moves into the journal, superseding the journal's own copy).
 fn rewrite_as_old_format(path: &std::path::Path, in_ms: u64) {
-    use dedup_gateway::spool::record::Entry;
-    use redb::{ReadableDatabase, ReadableTable};
     const EVENTS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
-    let db = redb::Database::create(path).unwrap();
-    let entries: Vec<(u64, Entry)> = {
-        let txn = db.begin_read().unwrap();
-        let t = txn.open_table(EVENTS).unwrap();
-        t.iter()
-            .unwrap()
-            .map(|r| {
-                let (k, v) = r.unwrap();
-                (k.value(), Entry::decode(v.value()).unwrap())
-            })
-            .collect()
-    };
+    let entries = dedup_gateway::spool::stored_events(path).unwrap();
     assert_eq!(entries.len(), 1);
+    let db = redb::Database::create(path).unwrap();
     let txn = db.begin_write().unwrap();
     {
         let mut t = txn.open_table(EVENTS).unwrap();
