@@ -146,6 +146,8 @@ pub(crate) fn journal_dir(path: &std::path::Path) -> std::path::PathBuf {
 pub(crate) fn open(path: &std::path::Path, faults: &FaultSwitch) -> Result<Opened, SpoolError> {
     let db = open_db(path, faults)?;
     let mut s = scan::scan(&journal_dir(path), faults).map_err(write_err)?;
+    // Checkpointed below, once their identities are in `committed`; the fresh segment is not.
+    let found: Vec<u64> = s.journal.segs.keys().copied().collect();
     s.journal.start_segment().map_err(write_err)?;
     let legacy = move_legacy(&db, &mut s)?;
     let txn = db.begin_write().map_err(write_err)?;
@@ -165,20 +167,25 @@ pub(crate) fn open(path: &std::path::Path, faults: &FaultSwitch) -> Result<Opene
         let mut dlq = txn.open_table(DLQ).map_err(write_err)?;
         for id in s.restored.keys() {
             if dlq.remove(*id).map_err(write_err)?.is_some() {
-                tracing::warn!(spool_id = id, "event both spooled and dead-lettered: kept in the spool");
+                tracing::warn!(
+                    spool_id = id,
+                    "event both spooled and dead-lettered: kept in the spool"
+                );
             }
         }
     }
     txn.commit().map_err(write_err)?;
-    let all: Vec<u64> = s.journal.segs.keys().copied().collect();
-    s.journal.checkpointed(&all);
+    s.journal.checkpointed(&found);
     s.journal.delete_dead().map_err(write_err)?;
 
     let txn = db.begin_read().map_err(read_err)?;
     let committed = read_committed(&txn.open_table(COMMITTED).map_err(read_err)?)?;
     let dlq_t = txn.open_table(DLQ).map_err(read_err)?;
     let dlq = dlq_t.len().map_err(read_err)?;
-    let last_dead = dlq_t.last().map_err(read_err)?.map_or(0, |(k, _)| k.value());
+    let last_dead = dlq_t
+        .last()
+        .map_err(read_err)?
+        .map_or(0, |(k, _)| k.value());
     let stored_next = txn
         .open_table(META)
         .map_err(read_err)?
@@ -187,7 +194,12 @@ pub(crate) fn open(path: &std::path::Path, faults: &FaultSwitch) -> Result<Opene
         .map_or(1, |v| v.value());
     let next_id = (s.max_id.max(last_dead) + 1).max(stored_next);
     drop((dlq_t, txn));
-    let depth = s.journal.reader.0.lock().map_or(0, |ix| ix.live.len() as u64);
+    let depth = s
+        .journal
+        .reader
+        .0
+        .lock()
+        .map_or(0, |ix| ix.live.len() as u64);
     let shared = Arc::new(Shared {
         db: RwLock::new(Some(Arc::new(db))),
         depth: AtomicU64::new(depth),
@@ -246,7 +258,10 @@ fn move_legacy(db: &Database, s: &mut scan::Scanned) -> Result<Vec<u64>, SpoolEr
     if !ids.is_empty() {
         s.journal.write(staged).map_err(write_err)?;
         (s.bytes, s.oldest_ms) = s.journal.totals();
-        tracing::info!(events = ids.len(), "spooled events moved from the database into the journal");
+        tracing::info!(
+            events = ids.len(),
+            "spooled events moved from the database into the journal"
+        );
     }
     Ok(ids)
 }
@@ -311,9 +326,7 @@ pub(crate) fn load(shared: &Shared, dlq: bool, id: u64) -> Result<Entry, SpoolEr
     }
     let db = shared.db()?;
     let txn = db.begin_read().map_err(read_err)?;
-    let t = txn
-        .open_table(DLQ)
-        .map_err(read_err)?;
+    let t = txn.open_table(DLQ).map_err(read_err)?;
     let v = t.get(id).map_err(read_err)?.ok_or(SpoolError::NotFound)?;
     Ok(Entry::decode(v.value())?)
 }

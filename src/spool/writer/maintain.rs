@@ -8,7 +8,9 @@
 
 use std::time::Instant;
 
-use super::{COMMITTED, META, SWEEP_EVERY, SWEEP_MAX, SpoolError, Writer, committed_key, sweep, write_err};
+use super::{
+    COMMITTED, META, SWEEP_EVERY, SWEEP_MAX, SpoolError, Writer, committed_key, sweep, write_err,
+};
 use crate::spool::unix_ms;
 
 impl Writer {

@@ -40,11 +40,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{SpoolError, io::FaultSwitch};
 use crate::{identity::DedupKey, metrics::SpoolMetrics};
-#[cfg(test)]
-pub(crate) use db::Opened;
-use db::{COMMITTED, DLQ, META, committed_key, open_db, sweep, write_err};
-pub(crate) use db::{Restored, Shared, dlq_page, load, open};
 pub use db::stored_events;
+use db::{COMMITTED, DLQ, META, committed_key, open_db, sweep, write_err};
+#[cfg(test)]
+pub(crate) use db::{DLQ as DLQ_TABLE, Opened};
+pub(crate) use db::{Restored, Shared, dlq_page, load, open};
 
 /// Most ops one commit makes durable.
 pub const MAX_BATCH: usize = 1024;

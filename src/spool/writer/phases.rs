@@ -10,11 +10,7 @@
 
 use redb::ReadableTable;
 
-use super::{
-    DLQ, Delta, Job, META, Op, SpoolError, Writer,
-    db::write_err,
-    journal::Staged,
-};
+use super::{DLQ, Delta, Job, META, Op, SpoolError, Writer, db::write_err, journal::Staged};
 use crate::spool::record::Entry;
 
 type Answers = [Option<Result<u64, SpoolError>>];
@@ -72,9 +68,8 @@ impl Writer {
             for (i, job) in batch.iter().enumerate() {
                 match &job.op {
                     Op::Dead { id, entry } => {
-                        if dlq.insert(*id, entry.as_slice()).map_err(write_err)?.is_none() {
-                            dlq_delta += 1;
-                        }
+                        let fresh = dlq.insert(*id, entry.as_slice()).map_err(write_err)?;
+                        dlq_delta += i64::from(fresh.is_none());
                     }
                     Op::DeadNew(entry) => {
                         let id = self.next_id;
@@ -86,7 +81,11 @@ impl Writer {
                     Op::DlqDelete { id } => {
                         let gone = dlq.remove(*id).map_err(write_err)?.is_some();
                         dlq_delta -= i64::from(gone);
-                        out[i] = Some(if gone { Ok(0) } else { Err(SpoolError::NotFound) });
+                        out[i] = Some(if gone {
+                            Ok(0)
+                        } else {
+                            Err(SpoolError::NotFound)
+                        });
                     }
                     Op::DlqUpdate { id, entry } => {
                         out[i] = Some(if dlq.get(*id).map_err(write_err)?.is_none() {
@@ -172,9 +171,7 @@ impl Writer {
                     None if matches!(job.op, Op::Dead { .. }) => Ok(0),
                     None => Err(SpoolError::NotFound),
                 },
-                Op::Revive { entry, .. } if !self.fits(&mine, entry.len()) => {
-                    Err(SpoolError::Full)
-                }
+                Op::Revive { entry, .. } if !self.fits(&mine, entry.len()) => Err(SpoolError::Full),
                 Op::Revive { id, entry } => {
                     match live(&st, *id)? {
                         Some(len) => mine.bytes += entry.len() as i64 - i64::from(len),
@@ -193,7 +190,9 @@ impl Writer {
             answers.push((i, r));
         }
         j.write(st).map_err(write_err)?;
-        self.shared.oldest_ms.store(j.oldest_ms(), std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .oldest_ms
+            .store(j.oldest_ms(), std::sync::atomic::Ordering::Relaxed);
         drop(j);
         for (i, r) in answers {
             out[i] = Some(r);

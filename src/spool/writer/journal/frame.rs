@@ -128,7 +128,11 @@ mod tests {
 
     fn frames() -> impl Strategy<Value = Vec<(u8, u64, Vec<u8>)>> {
         proptest::collection::vec(
-            (0u8..3, any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64)),
+            (
+                0u8..3,
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ),
             0..8,
         )
     }
@@ -137,7 +141,10 @@ mod tests {
         let mut buf = Vec::new();
         for (kind, id, bytes) in spec {
             let f = match kind {
-                0 => Frame::Put { id: *id, entry: bytes },
+                0 => Frame::Put {
+                    id: *id,
+                    entry: bytes,
+                },
                 1 => Frame::Delivered {
                     id: *id,
                     key: DedupKey([bytes.len() as u8; 16]),

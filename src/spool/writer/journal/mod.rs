@@ -87,7 +87,9 @@ impl Reader {
             let mut buf = vec![0u8; PUT_ENTRY_AT + loc.len as usize];
             file.read_exact_at(&mut buf, loc.off)?;
             return match frame::parse(&buf) {
-                Ok(Some((Frame::Put { id: got, entry }, _))) if got == id => Ok(Some(entry.to_vec())),
+                Ok(Some((Frame::Put { id: got, entry }, _))) if got == id => {
+                    Ok(Some(entry.to_vec()))
+                }
                 _ => Err(std::io::Error::other(format!(
                     "journal frame of spool id {id} does not check out"
                 ))),
@@ -125,11 +127,21 @@ impl Segment {
     }
 }
 
+/// A staged `Put`: its frame's offset in the batch, the entry's length, its acceptance time.
+#[derive(Debug, Clone, Copy)]
+struct PutAt {
+    off: u64,
+    len: u32,
+    accepted_ms: u64,
+}
+
 /// One batch's frames and the index changes they make once they are durable.
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
     buf: Vec<u8>,
-    changes: Vec<(u64, Option<(u64, u32, u64)>)>,
+    /// Per frame: its id, and where the record now is (offset in `buf`, length, accepted time)
+    /// or `None` when the frame ends it.
+    changes: Vec<(u64, Option<PutAt>)>,
     delivered: Vec<(DedupKey, u64)>,
     /// The batch's own view of ids it changed: `Some(len)` live, `None` gone.
     overlay: HashMap<u64, Option<u32>>,
@@ -145,7 +157,14 @@ impl Staged {
         let off = self.buf.len() as u64;
         Frame::Put { id, entry }.encode(&mut self.buf);
         let len = u32::try_from(entry.len()).unwrap_or(u32::MAX);
-        self.changes.push((id, Some((off, len, accepted_ms))));
+        self.changes.push((
+            id,
+            Some(PutAt {
+                off,
+                len,
+                accepted_ms,
+            }),
+        ));
         self.overlay.insert(id, Some(len));
     }
 
@@ -178,6 +197,9 @@ pub(crate) struct Journal {
     /// The segment appended to, and where its next frame goes.
     pub cur: u64,
     pub pos: u64,
+    /// A segment is closed once a batch would take it past this ([`SEGMENT_BYTES`]; tests make
+    /// it small).
+    pub segment_bytes: u64,
     /// A write failed after its bytes may have reached the file: cut them off before the next.
     pub dirty: bool,
     /// Spool ids whose DLQ row a revive must still remove (the removal failed; retried).
@@ -244,14 +266,21 @@ impl Journal {
         }
         self.check()?;
         if self.dirty {
-            let seg = self.segs.get(&self.cur).ok_or_else(|| std::io::Error::other("no segment"))?;
+            let seg = self
+                .segs
+                .get(&self.cur)
+                .ok_or_else(|| std::io::Error::other("no segment"))?;
             seg.file.set_len(self.pos)?;
             self.dirty = false;
         }
-        if self.pos + staged.buf.len() as u64 > SEGMENT_BYTES && self.pos > MAGIC.len() as u64 {
+        if self.pos + staged.buf.len() as u64 > self.segment_bytes && self.pos > MAGIC.len() as u64
+        {
             self.start_segment()?;
         }
-        let seg = self.segs.get(&self.cur).ok_or_else(|| std::io::Error::other("no segment"))?;
+        let seg = self
+            .segs
+            .get(&self.cur)
+            .ok_or_else(|| std::io::Error::other("no segment"))?;
         self.dirty = true;
         seg.file.write_all_at(&staged.buf, self.pos)?;
         seg.file.sync_data()?;
@@ -274,7 +303,11 @@ impl Journal {
         let mut ix = self.reader.0.lock().map_err(|_| poisoned())?;
         for (id, change) in staged.changes {
             let old = match change {
-                Some((off, len, accepted_ms)) => {
+                Some(PutAt {
+                    off,
+                    len,
+                    accepted_ms,
+                }) => {
                     let loc = Loc {
                         seg: cur,
                         off: base + off,
@@ -350,7 +383,12 @@ impl Journal {
             self.check()?;
             std::fs::remove_file(seg_path(&self.dir, no))?;
             self.segs.remove(&no);
-            self.reader.0.lock().map_err(|_| poisoned())?.files.remove(&no);
+            self.reader
+                .0
+                .lock()
+                .map_err(|_| poisoned())?
+                .files
+                .remove(&no);
             removed += 1;
         }
         if removed > 0 {
@@ -365,7 +403,8 @@ impl Journal {
         let Some((&no, s)) = self.segs.iter().next() else {
             return Ok(None);
         };
-        if no == self.cur || s.live == 0 || !s.checkpointed || s.live_bytes * 4 > SEGMENT_BYTES {
+        if no == self.cur || s.live == 0 || !s.checkpointed || s.live_bytes * 4 > self.segment_bytes
+        {
             return Ok(None);
         }
         let picked: Vec<(u64, Loc)> = {

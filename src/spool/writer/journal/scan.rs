@@ -39,7 +39,10 @@ fn segment_numbers(dir: &Path) -> std::io::Result<Vec<u64>> {
     for e in std::fs::read_dir(dir)? {
         let name = e?.file_name();
         let name = name.to_string_lossy();
-        if let Some(no) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
+        if let Some(no) = name
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
             nos.push(no);
         }
     }
@@ -177,6 +180,7 @@ pub(crate) fn scan(dir: &Path, faults: &FaultSwitch) -> std::io::Result<Scanned>
         segs,
         cur: 0,
         pos: 0,
+        segment_bytes: super::SEGMENT_BYTES,
         dirty: false,
         unlink: Vec::new(),
     };
