@@ -152,7 +152,9 @@ impl Writer {
                 break;
             }
         }
-        // Closing the database here (last handle) releases the file lock for a restart.
+        // The copier holds a handle too; closing the database here (last handle) releases the
+        // file lock for a restart.
+        self.collect_copy(true);
         self.shared.set_db(None);
         tracing::debug!("spool writer stopped");
     }

@@ -17,8 +17,8 @@
 //!   batch overwrites whatever part of the failed one reached the disk.
 //! - A `Delivered` frame carries the identity and its expiry, so until the identity is in redb's
 //!   `committed` table the journal is where it is durable. A segment's identities are copied into
-//!   redb when the segment is closed ([`Journal::checkpoint`]); only a checkpointed segment may be
-//!   deleted.
+//!   redb after the segment is closed ([`Journal::take_checkpoint`], on a thread of its own so a
+//!   large copy does not hold up the batches); only a checkpointed segment may be deleted.
 //! - Segments are deleted oldest first and only when nothing in them is live: a tombstone always
 //!   lives in the same or a later segment than the record it ends, so deleting a prefix can never
 //!   bring a delivered record back at the next start.
@@ -29,17 +29,21 @@
 //!   torn frame ends a segment; the journal then continues in a fresh segment, never after garbage.
 
 pub(crate) mod frame;
+mod index;
 pub(crate) mod scan;
+
+use index::poisoned;
+pub(crate) use index::{Index, Loc, Reader};
 
 use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
-use frame::{Frame, MAGIC, PUT_ENTRY_AT};
+use frame::{Frame, MAGIC};
 
 use crate::{identity::DedupKey, spool::io::FaultSwitch};
 
@@ -47,61 +51,6 @@ use crate::{identity::DedupKey, spool::io::FaultSwitch};
 pub(crate) const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// Live records moved per relocation step, so one step stays short.
 const RELOCATE_MAX: usize = 512;
-
-/// Where the live version of a record is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Loc {
-    pub seg: u64,
-    /// Offset of the frame in its segment.
-    pub off: u64,
-    /// Length of the entry (the record's bytes).
-    pub len: u32,
-    pub accepted_ms: u64,
-}
-
-/// The index readers share with the writer: the live record of every id, and the open segments.
-#[derive(Debug, Default)]
-pub(crate) struct Index {
-    pub live: BTreeMap<u64, Loc>,
-    pub files: HashMap<u64, Arc<File>>,
-}
-
-/// The index behind a lock held only for a lookup or for applying one batch, never across I/O.
-#[derive(Debug, Default)]
-pub(crate) struct Reader(pub Mutex<Index>);
-
-impl Reader {
-    /// The record of `id`, read from its segment; `None` when `id` is not live.
-    pub fn read(&self, id: u64) -> std::io::Result<Option<Vec<u8>>> {
-        // A segment is deleted only when nothing in it is live, so a lookup that races a deletion
-        // finds the id gone on its second look.
-        for _ in 0..2 {
-            let (loc, file) = {
-                let ix = self.0.lock().map_err(|_| poisoned())?;
-                match ix.live.get(&id) {
-                    None => return Ok(None),
-                    Some(loc) => (*loc, ix.files.get(&loc.seg).cloned()),
-                }
-            };
-            let Some(file) = file else { continue };
-            let mut buf = vec![0u8; PUT_ENTRY_AT + loc.len as usize];
-            file.read_exact_at(&mut buf, loc.off)?;
-            return match frame::parse(&buf) {
-                Ok(Some((Frame::Put { id: got, entry }, _))) if got == id => {
-                    Ok(Some(entry.to_vec()))
-                }
-                _ => Err(std::io::Error::other(format!(
-                    "journal frame of spool id {id} does not check out"
-                ))),
-            };
-        }
-        Ok(None)
-    }
-}
-
-fn poisoned() -> std::io::Error {
-    std::io::Error::other("journal index poisoned")
-}
 
 /// What the writer knows of one segment.
 #[derive(Debug)]
@@ -113,6 +62,8 @@ pub(crate) struct Segment {
     /// Identities delivered by its `Delivered` frames, until they are checkpointed into redb.
     pub delivered: Vec<(DedupKey, u64)>,
     pub checkpointed: bool,
+    /// Its identities are being copied into redb right now.
+    pub copying: bool,
 }
 
 impl Segment {
@@ -123,6 +74,7 @@ impl Segment {
             live_bytes: 0,
             delivered: Vec::new(),
             checkpointed: false,
+            copying: false,
         }
     }
 }
@@ -204,6 +156,8 @@ pub(crate) struct Journal {
     pub dirty: bool,
     /// Spool ids whose DLQ row a revive must still remove (the removal failed; retried).
     pub unlink: Vec<u64>,
+    /// The checkpoint running beside the writer, if any (`maintain.rs`).
+    pub copier: Option<std::thread::JoinHandle<super::maintain::Copied>>,
 }
 
 /// The segment file `no` inside `dir`.
@@ -354,12 +308,18 @@ impl Journal {
             .unwrap_or(0)
     }
 
-    /// The closed segments whose identities are not in redb yet, oldest first, with them.
-    pub fn checkpoint(&self) -> Vec<(u64, &[(DedupKey, u64)])> {
+    /// Takes the identities of closed segments not yet in redb (and not being copied), oldest
+    /// first; they stay uncheckpointed until [`Journal::checkpointed`] or go back with
+    /// [`Journal::give_back`].
+    pub fn take_checkpoint(&mut self) -> Vec<(u64, Vec<(DedupKey, u64)>)> {
+        let cur = self.cur;
         self.segs
-            .iter()
-            .filter(|(no, s)| **no != self.cur && !s.checkpointed)
-            .map(|(no, s)| (*no, s.delivered.as_slice()))
+            .iter_mut()
+            .filter(|(no, s)| **no != cur && !s.checkpointed && !s.copying)
+            .map(|(no, s)| {
+                s.copying = true;
+                (*no, std::mem::take(&mut s.delivered))
+            })
             .collect()
     }
 
@@ -368,7 +328,18 @@ impl Journal {
         for no in nos {
             if let Some(s) = self.segs.get_mut(no) {
                 s.checkpointed = true;
+                s.copying = false;
                 s.delivered = Vec::new();
+            }
+        }
+    }
+
+    /// Returns identities whose copy into redb failed, to be tried again.
+    pub fn give_back(&mut self, lists: Vec<(u64, Vec<(DedupKey, u64)>)>) {
+        for (no, list) in lists {
+            if let Some(s) = self.segs.get_mut(&no) {
+                s.copying = false;
+                s.delivered = list;
             }
         }
     }

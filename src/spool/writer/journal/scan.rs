@@ -183,6 +183,7 @@ pub(crate) fn scan(dir: &Path, faults: &FaultSwitch) -> std::io::Result<Scanned>
         segment_bytes: super::SEGMENT_BYTES,
         dirty: false,
         unlink: Vec::new(),
+        copier: None,
     };
     Ok(Scanned {
         journal,
