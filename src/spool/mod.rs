@@ -1,42 +1,49 @@
 //! The spool: durable delivery (spool mode, contract §5 and §7). An event is answered 202 only once
 //! it is on disk; it stays there until OSCAR accepted it or it was dead-lettered, across crashes.
 //!
-//! # Why redb, not a log of our own
-//! What must be durable is not just an append-only queue: a delivered event is *removed* while
-//! older ones are still retrying, attempts are *updated* in place, the dead-letter queue is listed,
-//! replayed and deleted by id, and delivered identities must be remembered for the dedup TTL and
-//! then *expire*. An append-only log would need all of that on top: tombstones, an index, segment
-//! compaction, torn-tail detection and a recovery scan — the parts where home-made logs lose data.
-//! [redb](https://docs.rs/redb) is a pure-Rust, ACID, copy-on-write B-tree in one file: every
-//! change of a batch commits atomically or not at all, a crash at any point leaves the last
-//! committed state (its 1-phase commit with checksums needs one fsync), and its `StorageBackend`
-//! trait is the file-access seam for fault injection ([`io`]). The cost compared to a raw log is
-//! write amplification of a few pages per commit, which group commit spreads over many events.
+//! # Why a journal for events and redb for the rest
+//! A spooled event is written once at acceptance and ended once at delivery, usually within a
+//! second; in a B-tree each of those rewrites a leaf and the branch pages above it, and redb was
+//! 55 % of a spooled event's cost (BENCHMARKS.md). So undelivered events live in an append-only
+//! journal of segment files ([`writer::journal`]): an acceptance is one checksummed frame, a
+//! delivery a tombstone frame carrying the identity, a batch one `pwrite` and one `fdatasync`.
+//! What a log does badly stays in [redb](https://docs.rs/redb), a pure-Rust ACID B-tree whose
+//! commits are atomic: the dead-letter queue (listed, replayed, deleted by id, kept for days) and
+//! the delivered identities (kept for the TTL, then swept by expiry). The journal's own rules —
+//! checksummed frames and a torn tail cut off at start, segments deleted oldest first once dead
+//! and checkpointed, lone live records relocated — are in its module doc; its start-up
+//! reconciliation with redb is in `writer/db.rs`. Every file write passes the fault seam [`io`].
 //!
-//! # On-disk layout: `{data_dir}/spool.redb`
-//! | table | key | value |
+//! # On-disk layout: `{data_dir}/spool.journal/` and `{data_dir}/spool.redb`
+//! | where | key | value |
 //! |---|---|---|
-//! | `events` | spool id (u64, grows with acceptance) | [`record::Entry`]: service, `Authorization`, body, times, attempts |
-//! | `dlq` | the same id | the entry plus when and why it died |
-//! | `committed` | expiry ms (u64 BE) ‖ 16-byte identity digest | () |
-//! | `meta` | `"next_id"` | the next spool id (ids are never reused) |
+//! | journal segments `NNNN.seg` | frames by spool id (u64, grows with acceptance) | `Put` [`record::Entry`] (service, `Authorization`, body, times, attempts); `Delivered` identity ‖ expiry; `Gone` |
+//! | redb `dlq` | the same id | the entry plus when and why it died |
+//! | redb `committed` | expiry ms (u64 BE) ‖ 16-byte identity digest | () |
+//! | redb `meta` | `"next_id"` | the next spool id (ids are never reused) |
+//!
+//! The redb table `events` held undelivered events before the journal; a start moves its rows into
+//! the journal.
 //!
 //! # Write and fsync rule
 //! One writer thread ([`writer`]) owns every write. Requests hand it their records and wait; it
-//! commits everything that queued up meanwhile in one transaction — one fsync — and then answers
+//! writes everything that queued up meanwhile as one journal write — one fsync — and then answers
 //! each waiter (group commit). So 202 means "fsync'd", and N concurrent requests cost about one
 //! fsync, not N. `spool.group_commit_delay` can make the writer wait a little for companions.
-//! A commit that fails answers every waiter with an error (503 to MinIO, reservation released).
+//! A write that fails answers every waiter with an error (503 to MinIO, reservation released).
+//! A dead-lettering writes its DLQ row (a redb commit) before the journal's tombstone, so a crash
+//! between the two leaves the event in both, which the start resolves by keeping it spooled.
 //!
 //! # Delivery and the dedup store
 //! An accepted event reserves its identity for the whole retry horizon (`delivery.max_age` plus
 //! margins), so a copy arriving while it waits or retries is a `duplicate`. On 2xx the identity is
-//! committed in the store and `Delivered` is written: the event leaves `events` and its identity
-//! enters `committed`, atomically. The one window in which OSCAR has the event but the disk does not
+//! committed in the store and `Delivered` is written: one journal frame that ends the event and
+//! records its identity (copied into `committed` when its segment is closed). The one window in which OSCAR has the event but the disk does not
 //! know it yet is that write — one group commit. Workers: [`worker`].
 //!
 //! # Recovery at start
-//! redb repairs the file if the process died mid-commit. Then: expired identities are deleted;
+//! redb repairs its file if the process died mid-commit, and the journal scan ends each segment at
+//! its first torn frame. Then: expired identities are deleted;
 //! live ones go into the dedup store with `insert_committed` and their remaining TTL, so a MinIO
 //! redelivery of a delivered event is a `duplicate` after a restart; every spooled event reserves
 //! (or, if held, holds) its identity again and is queued — held ones at their not-before time.
@@ -57,7 +64,7 @@
 //!
 //! # Sync mode
 //! Sync mode opens the same file for its dead-letter queue only ([`dlq_direct`]): nothing is
-//! admitted into `events`, except a DLQ entry an operator replays, which the workers deliver.
+//! admitted into the journal, except a DLQ entry an operator replays, which the workers deliver.
 //!
 //! # Shutdown
 //! No new delivery starts once shutdown begins; a delivery already started is allowed to finish
