@@ -10,10 +10,24 @@
 
 use redb::ReadableTable;
 
-use super::{DLQ, Delta, Job, META, Op, SpoolError, Writer, db::write_err, journal::Staged};
+use super::{
+    DLQ, Delta, Job, META, Op, SpoolError, Writer,
+    db::write_err,
+    journal::{Journal, Staged},
+};
 use crate::spool::record::Entry;
 
-type Answers = [Option<Result<u64, SpoolError>>];
+type Answer = Result<u64, SpoolError>;
+type Answers = [Option<Answer>];
+
+/// A batch's journal part while it is put together: its frames, what they change in the
+/// counters, and the revived ids whose DLQ rows go once the frames are durable.
+#[derive(Default)]
+struct Stage {
+    st: Staged,
+    mine: Delta,
+    revived: Vec<u64>,
+}
 
 impl Op {
     /// Whether the op has a part in the database transaction.
@@ -27,6 +41,20 @@ impl Op {
                 | Op::Revive { .. }
                 | Op::Probe
         )
+    }
+}
+
+impl Op {
+    /// About how many journal bytes the op writes.
+    fn frame_bytes(&self) -> usize {
+        match self {
+            Op::Append(e) | Op::Update { entry: e, .. } | Op::Revive { entry: e, .. } => {
+                e.len() + 17
+            }
+            Op::Delivered { .. } => 41,
+            Op::Dead { .. } | Op::Remove { .. } => 17,
+            _ => 0,
+        }
     }
 }
 
@@ -122,74 +150,18 @@ impl Writer {
             .journal
             .lock()
             .map_err(|_| SpoolError::Write("journal poisoned".into()))?;
-        let mut st = Staged::default();
-        let mut mine = Delta::default();
+        let bytes = batch.iter().map(|j| j.op.frame_bytes()).sum();
+        let mut b = Stage {
+            st: Staged::with_capacity(bytes),
+            ..Stage::default()
+        };
         let mut answers = Vec::new();
-        let mut revived = Vec::new();
         for (i, job) in batch.iter().enumerate() {
-            if out[i].is_some() {
-                continue;
+            if out[i].is_none() {
+                answers.push((i, self.stage(&j, &mut b, &job.op)?));
             }
-            let live = |st: &Staged, id| j.live_len(st, id).map_err(write_err);
-            let r = match &job.op {
-                Op::Append(entry) if !self.fits(&mine, entry.len()) => Err(SpoolError::Full),
-                Op::Append(entry) => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    st.put(id, entry, Entry::accepted_ms_of(entry).unwrap_or(0));
-                    mine.depth += 1;
-                    mine.bytes += entry.len() as i64;
-                    Ok(id)
-                }
-                Op::Delivered {
-                    id,
-                    key,
-                    expires_ms,
-                } => {
-                    if let Some(len) = live(&st, *id)? {
-                        mine.depth -= 1;
-                        mine.bytes -= i64::from(len);
-                    }
-                    st.delivered(*id, *key, *expires_ms);
-                    Ok(0)
-                }
-                Op::Update { id, entry } => match live(&st, *id)? {
-                    Some(len) => {
-                        st.put(*id, entry, Entry::accepted_ms_of(entry).unwrap_or(0));
-                        mine.bytes += entry.len() as i64 - i64::from(len);
-                        Ok(0)
-                    }
-                    None => Err(SpoolError::NotFound),
-                },
-                Op::Dead { id, .. } | Op::Remove { id } => match live(&st, *id)? {
-                    Some(len) => {
-                        st.gone(*id);
-                        mine.depth -= 1;
-                        mine.bytes -= i64::from(len);
-                        Ok(0)
-                    }
-                    None if matches!(job.op, Op::Dead { .. }) => Ok(0),
-                    None => Err(SpoolError::NotFound),
-                },
-                Op::Revive { entry, .. } if !self.fits(&mine, entry.len()) => Err(SpoolError::Full),
-                Op::Revive { id, entry } => {
-                    match live(&st, *id)? {
-                        Some(len) => mine.bytes += entry.len() as i64 - i64::from(len),
-                        None => {
-                            mine.depth += 1;
-                            mine.bytes += entry.len() as i64;
-                        }
-                    }
-                    st.put(*id, entry, Entry::accepted_ms_of(entry).unwrap_or(0));
-                    revived.push(*id);
-                    Ok(*id)
-                }
-                Op::Probe => j.sync().map(|()| 0).map_err(write_err),
-                _ => Ok(0),
-            };
-            answers.push((i, r));
         }
-        j.write(st).map_err(write_err)?;
+        j.write(b.st).map_err(write_err)?;
         self.shared
             .oldest_ms
             .store(j.oldest_ms(), std::sync::atomic::Ordering::Relaxed);
@@ -197,12 +169,72 @@ impl Writer {
         for (i, r) in answers {
             out[i] = Some(r);
         }
-        delta.depth += mine.depth;
-        delta.bytes += mine.bytes;
-        if !revived.is_empty() {
-            delta.dlq -= self.unlink_revived(revived);
+        delta.depth += b.mine.depth;
+        delta.bytes += b.mine.bytes;
+        if !b.revived.is_empty() {
+            delta.dlq -= self.unlink_revived(b.revived);
         }
         Ok(())
+    }
+
+    /// One op's frames into the batch; its answer once the batch is durable. The outer error
+    /// (the index could not be read) fails the batch.
+    fn stage(&mut self, j: &Journal, b: &mut Stage, op: &Op) -> Result<Answer, SpoolError> {
+        let live = |st: &Staged, id| j.live_len(st, id).map_err(write_err);
+        let accepted = |entry: &[u8]| Entry::accepted_ms_of(entry).unwrap_or(0);
+        Ok(match op {
+            Op::Append(entry) | Op::Revive { entry, .. } if !self.fits(&b.mine, entry.len()) => {
+                Err(SpoolError::Full)
+            }
+            Op::Append(entry) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                b.st.append(id, entry, accepted(entry));
+                b.mine.depth += 1;
+                b.mine.bytes += entry.len() as i64;
+                Ok(id)
+            }
+            Op::Delivered {
+                id,
+                key,
+                expires_ms,
+            } => {
+                if let Some(len) = live(&b.st, *id)? {
+                    b.mine.depth -= 1;
+                    b.mine.bytes -= i64::from(len);
+                }
+                b.st.delivered(*id, *key, *expires_ms);
+                Ok(0)
+            }
+            Op::Update { id, entry } => match live(&b.st, *id)? {
+                Some(len) => {
+                    b.st.put(*id, entry, accepted(entry));
+                    b.mine.bytes += entry.len() as i64 - i64::from(len);
+                    Ok(0)
+                }
+                None => Err(SpoolError::NotFound),
+            },
+            Op::Dead { id, .. } | Op::Remove { id } => match live(&b.st, *id)? {
+                Some(len) => {
+                    b.st.gone(*id);
+                    b.mine.depth -= 1;
+                    b.mine.bytes -= i64::from(len);
+                    Ok(0)
+                }
+                None if matches!(op, Op::Dead { .. }) => Ok(0),
+                None => Err(SpoolError::NotFound),
+            },
+            Op::Revive { id, entry } => {
+                let old = live(&b.st, *id)?;
+                b.mine.depth += i64::from(old.is_none());
+                b.mine.bytes += entry.len() as i64 - old.map_or(0, i64::from);
+                b.st.put(*id, entry, accepted(entry));
+                b.revived.push(*id);
+                Ok(*id)
+            }
+            Op::Probe => j.sync().map(|()| 0).map_err(write_err),
+            _ => Ok(0),
+        })
     }
 
     /// Removes the DLQ rows of revived events (and of earlier revives whose removal failed);

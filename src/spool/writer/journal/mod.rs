@@ -31,19 +31,22 @@
 pub(crate) mod frame;
 mod index;
 pub(crate) mod scan;
+mod staged;
 
 use index::poisoned;
 pub(crate) use index::{Index, Loc, Reader};
+use staged::PutAt;
+pub(crate) use staged::Staged;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fs::File,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
-use frame::{Frame, MAGIC};
+use frame::MAGIC;
 
 use crate::{identity::DedupKey, spool::io::FaultSwitch};
 
@@ -76,66 +79,6 @@ impl Segment {
             checkpointed: false,
             copying: false,
         }
-    }
-}
-
-/// A staged `Put`: its frame's offset in the batch, the entry's length, its acceptance time.
-#[derive(Debug, Clone, Copy)]
-struct PutAt {
-    off: u64,
-    len: u32,
-    accepted_ms: u64,
-}
-
-/// One batch's frames and the index changes they make once they are durable.
-#[derive(Debug, Default)]
-pub(crate) struct Staged {
-    buf: Vec<u8>,
-    /// Per frame: its id, and where the record now is (offset in `buf`, length, accepted time)
-    /// or `None` when the frame ends it.
-    changes: Vec<(u64, Option<PutAt>)>,
-    delivered: Vec<(DedupKey, u64)>,
-    /// The batch's own view of ids it changed: `Some(len)` live, `None` gone.
-    overlay: HashMap<u64, Option<u32>>,
-}
-
-impl Staged {
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// The record `id` is now `entry`.
-    pub fn put(&mut self, id: u64, entry: &[u8], accepted_ms: u64) {
-        let off = self.buf.len() as u64;
-        Frame::Put { id, entry }.encode(&mut self.buf);
-        let len = u32::try_from(entry.len()).unwrap_or(u32::MAX);
-        self.changes.push((
-            id,
-            Some(PutAt {
-                off,
-                len,
-                accepted_ms,
-            }),
-        ));
-        self.overlay.insert(id, Some(len));
-    }
-
-    pub fn delivered(&mut self, id: u64, key: DedupKey, expires_ms: u64) {
-        Frame::Delivered {
-            id,
-            key,
-            expires_ms,
-        }
-        .encode(&mut self.buf);
-        self.changes.push((id, None));
-        self.overlay.insert(id, None);
-        self.delivered.push((key, expires_ms));
-    }
-
-    pub fn gone(&mut self, id: u64) {
-        Frame::Gone { id }.encode(&mut self.buf);
-        self.changes.push((id, None));
-        self.overlay.insert(id, None);
     }
 }
 
