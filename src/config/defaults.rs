@@ -117,6 +117,7 @@ impl Default for SpoolConfig {
             max_bytes: 1024 * 1024 * 1024,
             max_entries: 1_000_000,
             group_commit_delay: Duration::from_millis(0),
+            segment_bytes: crate::spool::SEGMENT_BYTES,
             backend: Default::default(),
             jetstream: Default::default(),
         }

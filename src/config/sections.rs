@@ -171,6 +171,10 @@ pub struct PolicyConfig {
     pub pending_grace: Duration,
 }
 
+fn default_segment_bytes() -> u64 {
+    crate::spool::SEGMENT_BYTES
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
@@ -181,6 +185,9 @@ pub struct SpoolConfig {
     /// Longest a write waits for companions to share its fsync.
     #[serde(with = "humantime_serde")]
     pub group_commit_delay: Duration,
+    /// Size at which a journal segment is closed (local backend; 4 KiB to 1 GiB).
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
     /// `local` (redb under `data_dir`, default) or `jetstream` (a shared NATS stream).
     #[serde(default)]
     pub backend: crate::spool::jetstream::SpoolBackendKind,

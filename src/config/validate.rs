@@ -197,6 +197,12 @@ impl Config {
                 "spool limits must be above zero",
             ));
         }
+        if !(4096..=1 << 30).contains(&self.spool.segment_bytes) {
+            return Err(invalid(
+                "spool.segment_bytes",
+                "journal segments must be 4 KiB to 1 GiB",
+            ));
+        }
         if self.spool.backend == crate::spool::jetstream::SpoolBackendKind::Jetstream {
             self.spool
                 .jetstream

@@ -93,7 +93,7 @@ mod restore;
 mod settings;
 mod worker;
 mod writer;
-pub use writer::stored_events;
+pub use writer::{journal::SEGMENT_BYTES, stored_events};
 
 use std::{
     sync::{Arc, Mutex, atomic::Ordering},
@@ -212,6 +212,9 @@ impl Spool {
         let opened = tokio::task::spawn_blocking(move || writer::open(&path, &faults))
             .await
             .map_err(|e| SpoolError::Write(e.to_string()))??;
+        if let Ok(mut j) = opened.shared.journal.lock() {
+            j.segment_bytes = settings.segment_bytes;
+        }
         let spool_metrics = metrics.spool().clone();
         let (tx, rx) = mpsc::channel(writer::CHANNEL);
         let w = writer::Writer {

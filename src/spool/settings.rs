@@ -16,6 +16,8 @@ pub struct SpoolSettings {
     pub max_bytes: u64,
     pub max_entries: u64,
     pub group_commit_delay: Duration,
+    /// `spool.segment_bytes`: the journal's segment size.
+    pub segment_bytes: u64,
     pub concurrency: usize,
     pub backoff: Backoff,
     pub max_attempts: u32,
@@ -40,6 +42,7 @@ impl SpoolSettings {
             max_bytes: cfg.spool.max_bytes,
             max_entries: cfg.spool.max_entries,
             group_commit_delay: cfg.spool.group_commit_delay,
+            segment_bytes: cfg.spool.segment_bytes,
             concurrency: cfg.delivery.concurrency,
             backoff,
             max_attempts: cfg.delivery.max_attempts,

@@ -22,7 +22,8 @@
 //! replayed now and then while OSCAR still refuses (replay, re-dead-letter); at the end OSCAR
 //! accepts every token and the DLQ is replayed for good. At least 20 `kill -9` at moments drawn
 //! from a seeded RNG (seed printed; `CRASH_SEED=N` repeats a run's timing, though not the
-//! scheduling of the client tasks).
+//! scheduling of the client tasks). The journal's segments are made tiny (4 KiB), so the kills
+//! come in the middle of its segment rotation, checkpoint, deletion and relocation as well.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -182,7 +183,12 @@ async fn sigkill_loses_no_acknowledged_post() {
     let mut gw = Bin::start(
         &dir,
         &oscar.url(),
-        &[("DEDUP_GATEWAY_POLICY__PENDING_GRACE", "300ms")],
+        &[
+            ("DEDUP_GATEWAY_POLICY__PENDING_GRACE", "300ms"),
+            // Segments of 4 KiB close every few events, so the kills also land in segment
+            // rotation, checkpoints, deletion and relocation of the journal.
+            ("DEDUP_GATEWAY_SPOOL__SEGMENT_BYTES", "4096"),
+        ],
     )
     .await;
     let port = Arc::new(AtomicU16::new(gw.port));

@@ -51,7 +51,7 @@ use frame::MAGIC;
 use crate::{identity::DedupKey, spool::io::FaultSwitch};
 
 /// A segment is closed once a batch would take it past this size.
-pub(crate) const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// Live records moved per relocation step, so one step stays short.
 const RELOCATE_MAX: usize = 512;
 
