@@ -64,8 +64,14 @@ impl World {
             .collect();
         self.unanswered.extend(cut);
         self.actors.clear();
-        self.store_fault = false;
         self.disk_fault = false;
+        // A shared store and a JetStream stream outlive the gateway (and see a pending fault).
+        match self.mode {
+            Mode::Shared { .. } => return self.restore_shared(),
+            Mode::Jet { .. } => return self.redeliver_all(),
+            Mode::Spool | Mode::Sync => {}
+        }
+        self.store_fault = None;
         self.store = MemoryStore::new(BOUND);
         if self.mode == Mode::Sync {
             self.forgotten += usize::from(self.deliveries > 0);
@@ -107,7 +113,7 @@ impl World {
 
     /// Runs every actor to its end with a healthy OSCAR, store and disk (bounded).
     pub fn quiesce(&mut self) {
-        self.store_fault = false;
+        self.store_fault = None;
         self.disk_fault = false;
         self.answer = Answer::Ok;
         for _ in 0..2_000 {
@@ -134,6 +140,7 @@ impl World {
         let loss_explained = forgiven(Finding::HeldDroppedForNonDurable)
             || forgiven(Finding::DuplicateBeforeDurable)
             || forgiven(Finding::SyncHeldDroppedForInFlight)
+            || forgiven(Finding::RestoreOrphanedOwnClaim)
             || !self.documented_lost.is_empty();
         if !self.acked.is_empty()
             && self.deliveries == 0
@@ -146,7 +153,7 @@ impl World {
             ));
         }
         // Each lapse or eviction (when forgiven) explains one repeat, as each crash window does.
-        let mut allowance = self.windows + self.forgotten;
+        let mut allowance = self.windows + self.forgotten + self.unchecked + self.uncommitted;
         if forgiven(Finding::LeaseLapsed) {
             allowance += self.lapses;
         }
@@ -165,16 +172,14 @@ impl World {
     /// `replay_dlq`: reserve, then write the revived record.
     pub(super) fn step_replay(&mut self, id: u64, owner: Owner, st: Replay) -> Option<Actor> {
         match st {
-            Replay::Reserve => {
-                match self.store_op(|s, now| s.reserve_at(&K, owner, ms(HORIZON), now)) {
-                    Ok(Ok(Claim::Acquired | Claim::Preempted)) => Some(Actor::Replay {
-                        id,
-                        owner,
-                        st: Replay::Write,
-                    }),
-                    _ => None,
-                }
-            }
+            Replay::Reserve => match self.acquire(owner, false, HORIZON) {
+                Ok(Claim::Acquired | Claim::Preempted) => Some(Actor::Replay {
+                    id,
+                    owner,
+                    st: Replay::Write,
+                }),
+                _ => None,
+            },
             Replay::Write if self.disk_ok() => {
                 let Some(mut rec) = self.disk.dlq.remove(&id) else {
                     return Some(Actor::Replay {
@@ -197,7 +202,7 @@ impl World {
                 st: Replay::Release,
             }),
             Replay::Release => {
-                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
+                let _ = self.release(owner);
                 None
             }
         }

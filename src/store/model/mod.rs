@@ -56,13 +56,19 @@
 
 mod actors;
 mod env;
+mod item;
+mod jet;
+mod net;
+mod shared;
 mod sync;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_shared;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{Owner, StoreError, memory::MemoryStore};
+use super::{Existing, Owner, StoreError, memory::MemoryStore};
 use crate::pipeline::key::DedupKey;
 
 /// The identity under study; fillers use other digests.
@@ -94,6 +100,9 @@ pub(crate) enum Action {
     Advance(u16),
     /// The next store operation fails without effect.
     StoreFault,
+    /// The next store operation runs, and its caller gets an error (a shared store's timeout
+    /// after the command ran); on the memory store, as [`Action::StoreFault`].
+    StoreFaultAfterEffect,
     /// The next disk write fails.
     DiskFault,
     /// OSCAR's next answer.
@@ -111,8 +120,8 @@ pub(crate) enum Answer {
     Refuse,
 }
 
-/// A spooled event on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A spooled event on disk (or a message in the JetStream events stream).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Rec {
     pub owner: Owner,
     pub held: bool,
@@ -120,6 +129,8 @@ pub(crate) struct Rec {
     pub accepted: u64,
     /// The copy whose request wrote it (replays keep it).
     pub copy: usize,
+    /// JetStream: how often the consumer has handed the message out.
+    pub handed: u32,
 }
 
 /// What survives a crash.
@@ -148,17 +159,49 @@ pub(crate) enum Finding {
     /// Not reported: the restore removed a record as a duplicate while nothing else durable
     /// carries the event.
     RestoreDroppedNonDurable,
+    /// Shared store, fail-open (found by this model, open): a restore with the store failing
+    /// queued a record under a fresh token (`defer_claim`), the worker wrote that token over the
+    /// record's own, and the record's reservation from before the restart was left standing,
+    /// named by nothing on disk; the next restore meets it and drops the record as a duplicate.
+    RestoreOrphanedOwnClaim,
 }
 
 /// The findings today's code has (issue 13 items 3 and 8: the model still has the old lease
 /// protocol, and eviction is by design). Fixed: items 1, 2 and 7; see the module doc.
-pub(crate) const KNOWN: [Finding; 2] = [Finding::LeaseLapsed, Finding::EvictedLive];
+pub(crate) const KNOWN: [Finding; 3] = [
+    Finding::LeaseLapsed,
+    Finding::EvictedLive,
+    Finding::RestoreOrphanedOwnClaim,
+];
 
 /// Which protocol the copies follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Spool,
     Sync,
+    /// Spool mode on a shared store (Redis) with the local spool: write first, then claim.
+    Shared {
+        fail_open: bool,
+    },
+    /// Spool mode on a shared store with the JetStream spool: publish first, then claim; the
+    /// consumer may hand the message to a worker before the claim.
+    Jet {
+        fail_open: bool,
+    },
+}
+
+impl Mode {
+    pub fn shared(self) -> bool {
+        matches!(self, Mode::Shared { .. } | Mode::Jet { .. })
+    }
+
+    /// `dedup.on_store_error = "fail-open"` (only a shared store fails that way).
+    pub fn fail_open(self) -> bool {
+        matches!(
+            self,
+            Mode::Shared { fail_open: true } | Mode::Jet { fail_open: true }
+        )
+    }
 }
 
 /// The model's whole state.
@@ -190,7 +233,14 @@ pub(crate) struct World {
     /// (at the end of a case, when `minio_retries`).
     pub unanswered: Vec<(usize, bool)>,
     pub minio_retries: bool,
-    pub store_fault: bool,
+    /// Protocols the session-10 fixes replaced, put back to show what they lost.
+    pub old: shared::Old,
+    /// Deliveries sent unchecked (fail-open, the store down): each may repeat one (documented).
+    pub unchecked: usize,
+    /// Commits after a 2xx that failed without effect: the identity may be forwarded again once
+    /// its lease ends if the repair does not land it (documented in `deliver::settle`).
+    pub uncommitted: usize,
+    pub store_fault: Option<net::Fault>,
     pub disk_fault: bool,
     pub answer: Answer,
     fillers: u8,
@@ -217,7 +267,10 @@ impl World {
             forgotten: 0,
             unanswered: Vec::new(),
             minio_retries: true,
-            store_fault: false,
+            old: shared::Old::default(),
+            unchecked: 0,
+            uncommitted: 0,
+            store_fault: None,
             disk_fault: false,
             answer: Answer::Ok,
             fillers: 0,
@@ -233,19 +286,26 @@ impl World {
 
     /// A fallible store operation (`reserve`, `hold`, `insert_committed`: `Full` at the bound),
     /// unless an injected error takes its place (no effect, as a memory store's `Full` has none).
+    /// On a shared store every operation is fallible ([`World::net`]).
     pub fn store_op<T>(&mut self, f: impl FnOnce(&MemoryStore, u64) -> T) -> Result<T, StoreError> {
-        if std::mem::take(&mut self.store_fault) {
+        if self.mode.shared() {
+            return self.net(net::Repair::None, f);
+        }
+        if self.store_fault.take().is_some() {
             return Err(StoreError::Full);
         }
         Ok(f(&self.store, self.now))
     }
 
     /// A memory-store operation that cannot fail (`claim_held`, `commit`, `release`): an injected
-    /// error waits for the next fallible one.
+    /// error waits for the next fallible one. (On a shared store it can: [`World::net`].)
     pub fn store_infallible<T>(
         &mut self,
         f: impl FnOnce(&MemoryStore, u64) -> T,
     ) -> Result<T, StoreError> {
+        if self.mode.shared() {
+            return self.net(net::Repair::None, f);
+        }
         Ok(f(&self.store, self.now))
     }
 
@@ -257,7 +317,10 @@ impl World {
     /// Whether a durable record other than event `except` carries the event: a spooled record,
     /// or the delivered identity in the `committed` table.
     pub fn durable_elsewhere(&self, except: Option<u64>) -> bool {
-        self.disk.committed_until.is_some_and(|t| t > self.now)
+        // On a shared store, OSCAR's copy counts too (a commit may fail, documented).
+        let delivered = self.store.state_at(&K, self.now) == Some(Existing::Delivered);
+        (self.mode.shared() && (delivered || self.deliveries > 0))
+            || self.disk.committed_until.is_some_and(|t| t > self.now)
             || self.disk.events.keys().any(|id| Some(*id) != except)
     }
 
@@ -286,6 +349,12 @@ impl World {
         let owner = self.owner();
         let actor = match self.mode {
             Mode::Spool => actors::Actor::request(copy, held, owner, self.now),
+            Mode::Shared { .. } | Mode::Jet { .. } => actors::Actor::SharedRequest {
+                copy,
+                held,
+                owner,
+                st: shared::Req::Peek,
+            },
             Mode::Sync => actors::Actor::SyncRequest {
                 copy,
                 held,
@@ -311,9 +380,17 @@ impl World {
             Action::Step(_) => {}
             Action::Crash => self.crash(),
             Action::Advance(d) => self.advance(u64::from(d)),
-            Action::StoreFault => self.store_fault = true,
+            Action::StoreFault => self.store_fault = Some(net::Fault::NoEffect),
+            // A memory store's error has no effect (it cannot time out).
+            Action::StoreFaultAfterEffect if self.mode.shared() => {
+                self.store_fault = Some(net::Fault::AfterEffect);
+            }
+            Action::StoreFaultAfterEffect => self.store_fault = Some(net::Fault::NoEffect),
             Action::DiskFault => self.disk_fault = true,
             Action::Oscar(answer) => self.answer = answer,
+            // Not drawn against Redis (no bound of entries in flight), nor JetStream's DLQ replay.
+            Action::Pressure if self.mode.shared() => {}
+            Action::Replay if matches!(self.mode, Mode::Jet { .. }) => {}
             Action::Pressure => self.pressure(),
             Action::Replay => {
                 if let Some(id) = self.disk.dlq.keys().next().copied() {

@@ -6,13 +6,14 @@ use super::{Action, Answer, Finding, GRACE, HORIZON, KNOWN, Mode, World};
 
 use Action::{Advance, Copy, Crash, DiskFault, Pressure, Step};
 
-fn action() -> impl Strategy<Value = Action> {
+pub(super) fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         3 => any::<bool>().prop_map(|held| Copy { held }),
         12 => any::<u8>().prop_map(Step),
         1 => Just(Crash),
         2 => (1u16..400).prop_map(Advance),
         1 => Just(Action::StoreFault),
+        1 => Just(Action::StoreFaultAfterEffect),
         1 => Just(DiskFault),
         1 => prop_oneof![Just(Answer::Retry), Just(Answer::Refuse)].prop_map(Action::Oscar),
         1 => Just(Pressure),
@@ -22,7 +23,7 @@ fn action() -> impl Strategy<Value = Action> {
 
 /// [`KNOWN`], less the issue-13 items named in `MODEL_STRICT` (`1,8`, or `all`): lets the
 /// property search for the failing sequences of an item (`MODEL_STRICT=2 cargo test --lib model`).
-fn excused() -> Vec<Finding> {
+pub(super) fn excused() -> Vec<Finding> {
     let strict = std::env::var("MODEL_STRICT").unwrap_or_default();
     let item = |f: Finding| match f {
         Finding::HeldDroppedForNonDurable | Finding::SyncHeldDroppedForInFlight => "1",
@@ -30,6 +31,7 @@ fn excused() -> Vec<Finding> {
         Finding::LeaseLapsed => "3",
         Finding::EvictedLive => "8",
         Finding::RestoreDroppedNonDurable => "-",
+        Finding::RestoreOrphanedOwnClaim => "orphan",
     };
     KNOWN
         .into_iter()
@@ -50,11 +52,22 @@ fn run_in(mode: Mode, actions: &[Action]) -> World {
 fn run_with(mode: Mode, minio_retries: bool, actions: &[Action]) -> World {
     let mut w = World::new(mode);
     w.minio_retries = minio_retries;
+    play(w, actions)
+}
+
+/// Applies `actions` (at most six copies) to `w`, then lets everything finish.
+pub(super) fn play(mut w: World, actions: &[Action]) -> World {
+    let trace = std::env::var_os("MODEL_TRACE").is_some();
     for a in actions {
         if matches!(a, Copy { .. }) && w.copies >= 6 {
             continue;
         }
         w.apply(*a);
+        if trace {
+            let state = w.store.state_at(&super::K, w.now);
+            eprintln!("{a:?} @{}: {state:?} {:?}", w.now, w.actors);
+            eprintln!("    disk {:?} dlq {:?}", w.disk.events, w.disk.dlq.keys());
+        }
     }
     w.quiesce();
     w

@@ -1,0 +1,192 @@
+//! One JetStream message's deliveries on a shared store, a step at a time (`Inner::handle`,
+//! `Inner::own` and `swap`, `settle`, `keep_reserved` and `dead_letter` in `spool/jetstream/`):
+//! wait out a held copy's grace, own the identity under a fresh token with the short lease,
+//! POST, commit, ack; a retry gives the identity back to the message's own token and NAKs.
+//!
+//! The message's actor exists from its publish on, before the accepting request's claim: the
+//! consumer (on any replica) may hand it out at once, which is the order the session-10 fixes
+//! are about. The stream and the store both outlive a crash; an unacked message is handed out
+//! again.
+
+use super::{Answer, HORIZON, MAX_AGE, Rec, World, actors::Actor, sync::LEASE};
+use crate::store::{Claim, Existing, Owner};
+
+/// `CLAIM_WAIT` (500 ms): a clean message's first delivery that found nothing of its own
+/// waits this long for the accept's claim.
+pub(crate) const CLAIM_WAIT: u64 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Msg {
+    /// Handed out (again) by the consumer.
+    Handle,
+    /// NAK'd: handed out again at this time.
+    Wait(u64),
+    /// `swap`: release the message's own token (`first`: its first delivery).
+    Release {
+        first: bool,
+    },
+    /// `swap`: reserve under the fresh token for `dedup.lease`.
+    Reserve,
+    /// The fresh reservation met another owner: is it delivered?
+    Peek,
+    Send,
+    Commit,
+    Insert,
+    /// Ack; `window`: the identity may not be committed (a repeat after a crash is the window).
+    Ack {
+        window: bool,
+    },
+    /// After a retryable answer: release the fresh token, reserve under the message's own.
+    KeepRelease,
+    KeepReserve,
+    /// To the dead-letter stream (a publish), then release `owner` (and the message's token).
+    DeadLetter {
+        owner: Owner,
+    },
+    DeadRelease {
+        owner: Owner,
+    },
+}
+
+impl Actor {
+    pub fn jet(id: u64, now: u64) -> Self {
+        Actor::Jet {
+            id,
+            fresh: 0,
+            st: Msg::Handle,
+            since: now,
+            rec: Rec::default(),
+        }
+    }
+}
+
+impl World {
+    /// One step of a message's delivery: `None` while it waits, `Some(None)` when it ends.
+    pub(super) fn step_jet(
+        &mut self,
+        id: u64,
+        fresh: Owner,
+        st: Msg,
+        since: u64,
+        rec: Rec,
+    ) -> Option<Option<Actor>> {
+        let now = self.now;
+        let at = |fresh, st, rec| {
+            let since = if st == Msg::Send { now } else { since };
+            Some(Some(Actor::Jet {
+                id,
+                fresh,
+                st,
+                since,
+                rec,
+            }))
+        };
+        let later = self.backoff();
+        match st {
+            Msg::Wait(due) if self.now < due => None,
+            Msg::Wait(_) | Msg::Handle => match self.hand_out(id) {
+                Some(rec) => {
+                    let (fresh, st) = self.handle(&rec);
+                    at(fresh, st, rec)
+                }
+                // Acked or deleted meanwhile: the consumer has nothing more to hand out.
+                None => Some(None),
+            },
+            Msg::Release { first } => match self.release(rec.owner) {
+                Ok(false) if first && !rec.held => at(fresh, Msg::Wait(now + CLAIM_WAIT), rec),
+                Ok(_) => at(fresh, Msg::Reserve, rec),
+                Err(_) => at(fresh, self.store_failed(Some(fresh)), rec),
+            },
+            Msg::Reserve => match self.acquire(fresh, false, LEASE) {
+                Ok(Claim::Acquired | Claim::Preempted) => at(fresh, Msg::Send, rec),
+                Ok(Claim::Duplicate(_)) => at(fresh, Msg::Peek, rec),
+                Err(_) => at(fresh, self.store_failed(Some(fresh)), rec),
+            },
+            Msg::Peek => match self.peek() {
+                Ok(Some(Existing::Delivered)) => at(fresh, Msg::Ack { window: false }, rec),
+                Ok(_) => at(fresh, Msg::Wait(later), rec),
+                // Another copy owns it: never sent unchecked beside it.
+                Err(_) => at(fresh, self.store_failed(None), rec),
+            },
+            Msg::Send => match std::mem::replace(&mut self.answer, Answer::Ok) {
+                Answer::Ok => {
+                    self.deliveries += 1;
+                    at(fresh, Msg::Commit, rec)
+                }
+                Answer::Retry if self.now.saturating_sub(rec.accepted) < MAX_AGE => {
+                    at(fresh, Msg::KeepRelease, rec)
+                }
+                Answer::Retry | Answer::Refuse => at(fresh, Msg::DeadLetter { owner: fresh }, rec),
+            },
+            Msg::Commit => match self.commit(fresh) {
+                Ok(true) => at(fresh, Msg::Ack { window: false }, rec),
+                Ok(false) => at(fresh, Msg::Insert, rec),
+                // The commit's repair may still land it.
+                Err(_) => at(fresh, Msg::Ack { window: true }, rec),
+            },
+            Msg::Insert => {
+                let window = self.insert_committed().is_err();
+                at(fresh, Msg::Ack { window }, rec)
+            }
+            // A lost ack: handed out again, and found delivered.
+            Msg::Ack { .. } if !self.disk_ok() => at(fresh, Msg::Wait(later), rec),
+            Msg::Ack { .. } => {
+                self.disk.events.remove(&id);
+                Some(None)
+            }
+            Msg::KeepRelease => {
+                let _ = self.release(fresh);
+                at(fresh, Msg::KeepReserve, rec)
+            }
+            Msg::KeepReserve => {
+                let _ = self.acquire(rec.owner, false, HORIZON);
+                at(fresh, Msg::Wait(later), rec)
+            }
+            // A failed publish to the dead-letter stream NAKs: tried again.
+            Msg::DeadLetter { .. } if !self.disk_ok() => at(fresh, Msg::Wait(later), rec),
+            Msg::DeadLetter { owner } => {
+                self.disk.dlq.insert(id, rec.clone());
+                at(fresh, Msg::DeadRelease { owner }, rec)
+            }
+            Msg::DeadRelease { owner } => {
+                let _ = self.release(owner);
+                if owner == rec.owner {
+                    return at(fresh, Msg::Ack { window: false }, rec);
+                }
+                at(fresh, Msg::DeadRelease { owner: rec.owner }, rec)
+            }
+        }
+    }
+
+    /// The consumer hands the message out (once more); `None` if it is no longer in the stream.
+    fn hand_out(&mut self, id: u64) -> Option<Rec> {
+        let rec = self.disk.events.get_mut(&id)?;
+        rec.handed += 1;
+        Some(rec.clone())
+    }
+
+    /// `handle` before the store: the grace (NAK to the not-before time), the age limit on a
+    /// redelivery, then `own`'s release, with the fresh token it will reserve under.
+    fn handle(&mut self, rec: &Rec) -> (Owner, Msg) {
+        let fresh = self.owner();
+        if rec.not_before > self.now {
+            return (fresh, Msg::Wait(rec.not_before));
+        }
+        let prior = rec.handed - 1 - u32::from(rec.held && rec.handed > 1);
+        if prior > 0 && self.now.saturating_sub(rec.accepted) >= MAX_AGE {
+            return (fresh, Msg::DeadLetter { owner: rec.owner });
+        }
+        let first = rec.handed == 1;
+        (fresh, Msg::Release { first })
+    }
+
+    /// `store_failed`: fail-open sends unchecked under the fresh token (when given); otherwise
+    /// the delivery waits (NAK).
+    fn store_failed(&mut self, fresh: Option<Owner>) -> Msg {
+        if fresh.is_some() && self.mode.fail_open() {
+            self.unchecked += 1;
+            return Msg::Send;
+        }
+        Msg::Wait(self.backoff())
+    }
+}
