@@ -186,13 +186,33 @@ impl Actor {
 impl World {
     /// One step of actor `i`; false when it is waiting for time to pass.
     pub(crate) fn step(&mut self, i: usize) -> bool {
-        let next = match self.actors[i].clone() {
+        let Some(next) = self.next_of(self.actors[i].clone()) else {
+            return false;
+        };
+        match next {
+            Some(a) => self.actors[i] = a,
+            None => {
+                let done = self.actors.remove(i);
+                // A request that ended without a 2xx: MinIO (queue_dir) sends it again.
+                if let Some((copy, held)) = done.carried()
+                    && !self.acked.iter().any(|(c, _)| *c == copy)
+                {
+                    self.unanswered.push((copy, held));
+                }
+            }
+        }
+        true
+    }
+
+    /// What `actor` becomes after one step (`Some(None)`: it ended); `None` while it waits.
+    fn next_of(&mut self, actor: Actor) -> Option<Option<Actor>> {
+        let next = match actor {
             // Waiting for another request's write in progress (`spool::durable`).
             Actor::Request {
                 held,
                 st: Req::Claim,
                 ..
-            } if self.claim_waits(held) => return false,
+            } if self.claim_waits(held) => return None,
             Actor::Request {
                 copy,
                 held,
@@ -206,11 +226,7 @@ impl World {
                 claim,
                 release_first,
                 st,
-            } => match self.step_item(id, owner, claim, release_first, st) {
-                Some(Some(a)) => Some(a),
-                Some(None) => None,
-                None => return false,
-            },
+            } => return self.step_item(id, owner, claim, release_first, st),
             Actor::Replay { id, owner, st } => self.step_replay(id, owner, st),
             Actor::SyncRequest {
                 copy,
@@ -226,10 +242,7 @@ impl World {
                 attempts,
                 takeovers,
                 since,
-            } => match self.step_sync_held(copy, owner, st, (attempts, takeovers), since) {
-                Some(next) => next,
-                None => return false,
-            },
+            } => return self.step_sync_held(copy, owner, st, (attempts, takeovers), since),
             Actor::SharedRequest {
                 copy,
                 held,
@@ -242,25 +255,10 @@ impl World {
                 st,
                 since,
                 rec,
-            } => match self.step_jet(id, fresh, st, since, rec) {
-                Some(next) => next,
-                None => return false,
-            },
+            } => return self.step_jet(id, fresh, st, since, rec),
             Actor::Repair { repair, until } => self.step_repair(repair, until),
         };
-        match next {
-            Some(a) => self.actors[i] = a,
-            None => {
-                let done = self.actors.remove(i);
-                // A request that ended without a 2xx: MinIO (queue_dir) sends it again.
-                if let Some((copy, held)) = done.carried()
-                    && !self.acked.iter().any(|(c, _)| *c == copy)
-                {
-                    self.unanswered.push((copy, held));
-                }
-            }
-        }
-        true
+        Some(next)
     }
 
     /// Whether a claim now would be a `duplicate` of a claim whose write is in progress, which

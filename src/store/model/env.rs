@@ -1,11 +1,12 @@
-//! What happens around the actors: time, eviction pressure, a crash and the restore
-//! (`Spool::restore`), the end of a case (everything runs to completion), and the check of
-//! contract §7; and an operator's DLQ replay (`Spool::replay_dlq`).
+//! What happens around the actors: the actions (copies arriving, faults, OSCAR's answers), time,
+//! eviction pressure, a crash and the restore (`Spool::restore`), the end of a case (everything
+//! runs to completion), and the check of contract §7; and an operator's DLQ replay
+//! (`Spool::replay_dlq`).
 
 use super::{
-    Answer, BOUND, Finding, GRACE, HORIZON, K, Mode, Rec, TTL, World,
+    Action, Answer, BOUND, Finding, GRACE, HORIZON, K, Mode, Rec, TTL, World,
     actors::{self, Actor, Replay},
-    ms,
+    ms, net, shared, sync,
 };
 use crate::{
     pipeline::key::DedupKey,
@@ -13,6 +14,65 @@ use crate::{
 };
 
 impl World {
+    /// A copy arrives (again, for a MinIO retry of `copy`).
+    pub(super) fn resend(&mut self, copy: usize, held: bool) {
+        let owner = self.owner();
+        let actor = match self.mode {
+            Mode::Spool => actors::Actor::request(copy, held, owner, self.now),
+            Mode::Shared { .. } | Mode::Jet { .. } => actors::Actor::SharedRequest {
+                copy,
+                held,
+                owner,
+                st: shared::Req::Peek,
+            },
+            Mode::Sync => actors::Actor::SyncRequest {
+                copy,
+                held,
+                owner,
+                st: sync::Req::Claim { polls: 0 },
+                since: self.now,
+            },
+        };
+        self.actors.push(actor);
+    }
+
+    pub fn apply(&mut self, a: Action) {
+        match a {
+            Action::Copy { held } => {
+                let copy = self.copies;
+                self.copies += 1;
+                self.resend(copy, held);
+            }
+            Action::Step(n) if !self.actors.is_empty() => {
+                let i = usize::from(n) % self.actors.len();
+                self.step(i);
+            }
+            Action::Step(_) => {}
+            Action::Crash => self.crash(),
+            Action::Advance(d) => self.advance(u64::from(d)),
+            Action::StoreFault => self.store_fault = Some(net::Fault::NoEffect),
+            // A memory store's error has no effect (it cannot time out).
+            Action::StoreFaultAfterEffect if self.mode.shared() => {
+                self.store_fault = Some(net::Fault::AfterEffect);
+            }
+            Action::StoreFaultAfterEffect => self.store_fault = Some(net::Fault::NoEffect),
+            Action::DiskFault => self.disk_fault = true,
+            Action::PubAckLost if matches!(self.mode, Mode::Jet { .. }) => self.pub_ack_lost = true,
+            Action::PubAckLost => self.disk_fault = true,
+            Action::Oscar(answer) => self.answer = answer,
+            // Not drawn against Redis (no bound of entries in flight), nor JetStream's DLQ replay.
+            Action::Pressure if self.mode.shared() => {}
+            Action::Replay if matches!(self.mode, Mode::Jet { .. }) => {}
+            Action::Pressure => self.pressure(),
+            Action::Replay => {
+                if let Some(id) = self.disk.dlq.keys().next().copied() {
+                    let owner = self.owner();
+                    self.actors.push(actors::Actor::replay(id, owner));
+                }
+            }
+        }
+    }
+
     /// Lets time pass; a queued event whose reservation lapses meanwhile is item 3.
     pub(super) fn advance(&mut self, d: u64) {
         // Sync mode: a delivery in flight ends within its lease (see `Actor::deadline`).
@@ -65,6 +125,7 @@ impl World {
         self.unanswered.extend(cut);
         self.actors.clear();
         self.disk_fault = false;
+        self.pub_ack_lost = false;
         // A shared store and a JetStream stream outlive the gateway (and see a pending fault).
         match self.mode {
             Mode::Shared { .. } => return self.restore_shared(),
@@ -115,6 +176,7 @@ impl World {
     pub fn quiesce(&mut self) {
         self.store_fault = None;
         self.disk_fault = false;
+        self.pub_ack_lost = false;
         self.answer = Answer::Ok;
         for _ in 0..2_000 {
             if self.actors.is_empty() && self.minio_retries && !self.unanswered.is_empty() {

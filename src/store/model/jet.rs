@@ -70,92 +70,117 @@ impl World {
         since: u64,
         rec: Rec,
     ) -> Option<Option<Actor>> {
-        let now = self.now;
-        let at = |fresh, st, rec| {
-            let since = if st == Msg::Send { now } else { since };
-            Some(Some(Actor::Jet {
+        let next = match st {
+            Msg::Wait(due) if self.now < due => return None,
+            Msg::Wait(_) | Msg::Handle => match self.hand_out(id) {
+                Some(rec) => {
+                    let (fresh, st) = self.handle(&rec);
+                    return Some(Some(Actor::Jet {
+                        id,
+                        fresh,
+                        st,
+                        since,
+                        rec,
+                    }));
+                }
+                // Acked or deleted meanwhile: the consumer has nothing more to hand out.
+                None => return Some(None),
+            },
+            Msg::Release { .. } | Msg::Reserve | Msg::Peek => Some(self.own_jet(fresh, st, &rec)),
+            _ => self.settle_jet(id, fresh, st, &rec),
+        };
+        Some(next.map(|(fresh, st)| {
+            // The lease of a delivery counts from the reservation that started it.
+            let since = if st == Msg::Send { self.now } else { since };
+            Actor::Jet {
                 id,
                 fresh,
                 st,
                 since,
                 rec,
-            }))
-        };
-        let later = self.backoff();
-        match st {
-            Msg::Wait(due) if self.now < due => None,
-            Msg::Wait(_) | Msg::Handle => match self.hand_out(id) {
-                Some(rec) => {
-                    let (fresh, st) = self.handle(&rec);
-                    at(fresh, st, rec)
-                }
-                // Acked or deleted meanwhile: the consumer has nothing more to hand out.
-                None => Some(None),
-            },
+            }
+        }))
+    }
+
+    /// `own` and `swap`: the message's own token released, a fresh one reserved (or a wait).
+    fn own_jet(&mut self, fresh: Owner, st: Msg, rec: &Rec) -> (Owner, Msg) {
+        let next = match st {
             Msg::Release { first } => match self.release(rec.owner) {
-                Ok(false) if first && !rec.held => at(fresh, Msg::Wait(now + CLAIM_WAIT), rec),
-                Ok(_) => at(fresh, Msg::Reserve, rec),
-                Err(_) => at(fresh, self.store_failed(Some(fresh)), rec),
+                // `Own::Unclaimed`: the accept's claim may still be on its way.
+                Ok(false) if first && !rec.held => Msg::Wait(self.now + CLAIM_WAIT),
+                Ok(_) => Msg::Reserve,
+                Err(_) => self.store_failed(Some(fresh)),
             },
             Msg::Reserve => match self.acquire(fresh, false, LEASE) {
-                Ok(Claim::Acquired | Claim::Preempted) => at(fresh, Msg::Send, rec),
-                Ok(Claim::Duplicate(_)) => at(fresh, Msg::Peek, rec),
-                Err(_) => at(fresh, self.store_failed(Some(fresh)), rec),
+                Ok(Claim::Acquired | Claim::Preempted) => Msg::Send,
+                Ok(Claim::Duplicate(_)) => Msg::Peek,
+                Err(_) => self.store_failed(Some(fresh)),
             },
             Msg::Peek => match self.peek() {
-                Ok(Some(Existing::Delivered)) => at(fresh, Msg::Ack { window: false }, rec),
-                Ok(_) => at(fresh, Msg::Wait(later), rec),
+                Ok(Some(Existing::Delivered)) => Msg::Ack { window: false },
+                Ok(_) => Msg::Wait(self.backoff()),
                 // Another copy owns it: never sent unchecked beside it.
-                Err(_) => at(fresh, self.store_failed(None), rec),
+                Err(_) => self.store_failed(None),
             },
+            other => other,
+        };
+        (fresh, next)
+    }
+
+    /// The POST and its outcome (`settle`, `keep_reserved`, `dead_letter`); `None` once acked.
+    fn settle_jet(&mut self, id: u64, fresh: Owner, st: Msg, rec: &Rec) -> Option<(Owner, Msg)> {
+        let later = self.backoff();
+        let next = match st {
             Msg::Send => match std::mem::replace(&mut self.answer, Answer::Ok) {
                 Answer::Ok => {
                     self.deliveries += 1;
-                    at(fresh, Msg::Commit, rec)
+                    Msg::Commit
                 }
                 Answer::Retry if self.now.saturating_sub(rec.accepted) < MAX_AGE => {
-                    at(fresh, Msg::KeepRelease, rec)
+                    Msg::KeepRelease
                 }
-                Answer::Retry | Answer::Refuse => at(fresh, Msg::DeadLetter { owner: fresh }, rec),
+                Answer::Retry | Answer::Refuse => Msg::DeadLetter { owner: fresh },
             },
             Msg::Commit => match self.commit(fresh) {
-                Ok(true) => at(fresh, Msg::Ack { window: false }, rec),
-                Ok(false) => at(fresh, Msg::Insert, rec),
+                Ok(true) => Msg::Ack { window: false },
+                Ok(false) => Msg::Insert,
                 // The commit's repair may still land it.
-                Err(_) => at(fresh, Msg::Ack { window: true }, rec),
+                Err(_) => Msg::Ack { window: true },
             },
-            Msg::Insert => {
-                let window = self.insert_committed().is_err();
-                at(fresh, Msg::Ack { window }, rec)
-            }
+            Msg::Insert => Msg::Ack {
+                window: self.insert_committed().is_err(),
+            },
             // A lost ack: handed out again, and found delivered.
-            Msg::Ack { .. } if !self.disk_ok() => at(fresh, Msg::Wait(later), rec),
+            Msg::Ack { .. } if !self.disk_ok() => Msg::Wait(later),
             Msg::Ack { .. } => {
                 self.disk.events.remove(&id);
-                Some(None)
+                return None;
             }
             Msg::KeepRelease => {
                 let _ = self.release(fresh);
-                at(fresh, Msg::KeepReserve, rec)
+                Msg::KeepReserve
             }
             Msg::KeepReserve => {
                 let _ = self.acquire(rec.owner, false, HORIZON);
-                at(fresh, Msg::Wait(later), rec)
+                Msg::Wait(later)
             }
             // A failed publish to the dead-letter stream NAKs: tried again.
-            Msg::DeadLetter { .. } if !self.disk_ok() => at(fresh, Msg::Wait(later), rec),
+            Msg::DeadLetter { .. } if !self.disk_ok() => Msg::Wait(later),
             Msg::DeadLetter { owner } => {
                 self.disk.dlq.insert(id, rec.clone());
-                at(fresh, Msg::DeadRelease { owner }, rec)
+                Msg::DeadRelease { owner }
             }
             Msg::DeadRelease { owner } => {
                 let _ = self.release(owner);
                 if owner == rec.owner {
-                    return at(fresh, Msg::Ack { window: false }, rec);
+                    Msg::Ack { window: false }
+                } else {
+                    Msg::DeadRelease { owner: rec.owner }
                 }
-                at(fresh, Msg::DeadRelease { owner: rec.owner }, rec)
             }
-        }
+            other => other,
+        };
+        Some((fresh, next))
     }
 
     /// The consumer hands the message out (once more); `None` if it is no longer in the stream.

@@ -74,6 +74,11 @@ impl World {
                 // Fail-closed: 503.
                 Err(_) => None,
             },
+            // Stored all the same: the consumer has it, and MinIO sends the copy again.
+            Req::Write if std::mem::take(&mut self.pub_ack_lost) => {
+                self.write_shared(copy, held, owner);
+                None
+            }
             Req::Write if self.disk_ok() => again(Req::Claim {
                 id: self.write_shared(copy, held, owner),
             }),
@@ -87,6 +92,30 @@ impl World {
                 self.duplicate(copy);
                 None
             }
+            Req::Unchecked | Req::UncheckedCommit | Req::UncheckedInsert => {
+                self.forward_unchecked(copy, held, owner, st)
+            }
+        }
+    }
+
+    /// Fail-open after a failed peek: `on_store_error` forwards from the request, and a 2xx
+    /// marks the identity delivered (`Lost::MarkDelivered`: the token owns nothing).
+    fn forward_unchecked(
+        &mut self,
+        copy: usize,
+        held: bool,
+        owner: Owner,
+        st: Req,
+    ) -> Option<Actor> {
+        let again = |st| {
+            Some(Actor::SharedRequest {
+                copy,
+                held,
+                owner,
+                st,
+            })
+        };
+        match st {
             Req::Unchecked => match std::mem::replace(&mut self.answer, Answer::Ok) {
                 Answer::Ok => {
                     self.deliveries += 1;
@@ -95,7 +124,6 @@ impl World {
                 // Not delivered: a non-2xx answer, MinIO sends it again.
                 Answer::Retry | Answer::Refuse => None,
             },
-            // `Lost::MarkDelivered`: a token that owns nothing marks the identity delivered.
             Req::UncheckedCommit => match self.commit(owner) {
                 Ok(false) => again(Req::UncheckedInsert),
                 _ => {
@@ -108,6 +136,7 @@ impl World {
                 self.acked.push((copy, "forwarded"));
                 None
             }
+            _ => None,
         }
     }
 

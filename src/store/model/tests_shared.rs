@@ -1,64 +1,16 @@
-//! The property for spool mode on a shared store (local spool and JetStream, fail-closed and
-//! fail-open), and the smallest sequences for what the session-10 fixes changed.
+//! Spool mode on a shared store (local spool and JetStream; the property in `tests.rs` draws
+//! these modes too): the smallest sequences for what the session-10 fixes changed, and for what
+//! this model found open.
 
-use proptest::prelude::*;
-
-use super::{
-    Action, Answer, Finding, Mode, World,
-    net::REPAIR_WINDOW,
-    shared::Old,
-    tests::{action, excused, play},
-};
+use super::{Action, Answer, Finding, Mode, World, net::REPAIR_WINDOW, shared::Old, tests::play};
 
 use Action::{Advance, Copy, Crash, Step, StoreFault, StoreFaultAfterEffect};
-
-/// `MODEL_OLD=in-flight` or `claim-error` (or both, comma-separated) puts back the protocol a
-/// session-10 fix replaced, so the property shows what it lost
-/// (`MODEL_OLD=in-flight cargo test --lib store::model`).
-fn old() -> Old {
-    let old = std::env::var("MODEL_OLD").unwrap_or_default();
-    let has = |name| old.split(',').any(|s| s.trim() == name);
-    Old {
-        delete_on_in_flight: has("in-flight"),
-        forward_on_claim_error: has("claim-error"),
-    }
-}
-
-fn mode() -> impl Strategy<Value = Mode> {
-    (any::<bool>(), any::<bool>()).prop_map(|(jet, fail_open)| {
-        if jet {
-            Mode::Jet { fail_open }
-        } else {
-            Mode::Shared { fail_open }
-        }
-    })
-}
 
 fn run_old(mode: Mode, old: Old, minio_retries: bool, actions: &[Action]) -> World {
     let mut w = World::new(mode);
     w.old = old;
     w.minio_retries = minio_retries;
     play(w, actions)
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
-
-    /// Contract §7 on a shared store: the write-first order, store errors that may have taken
-    /// effect (and their repairs), fail-open, and a consumer that hands a message out before the
-    /// request's claim. A repeat is allowed for a crash inside the window and for each delivery
-    /// sent unchecked (fail-open, documented); any finding not excused fails.
-    #[test]
-    fn shared_store_every_acknowledged_event_is_delivered_once_or_dead_lettered(
-        mode in mode(),
-        actions in prop::collection::vec(action(), 1..80)
-    ) {
-        let w = run_old(mode, old(), true, &actions);
-        let excused = excused();
-        prop_assert!(w.check(&excused).is_ok(), "{}", w.check(&excused).unwrap_err());
-        let unknown: Vec<_> = w.findings.iter().filter(|f| !excused.contains(f)).collect();
-        prop_assert!(unknown.is_empty(), "findings not excused {:?}", unknown);
-    }
 }
 
 /// A clean copy's delivery reaches OSCAR exactly once on each shared-store protocol.
