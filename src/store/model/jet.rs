@@ -74,7 +74,11 @@ impl World {
             Msg::Wait(due) if self.now < due => return None,
             Msg::Wait(_) | Msg::Handle => match self.hand_out(id) {
                 Some(rec) => {
-                    let (fresh, st) = self.handle(&rec);
+                    // Handing out is no store operation: one step with the release that follows.
+                    let (fresh, st) = match self.handle(&rec) {
+                        (fresh, st @ Msg::Release { .. }) => self.own_jet(fresh, st, &rec),
+                        other => other,
+                    };
                     return Some(Some(Actor::Jet {
                         id,
                         fresh,

@@ -59,7 +59,7 @@ fn mode() -> impl Strategy<Value = Mode> {
         2 => Just(Mode::Spool),
         2 => Just(Mode::Sync),
         2 => any::<bool>().prop_map(|fail_open| Mode::Shared { fail_open }),
-        3 => any::<bool>().prop_map(|fail_open| Mode::Jet { fail_open }),
+        4 => any::<bool>().prop_map(|fail_open| Mode::Jet { fail_open }),
     ]
 }
 
