@@ -93,6 +93,11 @@ pub(crate) enum Item {
     WriteDead,
     ReleaseDead,
     Remove,
+    /// `keep_reserved` (only after `record_owner`, see [`super::net`]): renew, else reserve.
+    Keep,
+    KeepReserve,
+    /// Another copy holds the identity: `keep_reserved` again at this time.
+    KeepLater(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

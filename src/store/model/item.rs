@@ -56,7 +56,20 @@ impl World {
                     Err(_) => at(owner, claim, true, Item::Due),
                 }
             }
+            // `record_owner`: a token the record does not name (a fail-open restore's) goes to
+            // disk before the send; then `keep_reserved` makes it own the identity.
+            Item::Due if owner != rec.owner && self.disk_ok() => {
+                if let Some(r) = self.disk.events.get_mut(&id) {
+                    r.owner = owner;
+                }
+                at(owner, false, false, Item::Keep)
+            }
+            Item::Due if owner != rec.owner => at(owner, false, false, Item::Due),
             Item::Due => at(owner, false, false, Item::Send),
+            Item::Keep | Item::KeepReserve | Item::KeepLater(_) => {
+                let st = self.step_keep(owner, st)?;
+                at(owner, false, false, st)
+            }
             // The fresh token goes to disk before it is reserved.
             Item::FreshWrite(fresh) if self.disk_ok() => {
                 if let Some(r) = self.disk.events.get_mut(&id) {
@@ -125,6 +138,39 @@ impl World {
             }
             Item::Record | Item::WriteDead | Item::Remove => at(owner, claim, release_first, st),
         }
+    }
+}
+
+impl World {
+    /// `keep_reserved` for `owner`: the next state, `None` while waiting.
+    fn step_keep(&mut self, owner: Owner, st: Item) -> Option<Item> {
+        let next = match st {
+            Item::KeepLater(due) if self.now < due => return None,
+            Item::KeepLater(_) => Item::Keep,
+            Item::Keep => {
+                match self.store_infallible(|s, now| s.renew_at(&K, owner, ms(HORIZON), now)) {
+                    Ok(true) => Item::Send,
+                    Ok(false) => Item::KeepReserve,
+                    Err(_) => self.keep_failed(),
+                }
+            }
+            _ => match self.acquire(owner, false, HORIZON) {
+                Ok(Claim::Acquired | Claim::Preempted) => Item::Send,
+                Ok(Claim::Duplicate(Existing::Delivered)) => Item::Remove,
+                Ok(Claim::Duplicate(_)) => Item::KeepLater(self.now + GRACE),
+                Err(_) => self.keep_failed(),
+            },
+        };
+        Some(next)
+    }
+
+    /// A store error while keeping the reservation: sent unchecked (fail-open), else later.
+    fn keep_failed(&mut self) -> Item {
+        if self.mode.fail_open() {
+            self.unchecked += 1;
+            return Item::Send;
+        }
+        Item::KeepLater(self.now + GRACE)
     }
 }
 

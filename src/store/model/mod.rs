@@ -65,9 +65,10 @@
 //! whose reservation lapsed (item 3), a delivered identity evicted inside its TTL (item 8).
 //! Fixed, and checked still: item 1 (a held copy now gives way only to a delivered copy; a drop
 //! otherwise is still reported as its finding) and item 7 (an acknowledged sync-mode held copy
-//! given up after a permanent answer or its retries goes to the DLQ, [`sync`] writes it there). The property excuses those findings
-//! and the losses and repeats they explain (today's code has them) and fails on anything else; each also has a named `#[ignore]`d test
-//! in `tests.rs` with the smallest sequence that shows it (items 1 and 2 lose the event only when
+//! given up after a permanent answer or its retries goes to the DLQ, [`sync`] writes it there).
+//! The property excuses those findings and the losses and repeats they explain (today's code
+//! has them) and fails on anything else; each also has a named `#[ignore]`d test in `tests.rs`
+//! with the smallest sequence that shows it (items 1 and 2 lose the event only when
 //! MinIO has no `queue_dir`, so those tests run without MinIO's retries). `MODEL_STRICT=1,8` (or
 //! `all`) stops excusing those items, so the property searches for them itself (it finds each
 //! within a few hundred cases). When an item is fixed, change its protocol here to the fixed

@@ -172,11 +172,11 @@ impl World {
 
     /// `defer_claim`: fail-closed, the worker releases the record's own entry and claims afresh;
     /// fail-open, it goes on under a fresh token (not the stored one, whose entry may still be
-    /// there). Modelled as a claim from that fresh token, the closest of the worker's paths
-    /// (`own` → `record_owner` → `keep_reserved` in the code, which the model does not have).
+    /// there): a held record claims, a clean one goes through `record_owner` and
+    /// `keep_reserved` (which the model has on this path only; see item 3).
     fn defer_claim(&mut self, id: u64, rec: &Rec) {
         let item = if self.mode.fail_open() {
-            actors::Actor::item(id, self.owner(), true, false)
+            actors::Actor::item(id, self.owner(), rec.held, false)
         } else {
             actors::Actor::item(id, rec.owner, true, true)
         };

@@ -99,13 +99,13 @@ fn model_shared_fail_open_claim_error_keeps_the_record() {
 /// during a restart's restore (here the record's own release; with `store_down` set by an earlier
 /// record or a committed identity, not even that is tried), so `defer_claim` queues the record
 /// under a *fresh* token. Redis answers again before the worker's turn: the worker writes the
-/// fresh token over the record's own (`record_owner`, or here the claim path's fresh token) and
-/// finds the identity taken — by the record's own reservation from before the restart, which
-/// nothing on disk names now. A second restart within the retry horizon (before a repair of the
-/// failed release got through; here it dies with the process) releases the fresh token (nothing)
-/// and reserves: `duplicate`, and the restore removes the acknowledged record. Until that
-/// reservation's lease ends every MinIO copy is answered `duplicate` too. (Without the second
-/// restart the record waits out its own reservation, the retry horizon, before its delivery:
+/// fresh token over the record's own (`record_owner`), and `keep_reserved` finds the identity
+/// taken — by the record's own reservation from before the restart, which nothing on disk names
+/// now. A second restart within the retry horizon (before a repair of the failed release got
+/// through; here it dies with the process) releases the fresh token (nothing) and reserves:
+/// `duplicate`, and the restore removes the acknowledged record. Until that reservation's lease
+/// ends every MinIO copy is answered `duplicate` too. (Without the second restart the record
+/// waits out its own reservation, the retry horizon, before its delivery:
 /// `restore_with_redis_down_asks_the_store_once` in `tests/it/redis/spool.rs` with fail-open
 /// would be the integration test that meets it, for every record after the first.)
 #[test]
@@ -122,8 +122,7 @@ fn model_shared_fail_open_restore_orphans_the_records_own_claim() {
             Step(0), // claim: accepted, reserved under the record's token for the horizon
             StoreFault,
             Crash,   // restore: the release fails → deferred under a fresh token (fail-open)
-            Step(1), // the worker: claim_held under the fresh token finds nothing
-            Step(1), // a fresh token on disk, over the record's own
+            Step(1), // the worker: `record_owner` writes the fresh token over the record's own
             Crash,   // restore: release (nothing) + reserve → duplicate → record removed
         ],
     );
