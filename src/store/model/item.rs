@@ -19,15 +19,7 @@ impl World {
         release_first: bool,
         st: Item,
     ) -> Option<Option<Actor>> {
-        let at = |owner, claim, release_first, st| {
-            Some(Some(Actor::Item {
-                id,
-                owner,
-                claim,
-                release_first,
-                st,
-            }))
-        };
+        let at = |owner, claim, release_first, st| item_at(id, owner, claim, release_first, st);
         // Past the outcome the record may be gone (moved to the DLQ, or removed).
         let rec = self.disk.events.get(&id).cloned();
         let needs_record = !matches!(st, Item::Commit | Item::InsertCommitted | Item::ReleaseDead);
@@ -70,6 +62,26 @@ impl World {
                 let st = self.step_keep(owner, st)?;
                 at(owner, false, false, st)
             }
+            Item::FreshWrite(_) | Item::FreshReserve(_) => {
+                self.step_fresh(id, owner, claim, st, &rec)
+            }
+            Item::Watch(due) if self.now < due => None,
+            Item::Watch(_) => at(owner, claim, false, Item::Due),
+            _ => self.step_outcome(id, owner, (claim, release_first), st, rec),
+        }
+    }
+
+    /// `claim`'s fresh token: on disk first, then reserved (a held record, or a failed claim).
+    fn step_fresh(
+        &mut self,
+        id: u64,
+        owner: Owner,
+        claim: bool,
+        st: Item,
+        rec: &Rec,
+    ) -> Option<Option<Actor>> {
+        let at = |owner, claim, release_first, st| item_at(id, owner, claim, release_first, st);
+        match st {
             // The fresh token goes to disk before it is reserved.
             Item::FreshWrite(fresh) if self.disk_ok() => {
                 if let Some(r) = self.disk.events.get_mut(&id) {
@@ -97,8 +109,21 @@ impl World {
                     _ => at(fresh, claim, true, Item::Due),
                 }
             }
-            Item::Watch(due) if self.now < due => None,
-            Item::Watch(_) => at(owner, claim, false, Item::Due),
+            _ => at(owner, claim, false, st),
+        }
+    }
+
+    /// The send and its outcome: commit and `Delivered`, a retry, or the dead-letter queue.
+    fn step_outcome(
+        &mut self,
+        id: u64,
+        owner: Owner,
+        (claim, release_first): (bool, bool),
+        st: Item,
+        rec: Rec,
+    ) -> Option<Option<Actor>> {
+        let at = |owner, claim, release_first, st| item_at(id, owner, claim, release_first, st);
+        match st {
             Item::Send => match std::mem::replace(&mut self.answer, Answer::Ok) {
                 Answer::Ok => {
                     self.deliveries += 1;
@@ -137,8 +162,26 @@ impl World {
                 Some(None)
             }
             Item::Record | Item::WriteDead | Item::Remove => at(owner, claim, release_first, st),
+            _ => at(owner, claim, release_first, st),
         }
     }
+}
+
+/// An item actor in state `st`, as a step's result.
+fn item_at(
+    id: u64,
+    owner: Owner,
+    claim: bool,
+    release_first: bool,
+    st: Item,
+) -> Option<Option<Actor>> {
+    Some(Some(Actor::Item {
+        id,
+        owner,
+        claim,
+        release_first,
+        st,
+    }))
 }
 
 impl World {
