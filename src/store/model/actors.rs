@@ -6,7 +6,7 @@
 //! Test-only (`#[cfg(test)]`), over 400 lines: one state machine per actor, kept in one file so a
 //! step of each protocol can be read beside the code it models.
 
-use super::{Answer, Finding, GRACE, HORIZON, K, MAX_AGE, Rec, TTL, World, ms};
+use super::{Finding, GRACE, HORIZON, K, Rec, World, ms};
 use crate::store::{Claim, Existing, Owner};
 
 #[derive(Debug, Clone)]
@@ -49,6 +49,27 @@ pub(crate) enum Actor {
         takeovers: u32,
         since: u64,
     },
+    /// A request on a shared store (local spool or JetStream): peek, write, claim.
+    SharedRequest {
+        copy: usize,
+        held: bool,
+        owner: Owner,
+        st: super::shared::Req,
+    },
+    /// A JetStream message's deliveries; `rec` as last handed out, `fresh` the delivery's token.
+    Jet {
+        id: u64,
+        fresh: Owner,
+        st: super::jet::Msg,
+        /// When the current delivery reserved: it ends (or times out) within `dedup.lease`.
+        since: u64,
+        rec: Rec,
+    },
+    /// A shared store's background repair after a failed operation (`redis/repair.rs`).
+    Repair {
+        repair: super::net::Repair,
+        until: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +93,11 @@ pub(crate) enum Item {
     WriteDead,
     ReleaseDead,
     Remove,
+    /// `keep_reserved` (only after `record_owner`, see [`super::net`]): renew, else reserve.
+    Keep,
+    KeepReserve,
+    /// Another copy holds the identity: `keep_reserved` again at this time.
+    KeepLater(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,9 +139,9 @@ impl Actor {
     /// The copy a request carries (and whether it is marked).
     pub fn carried(&self) -> Option<(usize, bool)> {
         match self {
-            Actor::Request { copy, held, .. } | Actor::SyncRequest { copy, held, .. } => {
-                Some((*copy, *held))
-            }
+            Actor::Request { copy, held, .. }
+            | Actor::SyncRequest { copy, held, .. }
+            | Actor::SharedRequest { copy, held, .. } => Some((*copy, *held)),
             _ => None,
         }
     }
@@ -137,16 +163,25 @@ impl Actor {
                 since,
                 ..
             } => Some(since + LEASE - 1),
+            Actor::Jet {
+                st: super::jet::Msg::Send | super::jet::Msg::Commit,
+                since,
+                ..
+            } => Some(since + LEASE - 1),
             _ => None,
         }
     }
 
     /// OSCAR has the event, the disk does not know yet: a crash now may deliver it again.
     pub fn in_window(&self) -> bool {
+        use super::jet::Msg;
         matches!(
             self,
             Actor::Item {
                 st: Item::Commit | Item::InsertCommitted | Item::Record,
+                ..
+            } | Actor::Jet {
+                st: Msg::Commit | Msg::Insert | Msg::Ack { window: true },
                 ..
             }
         )
@@ -156,13 +191,33 @@ impl Actor {
 impl World {
     /// One step of actor `i`; false when it is waiting for time to pass.
     pub(crate) fn step(&mut self, i: usize) -> bool {
-        let next = match self.actors[i].clone() {
+        let Some(next) = self.next_of(self.actors[i].clone()) else {
+            return false;
+        };
+        match next {
+            Some(a) => self.actors[i] = a,
+            None => {
+                let done = self.actors.remove(i);
+                // A request that ended without a 2xx: MinIO (queue_dir) sends it again.
+                if let Some((copy, held)) = done.carried()
+                    && !self.acked.iter().any(|(c, _)| *c == copy)
+                {
+                    self.unanswered.push((copy, held));
+                }
+            }
+        }
+        true
+    }
+
+    /// What `actor` becomes after one step (`Some(None)`: it ended); `None` while it waits.
+    fn next_of(&mut self, actor: Actor) -> Option<Option<Actor>> {
+        let next = match actor {
             // Waiting for another request's write in progress (`spool::durable`).
             Actor::Request {
                 held,
                 st: Req::Claim,
                 ..
-            } if self.claim_waits(held) => return false,
+            } if self.claim_waits(held) => return None,
             Actor::Request {
                 copy,
                 held,
@@ -176,11 +231,7 @@ impl World {
                 claim,
                 release_first,
                 st,
-            } => match self.step_item(id, owner, claim, release_first, st) {
-                Some(Some(a)) => Some(a),
-                Some(None) => None,
-                None => return false,
-            },
+            } => return self.step_item(id, owner, claim, release_first, st),
             Actor::Replay { id, owner, st } => self.step_replay(id, owner, st),
             Actor::SyncRequest {
                 copy,
@@ -196,24 +247,23 @@ impl World {
                 attempts,
                 takeovers,
                 since,
-            } => match self.step_sync_held(copy, owner, st, (attempts, takeovers), since) {
-                Some(next) => next,
-                None => return false,
-            },
+            } => return self.step_sync_held(copy, owner, st, (attempts, takeovers), since),
+            Actor::SharedRequest {
+                copy,
+                held,
+                owner,
+                st,
+            } => self.step_shared_request(copy, held, owner, st),
+            Actor::Jet {
+                id,
+                fresh,
+                st,
+                since,
+                rec,
+            } => return self.step_jet(id, fresh, st, since, rec),
+            Actor::Repair { repair, until } => self.step_repair(repair, until),
         };
-        match next {
-            Some(a) => self.actors[i] = a,
-            None => {
-                let done = self.actors.remove(i);
-                // A request that ended without a 2xx: MinIO (queue_dir) sends it again.
-                if let Some((copy, held)) = done.carried()
-                    && !self.acked.iter().any(|(c, _)| *c == copy)
-                {
-                    self.unanswered.push((copy, held));
-                }
-            }
-        }
-        true
+        Some(next)
     }
 
     /// Whether a claim now would be a `duplicate` of a claim whose write is in progress, which
@@ -288,6 +338,7 @@ impl World {
                     not_before,
                     accepted: self.now,
                     copy,
+                    ..Rec::default()
                 };
                 self.disk.events.insert(id, rec);
                 self.actors.push(Actor::item(id, owner, held, false));
@@ -301,133 +352,5 @@ impl World {
                 None
             }
         }
-    }
-
-    /// `run_item`: `None` while not due, `Some(None)` when done.
-    fn step_item(
-        &mut self,
-        id: u64,
-        owner: Owner,
-        claim: bool,
-        release_first: bool,
-        st: Item,
-    ) -> Option<Option<Actor>> {
-        let at = |owner, claim, release_first, st| {
-            Some(Some(Actor::Item {
-                id,
-                owner,
-                claim,
-                release_first,
-                st,
-            }))
-        };
-        // Past the outcome the record may be gone (moved to the DLQ, or removed).
-        let rec = self.disk.events.get(&id).cloned();
-        let needs_record = !matches!(st, Item::Commit | Item::InsertCommitted | Item::ReleaseDead);
-        let Some(rec) = rec.or_else(|| (!needs_record).then(dummy_rec)) else {
-            return Some(None);
-        };
-        match st {
-            Item::Due if self.now < rec.not_before => None,
-            Item::Due if release_first => {
-                match self.store_infallible(|s, now| s.release_at(&K, owner, now)) {
-                    Ok(_) => at(owner, claim, false, Item::Due),
-                    Err(_) => at(owner, claim, true, Item::Due),
-                }
-            }
-            Item::Due if claim => {
-                match self.store_infallible(|s, now| s.claim_held_at(&K, owner, ms(HORIZON), now)) {
-                    Ok(true) => at(owner, false, false, Item::Send),
-                    Ok(false) => {
-                        let fresh = self.owner();
-                        at(owner, claim, false, Item::FreshWrite(fresh))
-                    }
-                    Err(_) => at(owner, claim, true, Item::Due),
-                }
-            }
-            Item::Due => at(owner, false, false, Item::Send),
-            // The fresh token goes to disk before it is reserved.
-            Item::FreshWrite(fresh) if self.disk_ok() => {
-                if let Some(r) = self.disk.events.get_mut(&id) {
-                    r.owner = fresh;
-                }
-                at(owner, claim, false, Item::FreshReserve(fresh))
-            }
-            Item::FreshWrite(_) => at(owner, claim, true, Item::Due),
-            Item::FreshReserve(fresh) => {
-                match self.store_op(|s, now| s.reserve_at(&K, fresh, ms(HORIZON), now)) {
-                    Ok(Ok(Claim::Acquired | Claim::Preempted)) => {
-                        at(fresh, false, false, Item::Send)
-                    }
-                    // Gives way only to a delivered copy (issue 13 item 1).
-                    Ok(Ok(Claim::Duplicate(Existing::Delivered))) => {
-                        if !self.durable_elsewhere(Some(id)) && self.deliveries == 0 {
-                            self.find(Finding::HeldDroppedForNonDurable);
-                        }
-                        at(fresh, false, false, Item::Remove)
-                    }
-                    Ok(Ok(Claim::Duplicate(_))) if self.now - rec.accepted >= HORIZON => {
-                        at(fresh, false, false, Item::WriteDead)
-                    }
-                    Ok(Ok(Claim::Duplicate(_))) => {
-                        at(fresh, claim, false, Item::Watch(self.now + GRACE))
-                    }
-                    _ => at(fresh, claim, true, Item::Due),
-                }
-            }
-            Item::Watch(due) if self.now < due => None,
-            Item::Watch(_) => at(owner, claim, false, Item::Due),
-            Item::Send => match std::mem::replace(&mut self.answer, Answer::Ok) {
-                Answer::Ok => {
-                    self.deliveries += 1;
-                    at(owner, false, false, Item::Commit)
-                }
-                Answer::Retry if self.now.saturating_sub(rec.accepted) < MAX_AGE => {
-                    at(owner, false, false, Item::Due)
-                }
-                Answer::Retry | Answer::Refuse => at(owner, false, false, Item::WriteDead),
-            },
-            Item::Commit => {
-                match self.store_infallible(|s, now| s.commit_at(&K, owner, ms(TTL), now)) {
-                    Ok(false) => at(owner, false, false, Item::InsertCommitted),
-                    _ => at(owner, false, false, Item::Record),
-                }
-            }
-            Item::InsertCommitted => {
-                let _ = self.store_op(|s, now| s.insert_committed_at(&K, ms(TTL), now));
-                at(owner, false, false, Item::Record)
-            }
-            // `write_until_ok`: retried until it succeeds.
-            Item::Record if self.disk_ok() => {
-                self.disk.events.remove(&id);
-                self.disk.committed_until = Some(self.now + TTL);
-                Some(None)
-            }
-            Item::WriteDead if self.disk_ok() => {
-                self.disk.events.remove(&id);
-                self.disk.dlq.insert(id, rec);
-                at(owner, false, false, Item::ReleaseDead)
-            }
-            Item::ReleaseDead => {
-                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
-                Some(None)
-            }
-            Item::Remove if self.disk_ok() => {
-                self.disk.events.remove(&id);
-                Some(None)
-            }
-            Item::Record | Item::WriteDead | Item::Remove => at(owner, claim, release_first, st),
-        }
-    }
-}
-
-/// A stand-in for a record the remaining steps do not read.
-fn dummy_rec() -> Rec {
-    Rec {
-        owner: 0,
-        held: false,
-        not_before: 0,
-        accepted: 0,
-        copy: usize::MAX,
     }
 }

@@ -1,11 +1,12 @@
-//! What happens around the actors: time, eviction pressure, a crash and the restore
-//! (`Spool::restore`), the end of a case (everything runs to completion), and the check of
-//! contract §7; and an operator's DLQ replay (`Spool::replay_dlq`).
+//! What happens around the actors: the actions (copies arriving, faults, OSCAR's answers), time,
+//! eviction pressure, a crash and the restore (`Spool::restore`), the end of a case (everything
+//! runs to completion), and the check of contract §7; and an operator's DLQ replay
+//! (`Spool::replay_dlq`).
 
 use super::{
-    Answer, BOUND, Finding, GRACE, HORIZON, K, Mode, Rec, TTL, World,
+    Action, Answer, BOUND, Finding, GRACE, HORIZON, K, Mode, Rec, TTL, World,
     actors::{self, Actor, Replay},
-    ms,
+    ms, net, shared, sync,
 };
 use crate::{
     pipeline::key::DedupKey,
@@ -13,6 +14,65 @@ use crate::{
 };
 
 impl World {
+    /// A copy arrives (again, for a MinIO retry of `copy`).
+    pub(super) fn resend(&mut self, copy: usize, held: bool) {
+        let owner = self.owner();
+        let actor = match self.mode {
+            Mode::Spool => actors::Actor::request(copy, held, owner, self.now),
+            Mode::Shared { .. } | Mode::Jet { .. } => actors::Actor::SharedRequest {
+                copy,
+                held,
+                owner,
+                st: shared::Req::Peek,
+            },
+            Mode::Sync => actors::Actor::SyncRequest {
+                copy,
+                held,
+                owner,
+                st: sync::Req::Claim { polls: 0 },
+                since: self.now,
+            },
+        };
+        self.actors.push(actor);
+    }
+
+    pub fn apply(&mut self, a: Action) {
+        match a {
+            Action::Copy { held } => {
+                let copy = self.copies;
+                self.copies += 1;
+                self.resend(copy, held);
+            }
+            Action::Step(n) if !self.actors.is_empty() => {
+                let i = usize::from(n) % self.actors.len();
+                self.step(i);
+            }
+            Action::Step(_) => {}
+            Action::Crash => self.crash(),
+            Action::Advance(d) => self.advance(u64::from(d)),
+            Action::StoreFault => self.store_fault = Some(net::Fault::NoEffect),
+            // A memory store's error has no effect (it cannot time out).
+            Action::StoreFaultAfterEffect if self.mode.shared() => {
+                self.store_fault = Some(net::Fault::AfterEffect);
+            }
+            Action::StoreFaultAfterEffect => self.store_fault = Some(net::Fault::NoEffect),
+            Action::DiskFault => self.disk_fault = true,
+            Action::PubAckLost if matches!(self.mode, Mode::Jet { .. }) => self.pub_ack_lost = true,
+            Action::PubAckLost => self.disk_fault = true,
+            Action::Oscar(answer) => self.answer = answer,
+            // Not drawn against Redis (no bound of entries in flight), nor JetStream's DLQ replay.
+            Action::Pressure if self.mode.shared() => {}
+            Action::Replay if matches!(self.mode, Mode::Jet { .. }) => {}
+            Action::Pressure => self.pressure(),
+            Action::Replay => {
+                if let Some(id) = self.disk.dlq.keys().next().copied() {
+                    let owner = self.owner();
+                    self.actors.push(actors::Actor::replay(id, owner));
+                }
+            }
+        }
+    }
+
     /// Lets time pass; a queued event whose reservation lapses meanwhile is item 3.
     pub(super) fn advance(&mut self, d: u64) {
         // Sync mode: a delivery in flight ends within its lease (see `Actor::deadline`).
@@ -64,8 +124,15 @@ impl World {
             .collect();
         self.unanswered.extend(cut);
         self.actors.clear();
-        self.store_fault = false;
         self.disk_fault = false;
+        self.pub_ack_lost = false;
+        // A shared store and a JetStream stream outlive the gateway (and see a pending fault).
+        match self.mode {
+            Mode::Shared { .. } => return self.restore_shared(),
+            Mode::Jet { .. } => return self.redeliver_all(),
+            Mode::Spool | Mode::Sync => {}
+        }
+        self.store_fault = None;
         self.store = MemoryStore::new(BOUND);
         if self.mode == Mode::Sync {
             self.forgotten += usize::from(self.deliveries > 0);
@@ -107,8 +174,9 @@ impl World {
 
     /// Runs every actor to its end with a healthy OSCAR, store and disk (bounded).
     pub fn quiesce(&mut self) {
-        self.store_fault = false;
+        self.store_fault = None;
         self.disk_fault = false;
+        self.pub_ack_lost = false;
         self.answer = Answer::Ok;
         for _ in 0..2_000 {
             if self.actors.is_empty() && self.minio_retries && !self.unanswered.is_empty() {
@@ -134,6 +202,7 @@ impl World {
         let loss_explained = forgiven(Finding::HeldDroppedForNonDurable)
             || forgiven(Finding::DuplicateBeforeDurable)
             || forgiven(Finding::SyncHeldDroppedForInFlight)
+            || forgiven(Finding::RestoreOrphanedOwnClaim)
             || !self.documented_lost.is_empty();
         if !self.acked.is_empty()
             && self.deliveries == 0
@@ -146,7 +215,7 @@ impl World {
             ));
         }
         // Each lapse or eviction (when forgiven) explains one repeat, as each crash window does.
-        let mut allowance = self.windows + self.forgotten;
+        let mut allowance = self.windows + self.forgotten + self.unchecked + self.uncommitted;
         if forgiven(Finding::LeaseLapsed) {
             allowance += self.lapses;
         }
@@ -165,16 +234,14 @@ impl World {
     /// `replay_dlq`: reserve, then write the revived record.
     pub(super) fn step_replay(&mut self, id: u64, owner: Owner, st: Replay) -> Option<Actor> {
         match st {
-            Replay::Reserve => {
-                match self.store_op(|s, now| s.reserve_at(&K, owner, ms(HORIZON), now)) {
-                    Ok(Ok(Claim::Acquired | Claim::Preempted)) => Some(Actor::Replay {
-                        id,
-                        owner,
-                        st: Replay::Write,
-                    }),
-                    _ => None,
-                }
-            }
+            Replay::Reserve => match self.acquire(owner, false, HORIZON) {
+                Ok(Claim::Acquired | Claim::Preempted) => Some(Actor::Replay {
+                    id,
+                    owner,
+                    st: Replay::Write,
+                }),
+                _ => None,
+            },
             Replay::Write if self.disk_ok() => {
                 let Some(mut rec) = self.disk.dlq.remove(&id) else {
                     return Some(Actor::Replay {
@@ -197,7 +264,7 @@ impl World {
                 st: Replay::Release,
             }),
             Replay::Release => {
-                let _ = self.store_infallible(|s, now| s.release_at(&K, owner, now));
+                let _ = self.release(owner);
                 None
             }
         }

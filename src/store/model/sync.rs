@@ -282,6 +282,7 @@ impl World {
             not_before: 0,
             accepted: self.now,
             copy,
+            ..super::Rec::default()
         };
         self.disk.dlq.insert(id, rec);
     }
