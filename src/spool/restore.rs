@@ -125,7 +125,7 @@ impl Spool {
         // which stays the one on disk. A record without a token (older version) gets a new one,
         // written to disk before it is reserved (`record_fresh_owner`).
         if *store_down {
-            self.defer_claim(&entry, wait, i.settings.fail_open);
+            self.defer_claim(&entry, wait);
             return true;
         }
         let (owner, released) = match entry.owner {
@@ -133,7 +133,7 @@ impl Spool {
                 Ok(fresh) => (fresh, Ok(())),
                 Err(e) => {
                     tracing::warn!(spool_id = id, error = %e, "cannot record an owner for an old-format record; the worker claims it");
-                    self.defer_claim(&entry, wait, false);
+                    self.defer_claim(&entry, wait);
                     return true;
                 }
             },
@@ -168,13 +168,13 @@ impl Spool {
                 // worker claims the identity once a delivery made room, as a request would
                 // be answered 503 and sent again.
                 i.metrics.store_error();
-                self.defer_claim(&entry, wait, false);
+                self.defer_claim(&entry, wait);
             }
             Err(e) => {
                 i.metrics.store_error();
                 *store_down = true;
                 tracing::warn!(dedup_key = %entry.key, error = %e, "cannot claim restored events; the dedup store fails");
-                self.defer_claim(&entry, wait, i.settings.fail_open);
+                self.defer_claim(&entry, wait);
             }
         }
         true
@@ -200,23 +200,25 @@ impl Spool {
         Ok(fresh)
     }
 
-    /// Queues a restored event without having claimed its identity (the store failed).
-    /// Fail-closed: the worker releases the record's own entry and claims afresh once the store
-    /// answers (as a request would wait for it). `fail_open` (only for a store that is down,
-    /// never for a full one): delivered unchecked — not as the stored owner, whose entry may
-    /// still be in the store — and marked delivered afterwards.
-    fn defer_claim(&self, entry: &writer::Restored, wait: Duration, fail_open: bool) {
-        let (owner, claim, release_first) = if fail_open {
-            (new_owner(), entry.held, false)
-        } else {
-            (entry.owner, true, entry.owner != 0)
-        };
+    /// Queues a restored event without having claimed its identity (the store failed): the
+    /// worker releases the record's own entry and claims afresh once the store answers (as a
+    /// request would wait for it). Under fail-open, a store still down when the worker runs does
+    /// not hold it back: the release fails with `Unavailable` and `own` delivers unchecked under
+    /// the record's own token.
+    ///
+    /// Never under a fresh token, fail-open or not: the store (Redis) kept the record's own
+    /// reservation through the restart, for the whole retry horizon. A fresh token written over
+    /// the record's own would leave that reservation named by nothing on disk; the worker would
+    /// meet it as another copy in flight, and the next restart would drop the acknowledged event
+    /// as its duplicate (found by the model, `store/model`, test
+    /// `model_shared_fail_open_restore_releases_the_records_own_claim`).
+    fn defer_claim(&self, entry: &writer::Restored, wait: Duration) {
         self.inner.queue.push(Due {
             at: tokio::time::Instant::now() + wait,
             id: entry.id,
-            owner,
-            claim,
-            release_first,
+            owner: entry.owner,
+            claim: true,
+            release_first: entry.owner != 0,
         });
     }
 }

@@ -75,13 +75,14 @@
 //! within a few hundred cases). When an item is fixed, change its protocol here to the fixed
 //! order, remove it from [`KNOWN`] and un-ignore its test.
 //!
-//! Open, found by the shared-store modes: a fail-open restore whose store fails queues a record
-//! under a fresh token; the worker writes it over the record's own, and the record's reservation
-//! from before the restart stays in Redis named by nothing on disk, so the next restore drops the
-//! record as its duplicate ([`Finding::RestoreOrphanedOwnClaim`], test
-//! `model_shared_fail_open_restore_orphans_the_records_own_claim`). It needs a fault, a crash, a
-//! step and a crash in that order: `MODEL_STRICT=orphan PROPTEST_CASES=30000` finds it in most
-//! runs, the default run seldom.
+//! Found by the shared-store modes and fixed in session 11: a fail-open restore whose store
+//! failed queued a record under a fresh token; the worker wrote it over the record's own, and the
+//! record's reservation from before the restart stayed in Redis named by nothing on disk, so the
+//! next restore dropped the record as its duplicate ([`Finding::RestoreOrphanedOwnClaim`]). Now
+//! the deferred record releases its own entry first, fail-open or not; test
+//! `model_shared_fail_open_restore_releases_the_records_own_claim`, and `MODEL_OLD=fresh-defer`
+//! puts the old protocol back. It needs a fault, a crash, a step and a crash in that order: the
+//! property with `MODEL_OLD=fresh-defer PROPTEST_CASES=30000` finds it in most runs.
 //!
 //! # How to extend
 //! - A new step in the code: add a state to the actor's enum and its arm in `step_*`, in the

@@ -170,12 +170,13 @@ impl World {
         }
     }
 
-    /// `defer_claim`: fail-closed, the worker releases the record's own entry and claims afresh;
-    /// fail-open, it goes on under a fresh token (not the stored one, whose entry may still be
-    /// there): a held record claims, a clean one goes through `record_owner` and
-    /// `keep_reserved` (which the model has on this path only; see item 3).
+    /// `defer_claim`: the worker releases the record's own entry and claims afresh, fail-open
+    /// or not (a store still down then fails the release, and fail-open delivers unchecked
+    /// under the record's token). `Old::fresh_defer`, the protocol before session 11: fail-open
+    /// went on under a fresh token: a held record claims, a clean one goes through
+    /// `record_owner` and `keep_reserved` (which the model has on this path only; see item 3).
     fn defer_claim(&mut self, id: u64, rec: &Rec) {
-        let item = if self.mode.fail_open() {
+        let item = if self.mode.fail_open() && self.old.fresh_defer {
             actors::Actor::item(id, self.owner(), rec.held, false)
         } else {
             actors::Actor::item(id, rec.owner, true, true)

@@ -41,6 +41,8 @@ pub(crate) struct Old {
     /// Fail-open: a claim that fails after the write removes the record and forwards from the
     /// request instead of keeping it.
     pub forward_on_claim_error: bool,
+    /// Fail-open: a restore that could not claim queues the record under a fresh token.
+    pub fresh_defer: bool,
 }
 
 impl World {

@@ -40,8 +40,8 @@ fn excused() -> Vec<Finding> {
         .collect()
 }
 
-/// `MODEL_OLD=in-flight` or `claim-error` (or both, comma-separated) puts back the protocol a
-/// session-10 fix replaced, so the property shows what it lost
+/// `MODEL_OLD=in-flight`, `claim-error` or `fresh-defer` (or several, comma-separated) puts back
+/// the protocol a session-10 or session-11 fix replaced, so the property shows what it lost
 /// (`MODEL_OLD=in-flight cargo test --lib store::model`).
 fn old() -> Old {
     let old = std::env::var("MODEL_OLD").unwrap_or_default();
@@ -49,6 +49,7 @@ fn old() -> Old {
     Old {
         delete_on_in_flight: has("in-flight"),
         forward_on_claim_error: has("claim-error"),
+        fresh_defer: has("fresh-defer"),
     }
 }
 

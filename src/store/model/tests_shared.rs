@@ -95,37 +95,38 @@ fn model_shared_fail_open_claim_error_keeps_the_record() {
     assert!(w.check(&[]).is_err(), "the old protocol loses the event");
 }
 
-/// Found by this model in today's code (shared store, fail-open, local spool): Redis fails once
-/// during a restart's restore (here the record's own release; with `store_down` set by an earlier
-/// record or a committed identity, not even that is tried), so `defer_claim` queues the record
-/// under a *fresh* token. Redis answers again before the worker's turn: the worker writes the
-/// fresh token over the record's own (`record_owner`), and `keep_reserved` finds the identity
-/// taken — by the record's own reservation from before the restart, which nothing on disk names
-/// now. A second restart within the retry horizon (before a repair of the failed release got
-/// through; here it dies with the process) releases the fresh token (nothing) and reserves:
-/// `duplicate`, and the restore removes the acknowledged record. Until that reservation's lease
-/// ends every MinIO copy is answered `duplicate` too. (Without the second restart the record
-/// waits out its own reservation, the retry horizon, before its delivery:
-/// `restore_with_redis_down_asks_the_store_once` in `tests/it/redis/spool.rs` with fail-open
-/// would be the integration test that meets it, for every record after the first.)
+/// Found by this model (shared store, fail-open, local spool), fixed in session 11: Redis fails
+/// once during a restart's restore (here the record's own release; with `store_down` set by an
+/// earlier record or a committed identity, not even that is tried). The old `defer_claim`
+/// queued the record under a *fresh* token; Redis answers again before the worker's turn, the
+/// worker wrote the fresh token over the record's own (`record_owner`), and `keep_reserved` found
+/// the identity taken — by the record's own reservation from before the restart, which nothing
+/// on disk named any more. A second restart within the retry horizon released the fresh token
+/// (nothing) and reserved: `duplicate`, and the restore removed the acknowledged record. Now the
+/// deferred record releases its own entry first and claims under its own token, as fail-closed.
 #[test]
-#[ignore = "open: a fail-open restore with the store failing can orphan a record's own claim; the next restore drops the record (loss)"]
-fn model_shared_fail_open_restore_orphans_the_records_own_claim() {
-    let w = run_old(
-        Mode::Shared { fail_open: true },
-        Old::default(),
-        true,
-        &[
-            Copy { held: false },
-            Step(0), // peek
-            Step(0), // write
-            Step(0), // claim: accepted, reserved under the record's token for the horizon
-            StoreFault,
-            Crash,   // restore: the release fails → deferred under a fresh token (fail-open)
-            Step(1), // the worker: `record_owner` writes the fresh token over the record's own
-            Crash,   // restore: release (nothing) + reserve → duplicate → record removed
-        ],
-    );
+fn model_shared_fail_open_restore_releases_the_records_own_claim() {
+    let actions = [
+        Copy { held: false },
+        Step(0), // peek
+        Step(0), // write
+        Step(0), // claim: accepted, reserved under the record's token for the horizon
+        StoreFault,
+        Crash,   // restore: the release fails → deferred
+        Step(1), // the worker: old, the fresh token over the record's own; now, the release
+        Crash,   // restore: old, release (nothing) + reserve → duplicate → record removed
+    ];
+    let mode = Mode::Shared { fail_open: true };
+    let w = run_old(mode, Old::default(), true, &actions);
     assert_eq!(w.findings, []);
+    assert_eq!(w.deliveries, 1);
     assert_eq!(w.check(&[]), Ok(()));
+    let old = Old {
+        fresh_defer: true,
+        ..Old::default()
+    };
+    let w = run_old(mode, old, true, &actions);
+    assert_eq!(w.findings, [Finding::RestoreOrphanedOwnClaim]);
+    assert_eq!(w.deliveries, 0);
+    assert!(w.check(&[]).is_err(), "the old protocol loses the event");
 }

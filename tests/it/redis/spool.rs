@@ -240,12 +240,29 @@ async fn event_restored_while_redis_is_down_is_committed_once_delivered() {
 /// answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_with_redis_down_asks_the_store_once() {
+    restore_with_redis_down(false).await;
+}
+
+/// The same under fail-open. The records the restore could not claim used to be queued under a
+/// fresh token, which left each record's own reservation from before the restart standing and
+/// named by nothing on disk: the worker met it as another copy in flight, and records 2–5 waited
+/// out the whole retry horizon (or were dropped as duplicates by a second restart). Found by the
+/// model (`store/model`, `model_shared_fail_open_restore_releases_the_records_own_claim`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_restore_with_redis_down_delivers_every_record() {
+    restore_with_redis_down(true).await;
+}
+
+async fn restore_with_redis_down(fail_open: bool) {
     let redis = RedisServer::start().await;
     let oscar = FakeOscar::start().await;
     oscar.set_status(503);
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = redis_spool_config(&oscar.url(), &redis);
     cfg.dedup.redis.command_timeout = Duration::from_secs(3);
+    if fail_open {
+        cfg.dedup.on_store_error = dedup_gateway::config::OnStoreError::FailOpen;
+    }
     let gw = SpoolGw::start(dir.path(), cfg.clone(), None).await;
     for i in 0..5 {
         let (status, a) = post_until_2xx(&gw, put_event(&format!("down-{i}"))).await;
