@@ -46,6 +46,30 @@ use db::{COMMITTED, DLQ, META, committed_key, open_db, sweep, write_err};
 pub(crate) use db::{DLQ as DLQ_TABLE, Opened};
 pub(crate) use db::{Restored, Shared, dlq_page, load, open};
 
+/// How often the writer gives the CPU away before a commit, while each time brought more ops.
+/// Where the writer shares a core with the request handlers (a pinned or busy pod), a yield lets
+/// them run until they wait for it, so their ops join this fsync instead of each wave paying its
+/// own; with nothing else runnable it returns at once, so an idle spool pays nothing. Measured:
+/// BENCHMARKS.md, "Session 11 levers".
+const YIELDS: usize = 4;
+
+/// Whether the batch takes more jobs: not full, and not ended by a `Stop`.
+fn room(batch: &[Job]) -> bool {
+    batch.len() < MAX_BATCH && !matches!(batch.last().map(|j| &j.op), Some(Op::Stop))
+}
+
+/// Takes every job already queued while the batch has [`room`]; how many it took.
+fn drain(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) -> usize {
+    let before = batch.len();
+    while room(batch) {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    batch.len() - before
+}
+
 /// Most ops one commit makes durable.
 pub const MAX_BATCH: usize = 1024;
 /// Capacity of the job channel; beyond it callers wait (backpressure on the writer).
@@ -139,11 +163,16 @@ impl Writer {
             if !self.delay.is_zero() && !matches!(batch[0].op, Op::Stop) {
                 std::thread::sleep(self.delay);
             }
-            while batch.len() < MAX_BATCH && !matches!(batch.last().map(|j| &j.op), Some(Op::Stop))
-            {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+            // Drain; then give the CPU away and drain again: once, and again while that
+            // brought companions (see [`YIELDS`]).
+            drain(&mut rx, &mut batch);
+            for _ in 0..YIELDS {
+                if !room(&batch) {
+                    break;
+                }
+                std::thread::yield_now();
+                if drain(&mut rx, &mut batch) == 0 {
+                    break;
                 }
             }
             let stop = matches!(batch.last().map(|j| &j.op), Some(Op::Stop));
