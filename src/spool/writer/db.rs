@@ -104,6 +104,34 @@ pub(crate) struct Restored {
     pub owner: u64,
 }
 
+impl Restored {
+    /// Files the latest version of record `id` for the restore, by id. A record this version
+    /// cannot read is left on disk for an operator, not dropped: it stays live (and counted) but
+    /// is not scheduled.
+    pub(crate) fn note(
+        into: &mut std::collections::BTreeMap<u64, Restored>,
+        id: u64,
+        entry: &[u8],
+    ) {
+        match Entry::decode(entry) {
+            Ok(e) => {
+                let r = Restored {
+                    id,
+                    key: e.key,
+                    held: e.held,
+                    not_before_ms: e.not_before_ms,
+                    owner: e.owner,
+                };
+                into.insert(id, r);
+            }
+            Err(e) => {
+                into.remove(&id);
+                tracing::error!(spool_id = id, error = %e, "undecodable spool record left in place");
+            }
+        }
+    }
+}
+
 pub(super) fn write_err(e: impl std::fmt::Display) -> SpoolError {
     SpoolError::Write(e.to_string())
 }
@@ -236,24 +264,7 @@ fn move_legacy(db: &Database, s: &mut scan::Scanned) -> Result<Vec<u64>, SpoolEr
         staged.put(id, entry, accepted);
         ids.push(id);
         s.max_id = s.max_id.max(id);
-        match Entry::decode(entry) {
-            Ok(e) => {
-                s.restored.insert(
-                    id,
-                    Restored {
-                        id,
-                        key: e.key,
-                        held: e.held,
-                        not_before_ms: e.not_before_ms,
-                        owner: e.owner,
-                    },
-                );
-            }
-            Err(e) => {
-                s.restored.remove(&id);
-                tracing::error!(spool_id = id, error = %e, "undecodable spool record left in place");
-            }
-        }
+        Restored::note(&mut s.restored, id, entry);
     }
     if !ids.is_empty() {
         s.journal.write(staged).map_err(write_err)?;

@@ -75,26 +75,7 @@ impl Acc {
                         accepted_ms,
                     },
                 );
-                match Entry::decode(entry) {
-                    Ok(e) => {
-                        self.restored.insert(
-                            id,
-                            Restored {
-                                id,
-                                key: e.key,
-                                held: e.held,
-                                not_before_ms: e.not_before_ms,
-                                owner: e.owner,
-                            },
-                        );
-                    }
-                    // A record this version cannot read is left on disk for an operator, not
-                    // dropped: it stays live (and counted) but is not scheduled.
-                    Err(e) => {
-                        self.restored.remove(&id);
-                        tracing::error!(spool_id = id, error = %e, "undecodable spool record left in place");
-                    }
-                }
+                Restored::note(&mut self.restored, id, entry);
             }
             Frame::Delivered {
                 id,
