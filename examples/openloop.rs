@@ -8,13 +8,22 @@
 //! samples, so they are kept whole and sorted — exact percentiles, no new dependency.
 //!
 //! Schedule: request `i` is due at `start + i / RATE`. `CONNS` workers, one keep-alive connection
-//! each, take the next due request from a shared counter. A worker that takes request `i` before
-//! it is due sleeps until then and measures from its real send time (so the timer's 1 ms
-//! granularity is not charged to the server); a worker that takes it late — every connection was
-//! busy, the server fell behind — measures from the due time, the wait included. `queued=` says how
-//! many requests were taken late.
+//! each, take the next due request from a shared counter. A worker that takes it late — every
+//! connection was busy, the server fell behind — measures from the due time, the wait included.
+//! `queued=` says how many requests were taken late.
 //!
-//! Run: `openloop ADDR RATE SECONDS [--conns 64] [--fixture F] [--run-id ID] [--dup POOL]`.
+//! A worker that takes request `i` early waits for its due time (`--pace`):
+//! - `spin` (default): it sleeps on tokio's timer until 2 ms before, then yields to the runtime
+//!   until the due time and measures from it. Requests leave evenly spaced (to a few µs), which
+//!   is what a fixed arrival rate means. The generator's core is busy while a request is near its
+//!   due time; it is pinned apart from the servers.
+//! - `timer`: it sleeps until the due time and measures from its real send time. Tokio's timer
+//!   fires on 1 ms ticks, so every request due within one tick leaves at once: at 14 k req/s a
+//!   clump of 14 every millisecond, which queue behind each other at the server. Sessions 5–11 of
+//!   BENCHMARKS.md measured this way; kept to compare.
+//!
+//! Run: `openloop ADDR RATE SECONDS [--conns 64] [--pace spin|timer] [--fixture F] [--run-id ID]
+//! [--dup POOL]`.
 //! `--dup POOL` repeats POOL versions (the drop path, after their first delivery); without it every
 //! request carries a new version. Prints one line of `key=value` pairs; exits 1 if any request
 //! failed or the run overran its bound (SECONDS + 30 s).
@@ -42,6 +51,7 @@ struct Plan {
     payload: Payload,
     run_id: String,
     dup_pool: Option<u64>,
+    spin: bool,
     start: Instant,
     next: AtomicU64,
 }
@@ -56,8 +66,8 @@ struct Tally {
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
-    let usage =
-        "usage: openloop ADDR RATE SECONDS [--conns N] [--fixture F] [--run-id ID] [--dup POOL]";
+    let usage = "usage: openloop ADDR RATE SECONDS [--conns N] [--pace spin|timer] [--fixture F] \
+                 [--run-id ID] [--dup POOL]";
     let (addr, rate, secs) = match (args.get(1), args.get(2), args.get(3)) {
         (Some(a), Some(r), Some(s)) => (resolve(a)?, r.parse::<f64>()?, s.parse::<f64>()?),
         _ => return Err(usage.into()),
@@ -66,6 +76,11 @@ fn main() -> Result<(), Error> {
         return Err(usage.into());
     }
     let conns: usize = flag(&args, "--conns").map_or(Ok(64), |v| v.parse())?;
+    let spin = match flag(&args, "--pace").as_deref() {
+        None | Some("spin") => true,
+        Some("timer") => false,
+        Some(_) => return Err(usage.into()),
+    };
     let fixture = flag(&args, "--fixture")
         .unwrap_or_else(|| "tests/fixtures/minio-events/put-versioned.json".into());
     let plan = Arc::new(Plan {
@@ -75,6 +90,7 @@ fn main() -> Result<(), Error> {
         payload: Payload::load(&fixture)?,
         run_id: flag(&args, "--run-id").unwrap_or_else(|| std::process::id().to_string()),
         dup_pool: flag(&args, "--dup").map(|v| v.parse()).transpose()?,
+        spin,
         // Head start for the workers to connect (see `worker`).
         start: Instant::now() + Duration::from_millis(500),
         next: AtomicU64::new(0),
@@ -114,13 +130,15 @@ async fn worker(plan: Arc<Plan>) -> Tally {
             return t;
         }
         let due = plan.start + Duration::from_secs_f64(i as f64 / plan.rate);
-        let taken = Instant::now();
-        let from = if taken < due {
-            tokio::time::sleep_until(due.into()).await;
-            Instant::now()
-        } else {
+        let from = if Instant::now() >= due {
             t.queued += 1;
             due
+        } else if plan.spin {
+            wait_spinning(due).await;
+            due
+        } else {
+            tokio::time::sleep_until(due.into()).await;
+            Instant::now()
         };
         let version = match plan.dup_pool {
             Some(pool) => format!("dup-{}-{}", plan.run_id, i % pool.max(1)),
@@ -133,6 +151,21 @@ async fn worker(plan: Arc<Plan>) -> Tally {
         }
         let us = from.elapsed().as_micros();
         t.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+    }
+}
+
+/// Sleeps on the timer until 2 ms before `due` (its ticks are 1 ms, and it rounds up), then yields
+/// until `due`. A `yield_now` is woken after the runtime has polled its sockets, so the other
+/// workers' responses are read while this one waits.
+async fn wait_spinning(due: Instant) {
+    let early = Duration::from_millis(2);
+    if let Some(at) = due.checked_sub(early) {
+        if Instant::now() < at {
+            tokio::time::sleep_until(at.into()).await;
+        }
+    }
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -154,11 +187,12 @@ fn report(plan: &Plan, mut t: Tally, elapsed: f64, overran: bool) -> Result<(), 
         f64::from(t.latencies_us[idx]) / 1000.0
     };
     println!(
-        "requests={n} errors={} non_2xx={} queued={} offered_rps={:.0} achieved_rps={:.0} \
+        "requests={n} errors={} non_2xx={} queued={} pace={} offered_rps={:.0} achieved_rps={:.0} \
          p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} overran={overran}",
         t.errors,
         t.non_2xx,
         t.queued,
+        if plan.spin { "spin" } else { "timer" },
         plan.rate,
         n as f64 / elapsed.max(1e-9),
         pct(0.50),

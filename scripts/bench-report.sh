@@ -44,6 +44,7 @@ scenario_rows() {
   echo "| scenario | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/req |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
   for s in sink bare nginx gateway-drop gateway-sync gateway-spool ol-sink ol-nginx ol-gateway \
+    ol-sink-timer ol-nginx-timer ol-gateway-timer \
     scale-10000-drop scale-10000-forward "scale-$SCALE_N-drop" "scale-$SCALE_N-forward" ol-nosweep ol-sweep \
     nginx-pin0 nginx-pin1 gateway-sync-pin0 gateway-sync-pin1; do
     [ -n "${RPS[$s]:-}" ] || continue
@@ -85,6 +86,8 @@ target_rows() {
   echo "| forward (sync, unique) req/s ÷ nginx proxy_pass req/s; CPU µs/req gateway vs nginx | $fwd; ${CPU[gateway-sync]:-?} vs ${CPU[nginx]:-?} | ≥ 1.0, and CPU ≤ nginx's | $(both "$(met "$fwd" 1.0 '>=')" "$fwd_cpu") |"
   echo "| drop path CPU µs/req ÷ bare axum CPU µs/req | $drop_cpu | ≤ 1.2 | $(met "$drop_cpu" 1.2 '<=') |"
   echo "| added p99 at half load, open loop (ms); p99.9 added | $added; $added999 | ≤ 1 | $([ -n "$lag_ol" ] && echo — || met "$added" 1 '<=') |"
+  echo "| the same, nginx instead of the gateway (ms); p99.9 added | $(diff_ms "${P99[ol-nginx]:-}" "${P99[ol-sink]:-}"); $(diff_ms "${P999[ol-nginx]:-}" "${P999[ol-sink]:-}") | — | — |"
+  echo "| the same, timer-paced (1 ms clumps, sessions 5–11): gateway; nginx | $(diff_ms "${P99[ol-gateway-timer]:-}" "${P99[ol-sink-timer]:-}"); $(diff_ms "${P99[ol-nginx-timer]:-}" "${P99[ol-sink-timer]:-}") | — | — |"
   echo "| drop req/s, $SCALE_N identities cached ÷ 10,000 | $sd | ≥ 0.9 | $(met "$sd" 0.9 '>=') |"
   echo "| forward req/s, $SCALE_N identities cached ÷ 10,000 | $sf | ≥ 0.9 | $(met "$sf" 0.9 '>=') |"
   echo "| open-loop p99 while sweeping $SWEEP_N expired ÷ without a sweep | $sweep | ≤ 2 | $([ -n "$lag_sw" ] && echo — || met "$sweep" 2 '<=') |"
@@ -106,7 +109,7 @@ write_report() {
   echo "### Run $(date -u '+%Y-%m-%d %H:%M UTC') — commit \`$commit\`$dirty"
   echo
   echo "Machine: $CORES cores, $cpu_model; $(free -g 2>/dev/null | awk '/^Mem:/ {print $2 " GiB"}'). wrk $THREADS threads, $CONNS connections, $DURATION per closed-loop run;"
-  echo "open loop (\`examples/openloop.rs\`) $HALF req/s (half the gateway's forward max) for $OL_SECS s over $OL_CONNS connections."
+  echo "open loop (\`examples/openloop.rs\`) $HALF req/s (half the gateway's forward max) for $OL_SECS s over $OL_CONNS connections, evenly paced (\`--pace spin\`; \`-timer\` rows: tokio's 1 ms timer ticks, clumps)."
   echo "Payload \`$(basename "$FIXTURE")\` ($(wc -c <"$FIXTURE") bytes). $PIN_NOTE."
   echo
   scenario_rows

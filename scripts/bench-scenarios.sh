@@ -6,12 +6,18 @@ declare -A KV
 
 # Open-loop p99/p99.9 at RATE: the sink alone, nginx → sink, gateway (sync, unique) → sink; the
 # same rate, connections and body. Needs SINK, SINK_PID, NGINX_ADDR, NGINX_PID (running).
+# Evenly paced (`--pace spin`, the figure), then timer-paced (`-timer` rows: 1 ms clumps, the method
+# of sessions 5–11, kept so the figures compare across sessions).
 scenario_openloop() {
-  local rate=$1 secs=$2
-  run_openloop ol-sink "$SINK" "$rate" "$secs" "$SINK_PID"
-  run_openloop ol-nginx "$NGINX_ADDR" "$rate" "$secs" "$NGINX_PID"
+  local rate=$1 secs=$2 pace tag
   start_gateway sync "$SINK"
-  run_openloop ol-gateway "$GW_ADDR" "$rate" "$secs" "$GW_PID"
+  for pace in spin timer; do
+    tag=""
+    [ "$pace" = spin ] || tag=-$pace
+    run_openloop "ol-sink$tag" "$SINK" "$rate" "$secs" "$SINK_PID" --pace "$pace"
+    run_openloop "ol-nginx$tag" "$NGINX_ADDR" "$rate" "$secs" "$NGINX_PID" --pace "$pace"
+    run_openloop "ol-gateway$tag" "$GW_ADDR" "$rate" "$secs" "$GW_PID" --pace "$pace"
+  done
   stop_pid "$GW_PID"
 }
 
