@@ -159,10 +159,8 @@ async fn worker(plan: Arc<Plan>) -> Tally {
 /// workers' responses are read while this one waits.
 async fn wait_spinning(due: Instant) {
     let early = Duration::from_millis(2);
-    if let Some(at) = due.checked_sub(early) {
-        if Instant::now() < at {
-            tokio::time::sleep_until(at.into()).await;
-        }
+    if let Some(at) = due.checked_sub(early).filter(|at| Instant::now() < *at) {
+        tokio::time::sleep_until(at.into()).await;
     }
     while Instant::now() < due {
         tokio::task::yield_now().await;
