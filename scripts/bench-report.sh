@@ -109,12 +109,13 @@ write_report() {
   echo "### Run $(date -u '+%Y-%m-%d %H:%M UTC') — commit \`$commit\`$dirty"
   echo
   echo "Machine: $CORES cores, $cpu_model; $(free -g 2>/dev/null | awk '/^Mem:/ {print $2 " GiB"}'). wrk $THREADS threads, $CONNS connections, $DURATION per closed-loop run;"
-  echo "open loop (\`examples/openloop.rs\`) $HALF req/s (half the gateway's forward max) for $OL_SECS s over $OL_CONNS connections, evenly paced (\`--pace spin\`; \`-timer\` rows: tokio's 1 ms timer ticks, clumps)."
+  echo "open loop (\`examples/openloop.rs\`) $HALF req/s (half the gateway's forward max) for $OL_SECS s over $OL_CONNS connections, $OL_ROUNDS rounds (median), evenly paced (\`--pace spin\`; \`-timer\` rows: tokio's 1 ms timer ticks, clumps)."
   echo "Payload \`$(basename "$FIXTURE")\` ($(wc -c <"$FIXTURE") bytes). $PIN_NOTE."
   echo
   scenario_rows
   echo
   echo "Gateway log (info level, stderr to a file): $SYNC_LOG_LINES lines for the sync wrk runs."
+  echo "Open-loop p99 of each round (ms; the rows above are medians): sink ${OL_P99S[ol-sink]:-n/a}; nginx ${OL_P99S[ol-nginx]:-n/a}; gateway ${OL_P99S[ol-gateway]:-n/a}; timer-paced: sink ${OL_P99S[ol-sink-timer]:-n/a}; nginx ${OL_P99S[ol-nginx-timer]:-n/a}; gateway ${OL_P99S[ol-gateway-timer]:-n/a}."
   echo "Heap allocations per request on the gateway's runtime thread (\`examples/allocs_per_request.rs\`): drop path ${ALLOCS_DROP:-n/a}, forward path ${ALLOCS_FWD:-n/a}."
   [ -n "${KV[scale-$SCALE_N-rss]:-}" ] && echo "Scale: the gateway's resident set with $SCALE_N identities: ${KV[scale-$SCALE_N-rss]} MiB (10,000: ${KV[scale-10000-rss]:-?} MiB)."
   [ -n "${KV[sweep-log]:-}${KV[nosweep-log]:-}" ] && echo "Sweeper (debug log): with expiry: \`${KV[sweep-log]:-none}\`; without: \`${KV[nosweep-log]:-none}\`."

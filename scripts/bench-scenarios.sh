@@ -7,18 +7,40 @@ declare -A KV
 # Open-loop p99/p99.9 at RATE: the sink alone, nginx → sink, gateway (sync, unique) → sink; the
 # same rate, connections and body. Needs SINK, SINK_PID, NGINX_ADDR, NGINX_PID (running).
 # Evenly paced (`--pace spin`, the figure), then timer-paced (`-timer` rows: 1 ms clumps, the method
-# of sessions 5–11, kept so the figures compare across sessions).
+# of sessions 5–11, kept so the figures compare across sessions). OL_ROUNDS rounds of sink, nginx,
+# gateway in turn; each row is the median of its rounds: a single 10 s p99 on this host swings by
+# milliseconds (the sink alone once read 6.6 ms in a slow minute).
 scenario_openloop() {
-  local rate=$1 secs=$2 pace tag
+  local rate=$1 secs=$2 pace tag r name
   start_gateway sync "$SINK"
   for pace in spin timer; do
     tag=""
     [ "$pace" = spin ] || tag=-$pace
-    run_openloop "ol-sink$tag" "$SINK" "$rate" "$secs" "$SINK_PID" --pace "$pace"
-    run_openloop "ol-nginx$tag" "$NGINX_ADDR" "$rate" "$secs" "$NGINX_PID" --pace "$pace"
-    run_openloop "ol-gateway$tag" "$GW_ADDR" "$rate" "$secs" "$GW_PID" --pace "$pace"
+    for r in $(seq 1 "$OL_ROUNDS"); do
+      run_openloop "ol-sink$tag.$r" "$SINK" "$rate" "$secs" "$SINK_PID" --pace "$pace"
+      run_openloop "ol-nginx$tag.$r" "$NGINX_ADDR" "$rate" "$secs" "$NGINX_PID" --pace "$pace"
+      run_openloop "ol-gateway$tag.$r" "$GW_ADDR" "$rate" "$secs" "$GW_PID" --pace "$pace"
+    done
+    for name in "ol-sink$tag" "ol-nginx$tag" "ol-gateway$tag"; do median_rounds "$name" "$OL_ROUNDS"; done
   done
   stop_pid "$GW_PID"
+}
+
+# median_rounds NAME N: NAME's row from NAME.1..NAME.N — each figure the median of the rounds',
+# errors summed; the per-round p99s are kept in OL_P99S[NAME] for the report.
+declare -A OL_P99S
+median_rounds() {
+  local name=$1 n=$2 arr r vals errs=0
+  for arr in RPS P50 P99 P999 CPU OFFERED; do
+    vals=""
+    for r in $(seq 1 "$n"); do vals+="$(eval echo "\${$arr[$name.$r]:-}") "; done
+    eval "$arr[\$name]=\$(tr ' ' '\n' <<<\"\$vals\" | grep -v '^\$' | sort -g | awk '{v[NR]=\$1} END {if (NR) print v[int((NR+1)/2)]}')"
+  done
+  for r in $(seq 1 "$n"); do errs=$(( errs + ${ERRS[$name.$r]:-0} )); done
+  ERRS[$name]=$errs
+  vals=""
+  for r in $(seq 1 "$n"); do vals+="${P99[$name.$r]:-?} "; done
+  OL_P99S[$name]=${vals% }
 }
 
 # The burst against the gateway in mode $1: a fresh counting sink, then examples/burst.rs.
